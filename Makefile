@@ -1,0 +1,36 @@
+# labkit: the two commands are `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# Never let boto3 look for EC2 instance metadata on a machine that is not an EC2 instance.
+export AWS_EC2_METADATA_DISABLED := true
+
+.PHONY: run test test-fast lint venv clean bench
+
+# Create .venv and install the project when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[all,test,dev]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+## run: the whole kit on the embedded emulator, start to finish
+run: venv
+	$(PY) -m labkit demo
+
+## test: the whole suite (slow end-to-end tests included), then ruff
+test: venv
+	$(PY) -m pytest
+	$(VENV)/bin/ruff check labkit worker tests
+
+## test-fast: skip the tests marked slow
+test-fast: venv
+	$(PY) -m pytest -m "not slow"
+
+lint: venv
+	$(VENV)/bin/ruff check labkit worker tests
+
+clean:
+	rm -rf $(VENV) .labkit runs .pytest_cache

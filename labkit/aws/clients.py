@@ -1,0 +1,127 @@
+"""The one place boto3 clients are built, so every client gets the same endpoint, region, retries
+and call counter."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from labkit.config import Settings
+
+# The embedded emulator accepts any credentials; these fixed, obviously fake ones keep real
+# credentials from ever being sent to it.
+EMULATOR_CREDENTIALS = {"aws_access_key_id": "labkit-emulator", "aws_secret_access_key": "labkit-emulator"}
+
+
+class CallCounter:
+    """Counts AWS API calls by ``service.Operation`` (hooked on botocore's ``before-call`` event)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    def _on_call(self, model: Any = None, **_: Any) -> None:
+        if model is None:
+            return
+        name = f"{model.service_model.service_name}.{model.name}"
+        with self._lock:
+            self._counts[name] += 1
+
+    def attach(self, client: Any) -> None:
+        client.meta.events.register("before-call", self._on_call)
+
+    def snapshot(self) -> dict[str, int]:
+        """Calls so far, by operation."""
+        with self._lock:
+            return dict(self._counts)
+
+    @property
+    def total(self) -> int:
+        with self._lock:
+            return sum(self._counts.values())
+
+    def reset(self) -> None:
+        with self._lock:
+            self._counts.clear()
+
+
+class Clients:
+    """Builds and caches boto3 clients for one :class:`Settings` (thread-safe, reuse it)."""
+
+    def __init__(self, settings: Settings, counter: CallCounter | None = None) -> None:
+        self.settings = settings
+        self.counter = counter or CallCounter()
+        self._lock = threading.Lock()
+        self._clients: dict[str, Any] = {}
+        self._bucket: str | None = None
+        creds = EMULATOR_CREDENTIALS if settings.is_local else {}
+        self._session = boto3.session.Session(region_name=settings.region, **creds)
+
+    def __call__(self, service: str) -> Any:
+        with self._lock:
+            client = self._clients.get(service)
+            if client is None:
+                client = self._build(service)
+                self._clients[service] = client
+            return client
+
+    def _build(self, service: str) -> Any:
+        config = Config(
+            region_name=self.settings.region,
+            # Long polls hold a connection for up to poll_wait seconds: read timeout must exceed it.
+            read_timeout=self.settings.poll_wait + 15,
+            connect_timeout=5,
+            retries={"mode": "standard", "max_attempts": 5},
+            max_pool_connections=32,
+            s3={"addressing_style": "path"} if self.settings.is_local else None,
+            signature_version="s3v4" if service == "s3" else None,
+        )
+        client = self._session.client(service, endpoint_url=self.settings.endpoint_url, config=config)
+        self.counter.attach(client)
+        return client
+
+    @property
+    def sqs(self) -> Any:
+        return self("sqs")
+
+    @property
+    def s3(self) -> Any:
+        return self("s3")
+
+    def bucket_name(self) -> str:
+        """The configured bucket, or the account's default name (looked up once)."""
+        if self.settings.bucket:
+            return self.settings.bucket
+        if self._bucket is None:
+            # labkit-<account>-<region>: unique to the account and region, as S3 names must be.
+            self._bucket = f"labkit-{self.account_id()}-{self.settings.region}"
+        return self._bucket
+
+    def account_id(self) -> str:
+        return self("sts").get_caller_identity()["Account"]
+
+    def has_credentials(self) -> bool:
+        return self._session.get_credentials() is not None
+
+
+def credentials_configured(env: dict[str, str] | None = None) -> bool:
+    """True when AWS credentials are configured in the environment or in ~/.aws.
+
+    Deliberately does not ask the EC2 instance metadata service (that would mean network traffic and a
+    delay on every machine that is not an EC2 instance): on EC2, pass ``--aws`` explicitly.
+    """
+    env = os.environ if env is None else env
+    if env.get("AWS_ACCESS_KEY_ID") or env.get("AWS_PROFILE") or env.get("AWS_WEB_IDENTITY_TOKEN_FILE"):
+        return True
+    if env.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") or env.get("AWS_CONTAINER_CREDENTIALS_FULL_URI"):
+        return True
+    home = Path(env.get("HOME", "~")).expanduser()
+    files = [env.get("AWS_SHARED_CREDENTIALS_FILE") or home / ".aws/credentials",
+             env.get("AWS_CONFIG_FILE") or home / ".aws/config"]
+    return any(Path(f).is_file() and Path(f).stat().st_size > 0 for f in files)

@@ -1,0 +1,178 @@
+"""SQS queues: batched send, receive, delete and visibility changes, with clear errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from labkit.errors import AwsError
+
+MAX_BATCH = 10  # SQS: entries per batch call
+MAX_BATCH_BYTES = 1024 * 1024  # SQS: bytes per batch call (and per message) since 2025
+NON_EXISTENT = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
+
+
+def is_missing_queue(exc: BaseException) -> bool:
+    code = getattr(exc, "code", None) or (getattr(exc, "response", None) or {}).get("Error", {}).get("Code")
+    return code in NON_EXISTENT
+
+
+@dataclass(frozen=True)
+class Message:
+    """One received message."""
+
+    body: str
+    receipt: str
+    message_id: str
+    receive_count: int
+    sent_at: float | None  # seconds since the epoch, from SQS's SentTimestamp
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A batch entry that SQS refused: ``index`` into the batch given to the call."""
+
+    index: int
+    code: str
+    message: str
+    sender_fault: bool
+
+
+def chunks(items: Sequence[Any], sizes: Sequence[int] | None = None) -> Iterator[list[int]]:
+    """Indexes of ``items`` grouped in batches of at most 10 entries and 1 MiB (when sizes are given)."""
+    batch: list[int] = []
+    total = 0
+    for i in range(len(items)):
+        size = sizes[i] if sizes else 0
+        if batch and (len(batch) == MAX_BATCH or total + size > MAX_BATCH_BYTES):
+            yield batch
+            batch, total = [], 0
+        batch.append(i)
+        total += size
+    if batch:
+        yield batch
+
+
+class Queue:
+    """A queue by URL. All methods raise :class:`AwsError` for failures of the call itself."""
+
+    def __init__(self, sqs: Any, url: str, name: str | None = None) -> None:
+        self.sqs = sqs
+        self.url = url
+        self.name = name or url.rstrip("/").rsplit("/", 1)[-1]
+
+    def __repr__(self) -> str:
+        return f"Queue({self.name!r})"
+
+    @classmethod
+    def by_name(cls, sqs: Any, name: str) -> Queue:
+        """Look a queue up by name (one GetQueueUrl call: do it once, then keep the object)."""
+        try:
+            url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+        except ClientError as exc:
+            if is_missing_queue(exc):
+                raise AwsError(
+                    f"queue {name!r} does not exist: run `labkit up` (or provision) first",
+                    code="AWS.SimpleQueueService.NonExistentQueue",
+                ) from exc
+            raise AwsError.from_client_error(exc, f"looking up queue {name!r}") from exc
+        return cls(sqs, url, name)
+
+    def _call(self, op: str, **kwargs: Any) -> Any:
+        try:
+            return getattr(self.sqs, op)(QueueUrl=self.url, **kwargs)
+        except ClientError as exc:
+            raise AwsError.from_client_error(exc, f"{op} on {self.name}") from exc
+
+    # -- sending ------------------------------------------------------------------------------------
+    def send(self, body: str, delay: int = 0) -> str:
+        """Send one message; returns its SQS message id."""
+        return self._call("send_message", MessageBody=body, DelaySeconds=delay)["MessageId"]
+
+    def send_batch(self, bodies: Sequence[str]) -> list[Failure]:
+        """Send many messages in as few calls as possible. Returns the entries SQS refused."""
+        failures: list[Failure] = []
+        sizes = [len(b.encode()) for b in bodies]
+        for group in chunks(bodies, sizes):
+            entries = [{"Id": str(i), "MessageBody": bodies[i]} for i in group]
+            resp = self._call("send_message_batch", Entries=entries)
+            failures += [_failure(f) for f in resp.get("Failed", [])]
+        return failures
+
+    # -- receiving ----------------------------------------------------------------------------------
+    def receive(self, max_messages: int = MAX_BATCH, wait: int = 20, visibility: int | None = None) -> list[Message]:
+        """Long-poll for up to ``max_messages`` (≤ 10) messages, waiting at most ``wait`` seconds."""
+        kwargs: dict[str, Any] = {
+            "MaxNumberOfMessages": max(1, min(max_messages, MAX_BATCH)),
+            "WaitTimeSeconds": wait,
+            "MessageSystemAttributeNames": ["ApproximateReceiveCount", "SentTimestamp"],
+        }
+        if visibility is not None:
+            kwargs["VisibilityTimeout"] = visibility
+        resp = self._call("receive_message", **kwargs)
+        out = []
+        for m in resp.get("Messages", []):
+            attrs = m.get("Attributes", {})
+            sent = attrs.get("SentTimestamp")
+            out.append(Message(
+                body=m.get("Body", ""),
+                receipt=m["ReceiptHandle"],
+                message_id=m["MessageId"],
+                receive_count=int(attrs.get("ApproximateReceiveCount", "1")),
+                sent_at=int(sent) / 1000 if sent else None,
+            ))
+        return out
+
+    def delete_batch(self, receipts: Sequence[str]) -> list[Failure]:
+        """Delete messages by receipt handle, in batches of 10."""
+        failures: list[Failure] = []
+        for group in chunks(receipts):
+            entries = [{"Id": str(i), "ReceiptHandle": receipts[i]} for i in group]
+            resp = self._call("delete_message_batch", Entries=entries)
+            failures += [_failure(f) for f in resp.get("Failed", [])]
+        return failures
+
+    def change_visibility(self, receipts: Sequence[str], timeout: int) -> list[Failure]:
+        """Set the visibility timeout of received messages (0 releases them at once)."""
+        failures: list[Failure] = []
+        for group in chunks(receipts):
+            entries = [{"Id": str(i), "ReceiptHandle": receipts[i], "VisibilityTimeout": timeout} for i in group]
+            resp = self._call("change_message_visibility_batch", Entries=entries)
+            failures += [_failure(f) for f in resp.get("Failed", [])]
+        return failures
+
+    # -- housekeeping -------------------------------------------------------------------------------
+    def purge(self) -> None:
+        """Delete every message (SQS refuses a second purge of a queue within 60 s)."""
+        self._call("purge_queue")
+
+    def depth(self) -> dict[str, int]:
+        """Approximate counts: visible, in flight (received, not deleted), delayed."""
+        names = [
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ]
+        attrs = self._call("get_queue_attributes", AttributeNames=names).get("Attributes", {})
+        return {
+            "visible": int(attrs.get(names[0], 0)),
+            "in_flight": int(attrs.get(names[1], 0)),
+            "delayed": int(attrs.get(names[2], 0)),
+        }
+
+    def drain(self, max_messages: int = 1000, wait: int = 1) -> Iterable[Message]:
+        """Receive (without deleting) until the queue looks empty or ``max_messages`` were seen."""
+        seen = 0
+        while seen < max_messages:
+            batch = self.receive(min(MAX_BATCH, max_messages - seen), wait=wait)
+            if not batch:
+                return
+            seen += len(batch)
+            yield from batch
+
+
+def _failure(entry: dict[str, Any]) -> Failure:
+    return Failure(int(entry["Id"]), entry.get("Code", ""), entry.get("Message", ""), bool(entry.get("SenderFault")))

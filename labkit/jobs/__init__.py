@@ -1,0 +1,1 @@
+"""Pure job code: no AWS here. ``numbers`` computes statistics, ``images`` processes pictures."""

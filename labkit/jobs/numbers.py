@@ -1,0 +1,396 @@
+"""The "numbers" job: summary statistics of a list of numbers.
+
+Input is a list of JSON-decoded numbers, the legacy plain-text form ("1,5,22" or "1 5 22"), or a 1-D
+numpy array (e.g. decoded from a ``.npy`` claim-check payload). Everything is vectorised with numpy, so
+millions of numbers are cheap; the median uses ``np.partition`` (linear time).
+
+Integers are exact: when every item is an integer, min, max, sum (a Python int, never overflowing) and
+median (when it is a whole number) are exact, and the mean is the correctly rounded quotient of the exact
+sum. Float sums use an error-free extraction (Rump, Ogita and Oishi's AccSum idea), so cancellation does
+not ruin the sum or the mean.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers as _numbers
+import re
+from typing import Any
+
+import numpy as np
+
+from labkit.errors import InvalidInput
+
+__all__ = ["compute", "parse_text", "to_array", "format_legacy", "format_legacy_error"]
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+_SHOW_LIMIT = 40  # longest repr shown in an error message
+
+# Legacy text form: numbers separated by commas and/or whitespace.
+_INT_TOKEN = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_FLOAT_TOKEN = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
+_NONFINITE_TOKEN = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
+# Characters of plain numbers and separators: tokens made only of these are numbers exactly when
+# int()/float() accept them (no "_", "nan", "inf" or non-ASCII digits can slip through).
+_NUMBER_CHARS = re.compile(r"[0-9eE+\-.,\s]*")
+
+
+# ---------------------------------------------------------------------------------------------- errors
+
+
+def _short(text: str) -> str:
+    """Truncate ``text`` to about ``_SHOW_LIMIT`` characters for an error message."""
+    return text if len(text) <= _SHOW_LIMIT else text[: _SHOW_LIMIT - 3] + "..."
+
+
+def _show_int(value: int) -> str:
+    if value.bit_length() > 10_000:  # str() of such an int is slow or refused (int_max_str_digits)
+        return f"an integer of about {int(value.bit_length() * math.log10(2))} digits"
+    return _short(str(value))
+
+
+def _show(value: Any) -> str:
+    """A short, JSON-flavoured rendering of a bad item."""
+    if value is None:
+        return "null"
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return _show_int(value)
+    if isinstance(value, float):
+        return repr(float(value))
+    return _short(repr(value))
+
+
+def _too_large(index: int, shown: str) -> InvalidInput:
+    return InvalidInput(f"item {index} is an integer too large for 64 bits: {shown}")
+
+
+def _not_finite(index: int, shown: str) -> InvalidInput:
+    return InvalidInput(f"item {index} is not a finite number: {shown}")
+
+
+def _empty() -> InvalidInput:
+    return InvalidInput("the list of numbers is empty")
+
+
+# ----------------------------------------------------------------------------------------- text input
+
+
+def parse_text(text: str) -> list[int | float]:
+    """Parse the legacy text form: numbers separated by commas and/or whitespace.
+
+    Integer tokens become ``int``, others (``1.5``, ``-3e2``) ``float``; empty tokens (trailing commas)
+    are ignored. Raises ``InvalidInput`` naming the first bad token by its 0-based index among the
+    non-empty tokens.
+    """
+    if not isinstance(text, str):
+        raise InvalidInput(f"numbers text must be a string, got {type(text).__name__}")
+    tokens = text.replace(",", " ").split()
+    # Fast path in C (map/int/float); any problem falls through to the slow path, which finds and
+    # names the first bad token.
+    if _NUMBER_CHARS.fullmatch(text):
+        try:
+            if "." in text or "e" in text or "E" in text:
+                values: list[int | float] = [
+                    float(t) if ("." in t or "e" in t or "E" in t) else int(t) for t in tokens
+                ]
+                ints = [v for v in values if type(v) is int]
+            else:
+                values = ints = list(map(int, tokens))
+        except ValueError:  # e.g. "1e", "+-1", or more digits than int() accepts
+            pass
+        else:
+            if (
+                math.inf not in values
+                and -math.inf not in values
+                and (not ints or (min(ints) >= INT64_MIN and max(ints) <= INT64_MAX))
+            ):
+                return values
+    return [_parse_token(i, t) for i, t in enumerate(tokens)]
+
+
+def _parse_token(index: int, token: str) -> int | float:
+    if _INT_TOKEN.fullmatch(token):
+        if len(token.lstrip("+-").lstrip("0")) > 19:
+            raise _too_large(index, _short(token))
+        value = int(token)
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise _too_large(index, _short(token))
+        return value
+    if _FLOAT_TOKEN.fullmatch(token):
+        number = float(token)
+        if not math.isfinite(number):
+            raise _not_finite(index, _short(repr(token)))
+        return number
+    if _NONFINITE_TOKEN.fullmatch(token):
+        raise _not_finite(index, _short(repr(token)))
+    raise InvalidInput(f"item {index} is not a number: {_short(repr(token))}")
+
+
+# ----------------------------------------------------------------------------------------- validation
+
+
+def to_array(values: list[Any] | tuple[Any, ...] | str | np.ndarray) -> np.ndarray:
+    """Validate ``values`` and return them as a 1-D ``int64`` (all integers) or ``float64`` array.
+
+    Accepts what ``compute`` accepts and raises the same ``InvalidInput`` errors. An ``int64`` or
+    ``float64`` input array is returned as is (not copied).
+    """
+    if isinstance(values, np.ndarray):
+        return _array_to_array(values)
+    if isinstance(values, str):
+        values = parse_text(values)
+    if isinstance(values, (list, tuple)):
+        return _list_to_array(values)
+    raise InvalidInput(f"numbers must be a list of numbers, got {type(values).__name__}")
+
+
+def _list_to_array(values: list[Any] | tuple[Any, ...]) -> np.ndarray:
+    if not values:
+        raise _empty()
+    types = set(map(type, values))
+    if types == {int}:
+        try:
+            return np.array(values, dtype=np.int64)
+        except OverflowError:
+            pass
+    elif types == {float}:
+        array = np.array(values, dtype=np.float64)
+        if np.isfinite(array).all():
+            return array
+    elif types == {int, float}:
+        ints = [v for v in values if type(v) is int]
+        if min(ints) >= INT64_MIN and max(ints) <= INT64_MAX:
+            array = np.array(values, dtype=np.float64)
+            if np.isfinite(array).all():
+                return array
+    # Slow path: find the first bad item, or normalise unusual types (int/float subclasses,
+    # numpy scalars) to plain int/float and retry.
+    clean = [_check_item(i, v) for i, v in enumerate(values)]
+    return _list_to_array(clean)
+
+
+def _check_item(index: int, value: Any) -> int | float:
+    if isinstance(value, (bool, np.bool_)):
+        raise InvalidInput(f"item {index} is a boolean, not a number: {_show(value)}")
+    if isinstance(value, (int, np.integer)):
+        number = int(value)
+        if not INT64_MIN <= number <= INT64_MAX:
+            raise _too_large(index, _show_int(number))
+        return number
+    if isinstance(value, (float, np.floating)):
+        number = float(value)
+        if not math.isfinite(number):
+            raise _not_finite(index, _short(str(value)) if isinstance(value, np.floating) else _show(value))
+        return number
+    if isinstance(value, str):
+        raise InvalidInput(f"item {index} is a string, not a number: {_show(value)}")
+    if isinstance(value, (list, tuple)):
+        raise InvalidInput(f"item {index} is a list, not a number")
+    if isinstance(value, _numbers.Number):
+        raise InvalidInput(f"item {index} is a {type(value).__name__}, not an int or float: {_show(value)}")
+    raise InvalidInput(f"item {index} is not a number: {_show(value)}")
+
+
+def _array_to_array(array: np.ndarray) -> np.ndarray:
+    if array.ndim != 1:
+        raise InvalidInput(f"numbers must be a 1-D array, got a {array.ndim}-D array of shape {array.shape}")
+    kind = array.dtype.kind
+    if kind not in "iuf":
+        raise InvalidInput(f"numbers must be integers or floats, got an array of {array.dtype}")
+    if array.size == 0:
+        raise _empty()
+    if kind == "i":
+        return array.astype(np.int64, copy=False)
+    if kind == "u":
+        if array.dtype.itemsize >= 8:
+            too_large = array > INT64_MAX
+            if too_large.any():
+                index = int(np.argmax(too_large))
+                raise _too_large(index, _show_int(int(array[index])))
+        return array.astype(np.int64, copy=False)
+    result = array.astype(np.float64, copy=False)
+    finite = np.isfinite(result)
+    if not finite.all():
+        index = int(np.argmin(finite))
+        raise _not_finite(index, _short(str(array[index])))
+    return result
+
+
+# ----------------------------------------------------------------------------------------- statistics
+
+
+def compute(values: list[Any] | tuple[Any, ...] | str | np.ndarray) -> dict[str, int | float]:
+    """Summary statistics of ``values``: count, min, max, mean, median, sum and std (population, ddof=0).
+
+    ``values`` is a list of numbers, the legacy text form or a 1-D int/float numpy array. All-integer
+    input gives exact int min/max/sum (and median when whole); otherwise values are floats. Every value
+    is a plain Python ``int`` or ``float``. Raises ``InvalidInput`` for bad input.
+    """
+    array = to_array(values)
+    if array.dtype == np.int64:
+        return _int_stats(array)
+    return _float_stats(array)
+
+
+def _median_pair(array: np.ndarray) -> tuple[Any, Any]:
+    """The two middle order statistics (the same one twice for an odd count), in linear time."""
+    n = array.size
+    k = n // 2
+    part = np.partition(array, k)
+    upper = part[k]
+    lower = part[:k].max() if n % 2 == 0 else upper
+    return lower, upper
+
+
+def _exact_int_sum(array: np.ndarray, bound: int) -> int:
+    """Exact sum of an int64 array; ``bound`` is max(|x|)."""
+    n = array.size
+    if bound * n <= INT64_MAX:
+        return int(array.sum(dtype=np.int64))
+    # Split x = hi * 2**32 + lo with hi in [-2**31, 2**31) and lo in [0, 2**32): per chunk of 2**30
+    # items neither partial sum can overflow int64.
+    total = 0
+    chunk = 1 << 30
+    for start in range(0, n, chunk):
+        part = array[start : start + chunk]
+        hi = int(np.right_shift(part, 32).sum(dtype=np.int64))
+        lo = int(np.bitwise_and(part, 0xFFFFFFFF).sum(dtype=np.int64))
+        total += (hi << 32) + lo
+    return total
+
+
+def _int_stats(array: np.ndarray) -> dict[str, int | float]:
+    n = int(array.size)
+    low = int(array.min())
+    high = int(array.max())
+    total = _exact_int_sum(array, max(-low, high))
+
+    a, b = (int(x) for x in _median_pair(array))
+    pair_sum = a + b
+    median: int | float = pair_sum // 2 if pair_sum % 2 == 0 else pair_sum / 2
+
+    if high - low <= INT64_MAX:
+        # Centre on an integer c = floor(mean) exactly in int64, then go to float: deviations are exact
+        # up to 2**53, and the mean deviation (total - c*n)/n in [0, 1) is known exactly.
+        centre = total // n
+        deviations = (array - np.int64(centre)).astype(np.float64)
+        mean_dev = (total - centre * n) / n
+        np.multiply(deviations, deviations, out=deviations)
+        variance = float(np.sum(deviations)) / n - mean_dev * mean_dev
+    else:
+        # Spread wider than int64: the values are huge, float rounding of x is negligible.
+        deviations = array.astype(np.float64)
+        deviations -= total / n
+        variance = _centred_variance(deviations)
+
+    return {
+        "count": n,
+        "min": low,
+        "max": high,
+        "mean": total / n,
+        "median": median,
+        "sum": total,
+        "std": math.sqrt(max(variance, 0.0)),
+    }
+
+
+def _centred_variance(deviations: np.ndarray) -> float:
+    """Corrected two-pass variance from (approximate) deviations ``x - mean``; overwrites the array."""
+    n = deviations.size
+    mean_dev = float(np.sum(deviations)) / n
+    np.multiply(deviations, deviations, out=deviations)
+    return float(np.sum(deviations)) / n - mean_dev * mean_dev
+
+
+def _accurate_sum(x: np.ndarray) -> float:
+    """Sum of a finite float64 array, accurate to about one rounding of the exact sum.
+
+    Repeated error-free extraction: with ``sigma`` a power of two well above ``n * max|r|``,
+    ``q = (sigma + r) - sigma`` keeps the high bits of each residual ``r`` on a common grid, so ``sum(q)``
+    is exact in any order; ``r - q`` (also exact) is the next, much smaller, residual.
+    Requires ``max|x| * 2**(bit_length(n) + 3) < 2**1023``.
+    """
+    n = x.size
+    shift = (n + 2).bit_length() + 1  # 2**shift > 2 * (n + 2)
+    residual = np.array(x, dtype=np.float64, copy=True)
+    buffer = np.empty_like(residual)
+    parts: list[float] = []
+    for _ in range(200):
+        biggest = max(-float(residual.min()), float(residual.max()))
+        if biggest == 0.0:
+            return math.fsum(parts)
+        sigma = math.ldexp(1.0, math.frexp(biggest)[1] + shift)
+        np.add(residual, sigma, out=buffer)
+        np.subtract(buffer, sigma, out=buffer)
+        np.subtract(residual, buffer, out=residual)
+        parts.append(float(np.sum(buffer)))  # exact
+        # Every |residual| <= sigma * 2**-53: stop when what is left cannot matter.
+        if n * math.ldexp(sigma, -53) <= math.ldexp(abs(math.fsum(parts)), -12):
+            break
+    parts.append(float(np.sum(residual)))
+    return math.fsum(parts)
+
+
+def _float_stats(array: np.ndarray) -> dict[str, int | float]:
+    n = int(array.size)
+    low = float(array.min())
+    high = float(array.max())
+    biggest = max(-low, high)
+    exponent = math.frexp(biggest)[1]  # biggest < 2**exponent
+
+    # Sum, scaled by a power of two when the extraction's sigma would overflow.
+    shift = (n + 2).bit_length() + 1
+    scale = max(0, exponent + shift - 1020)
+    total_scaled = _accurate_sum(np.ldexp(array, -scale) if scale else array)
+    try:
+        total = math.ldexp(total_scaled, scale)
+    except OverflowError:
+        raise InvalidInput("the sum of the numbers is too large for a 64-bit float") from None
+    mean = math.ldexp(total_scaled / n, scale)
+
+    a, b = (float(x) for x in _median_pair(array))
+    median = (a + b) / 2
+    if not math.isfinite(median):
+        median = a / 2 + b / 2
+
+    # Std on values scaled near 1 when squares could overflow or underflow.
+    std_scale = exponent if (exponent > 480 or exponent < -480) else 0
+    if std_scale:
+        deviations = np.ldexp(array, -std_scale)
+        deviations -= math.ldexp(mean, -std_scale)
+    else:
+        deviations = array - mean
+    std = math.ldexp(math.sqrt(max(_centred_variance(deviations), 0.0)), std_scale)
+
+    return {
+        "count": n,
+        "min": low,
+        "max": high,
+        "mean": mean,
+        "median": median,
+        "sum": total,
+        "std": std,
+    }
+
+
+# ------------------------------------------------------------------------------------------ formatting
+
+
+def format_legacy(result: dict[str, Any]) -> str:
+    """The original lab's one-line reply.
+
+    E.g. ``count: 3, minimum: 1, maximum: 5, average: 3.0, median: 3``.
+    """
+    return (
+        f"count: {result['count']}, minimum: {result['min']}, maximum: {result['max']}, "
+        f"average: {result['mean']}, median: {result['median']}"
+    )
+
+
+def format_legacy_error(message: str) -> str:
+    """The original lab's error reply: ``"?Error: " + message``."""
+    return "?Error: " + message

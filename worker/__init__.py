@@ -1,0 +1,1 @@
+"""The labkit worker: ``python -m worker`` (the same as ``labkit worker``)."""
