@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -32,7 +33,7 @@ READY_PREFIX = "labkit emulator listening on "
 def healthy(url: str, timeout: float = 2.0) -> bool:
     """True when an emulator answers at ``url``."""
     try:
-        with urllib.request.urlopen(url.rstrip("/") + "/moto-api/data.json", timeout=timeout) as resp:
+        with urllib.request.urlopen(url.rstrip("/") + "/moto-api/", timeout=timeout) as resp:
             return resp.status == 200
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -68,6 +69,14 @@ class Emulator:
             raise EmulatorError("the embedded emulator needs moto: pip install 'labkit[emulator]'") from exc
         # moto logs every request at INFO through werkzeug: keep the terminal readable.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        if self.port:
+            # moto's server thread would die silently on a busy port and leave start() waiting forever:
+            # find out first.
+            with socket.socket() as probe:
+                try:
+                    probe.bind((HOST, self.port))
+                except OSError as exc:
+                    raise EmulatorError(f"cannot listen on {HOST}:{self.port}: {exc}") from exc
         server = ThreadedMotoServer(ip_address=HOST, port=self.port, verbose=False)
         try:
             server.start()

@@ -1,0 +1,86 @@
+"""Provisioning against the real emulator: what exists, with which attributes; idempotence; teardown."""
+
+from __future__ import annotations
+
+import json
+
+from labkit import provision
+from labkit.aws.clients import Clients
+from tests.conftest import unique_settings
+
+
+def _attrs(sqs, name):
+    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+
+
+def test_ensure_creates_queues_with_dead_letters_and_long_polling(emulator, tmp_path):
+    # Given fresh names
+    s = unique_settings(emulator, tmp_path)
+    clients = Clients(s)
+    # When provisioned
+    report = provision.ensure(clients)
+    # Then the four queues, two dead-letter queues and the bucket were created
+    assert len(report.created) == 7
+    sqs = clients.sqs
+    for name in s.queue_names().values():
+        a = _attrs(sqs, name)
+        assert a["ReceiveMessageWaitTimeSeconds"] == "20"
+        assert int(a["VisibilityTimeout"]) >= 30  # not the original lab's 1 s
+    for name in (s.request_queue, s.image_inbox):
+        policy = json.loads(_attrs(sqs, name)["RedrivePolicy"])
+        dlq_arn = _attrs(sqs, name + "-dlq")["QueueArn"]
+        assert policy["deadLetterTargetArn"] == dlq_arn
+        assert int(policy["maxReceiveCount"]) == s.max_receive_count
+    for name in (s.response_queue, s.image_outbox):
+        assert "RedrivePolicy" not in _attrs(sqs, name)
+
+
+def test_bucket_blocks_public_access_and_encrypts(emulator, tmp_path):
+    s = unique_settings(emulator, tmp_path)
+    clients = Clients(s)
+    provision.ensure(clients)
+    block = clients.s3.get_public_access_block(Bucket=s.bucket)["PublicAccessBlockConfiguration"]
+    assert all(block[k] for k in ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets"))
+    enc = clients.s3.get_bucket_encryption(Bucket=s.bucket)["ServerSideEncryptionConfiguration"]
+    assert enc["Rules"][0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+
+
+def test_ensure_twice_changes_nothing(emulator, tmp_path):
+    s = unique_settings(emulator, tmp_path)
+    clients = Clients(s)
+    provision.ensure(clients)
+    again = provision.ensure(clients)
+    assert not again.changed
+    assert len(again.unchanged) == 7
+
+
+def test_ensure_repairs_drifted_attributes(emulator, tmp_path):
+    # Given a queue someone changed by hand (the original lab's 1 s visibility timeout)
+    s = unique_settings(emulator, tmp_path)
+    clients = Clients(s)
+    provision.ensure(clients)
+    url = clients.sqs.get_queue_url(QueueName=s.request_queue)["QueueUrl"]
+    clients.sqs.set_queue_attributes(QueueUrl=url, Attributes={"VisibilityTimeout": "1"})
+    # When provisioned again, only that is put back
+    report = provision.ensure(clients)
+    assert report.updated == [f"queue {s.request_queue} (VisibilityTimeout)"]
+    assert _attrs(clients.sqs, s.request_queue)["VisibilityTimeout"] == str(s.visibility_timeout)
+
+
+def test_default_bucket_name_is_unique_to_account_and_region(emulator, tmp_path):
+    s = unique_settings(emulator, tmp_path).replace(bucket=None, region="eu-west-3")
+    assert Clients(s).bucket_name() == "labkit-123456789012-eu-west-3"
+
+
+def test_teardown_leaves_nothing(emulator, tmp_path):
+    s = unique_settings(emulator, tmp_path)
+    clients = Clients(s)
+    provision.ensure(clients)
+    clients.s3.put_object(Bucket=s.bucket, Key="images/unprocessed/a.png", Body=b"x")
+    clients.sqs.create_queue(QueueName="labkit-reply-teardowntest")
+    provision.teardown(clients)
+    names = {u.rsplit("/", 1)[-1] for u in clients.sqs.list_queues().get("QueueUrls", [])}
+    assert not names & {*s.queue_names().values(), s.request_queue + "-dlq", s.image_inbox + "-dlq",
+                        "labkit-reply-teardowntest"}
+    assert s.bucket not in {b["Name"] for b in clients.s3.list_buckets()["Buckets"]}
