@@ -1,0 +1,132 @@
+"""The worker's IAM policy: exactly what ``python -m worker`` does on an EC2 instance, and no more.
+
+Pure functions (no AWS calls), so the documents can be read and tested on their own::
+
+    worker_policy(settings, bucket="labkit-123456789012-us-east-1", account="123456789012")
+
+Every SQS and S3 statement names its resources; only the Session Manager statement uses ``*``
+(those actions do not support resource-level permissions). :data:`WHY` says why each action is there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from labkit.config import (
+    ARTIFACTS_PREFIX,
+    LOGS_PREFIX,
+    PAYLOADS_PREFIX,
+    PROCESSED_PREFIX,
+    REPLY_QUEUE_PREFIX,
+    UNPROCESSED_PREFIX,
+    Settings,
+)
+
+VERSION = "2012-10-17"
+SESSION_MANAGER_ACTIONS = [
+    "ssm:UpdateInstanceInformation",
+    "ssmmessages:CreateControlChannel",
+    "ssmmessages:CreateDataChannel",
+    "ssmmessages:OpenControlChannel",
+    "ssmmessages:OpenDataChannel",
+]
+
+# Action -> why the worker needs it (docs/aws.md and the closing note repeat this table).
+WHY = {
+    "sqs:GetQueueUrl": "the worker looks its request and response queues up by name when it starts",
+    "sqs:ReceiveMessage": "long-poll the two request queues for jobs",
+    "sqs:ChangeMessageVisibility": "keep a long job invisible while it runs (heartbeat), and hand unstarted or "
+                                   "unanswerable requests back early on a stop or a failed reply",
+    "sqs:DeleteMessage": "delete a request once its reply is sent (never before: nothing is lost)",
+    "sqs:SendMessage": "send replies: to responseQueue/imageOutbox and to the clients' labkit-reply-* queues",
+    "s3:GetObject": "read input images (images/unprocessed/), claim-check payloads (payloads/) and, at boot, "
+                    "the labkit wheel (artifacts/)",
+    "s3:PutObject": "write processed images (images/processed/), large results (payloads/) and job logs (logs/)",
+    "s3:ListBucket": "on the bucket only: without it S3 answers a missing object with 403 instead of 404, and "
+                     "the worker could not tell the sender 'not_found'",
+    "ssm:UpdateInstanceInformation": "register the instance with Systems Manager, so Session Manager can reach "
+                                     "it with no inbound port open",
+    "ssmmessages:CreateControlChannel": "Session Manager: open a shell session over HTTPS instead of SSH",
+    "ssmmessages:CreateDataChannel": "Session Manager (as above)",
+    "ssmmessages:OpenControlChannel": "Session Manager (as above)",
+    "ssmmessages:OpenDataChannel": "Session Manager (as above)",
+}
+
+
+def partition(region: str) -> str:
+    """The ARN partition of a region: ``aws``, ``aws-cn`` or ``aws-us-gov``."""
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
+
+
+def queue_arn(region: str, account: str, name: str) -> str:
+    return f"arn:{partition(region)}:sqs:{region}:{account}:{name}"
+
+
+def bucket_arn(region: str, bucket: str, key_pattern: str | None = None) -> str:
+    base = f"arn:{partition(region)}:s3:::{bucket}"
+    return base if key_pattern is None else f"{base}/{key_pattern}"
+
+
+def trust_policy(region: str = "us-east-1") -> dict[str, Any]:
+    """Who may assume the worker role: EC2 instances, nothing else."""
+    service = "ec2.amazonaws.com.cn" if partition(region) == "aws-cn" else "ec2.amazonaws.com"
+    return {"Version": VERSION, "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]}
+
+
+def worker_policy(settings: Settings, bucket: str, account: str, region: str | None = None,
+                  session_manager: bool = True) -> dict[str, Any]:
+    """The worker role's inline policy for ``settings``' queues and ``bucket`` in ``account``.
+
+    Dead-letter queues are deliberately absent: SQS moves a message there by itself after
+    ``max_receive_count`` receives, the worker never reads or writes them.
+    """
+    region = region or settings.region
+
+    def q(name: str) -> str:
+        return queue_arn(region, account, name)
+
+    def obj(prefix: str) -> str:
+        return bucket_arn(region, bucket, prefix + "*")
+
+    statements: list[dict[str, Any]] = [
+        {"Sid": "ConsumeRequests", "Effect": "Allow",
+         "Action": ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueUrl", "sqs:ReceiveMessage"],
+         "Resource": [q(settings.request_queue), q(settings.image_inbox)]},
+        {"Sid": "SendReplies", "Effect": "Allow",
+         "Action": ["sqs:GetQueueUrl", "sqs:SendMessage"],
+         "Resource": [q(settings.response_queue), q(settings.image_outbox)]},
+        {"Sid": "SendToClientReplyQueues", "Effect": "Allow",
+         "Action": ["sqs:SendMessage"],
+         "Resource": [q(REPLY_QUEUE_PREFIX + "*")]},
+        {"Sid": "ReadInputsAndArtifacts", "Effect": "Allow",
+         "Action": ["s3:GetObject"],
+         "Resource": [obj(UNPROCESSED_PREFIX), obj(PAYLOADS_PREFIX), obj(ARTIFACTS_PREFIX)]},
+        {"Sid": "WriteOutputsAndLogs", "Effect": "Allow",
+         "Action": ["s3:PutObject"],
+         "Resource": [obj(PROCESSED_PREFIX), obj(PAYLOADS_PREFIX), obj(LOGS_PREFIX)]},
+        {"Sid": "TellMissingFromForbidden", "Effect": "Allow",
+         "Action": ["s3:ListBucket"],
+         "Resource": [bucket_arn(region, bucket)]},
+    ]
+    if session_manager:
+        statements.append({"Sid": "SessionManager", "Effect": "Allow", "Action": list(SESSION_MANAGER_ACTIONS),
+                           "Resource": "*"})
+    return {"Version": VERSION, "Statement": statements}
+
+
+def grants(policy: dict[str, Any]) -> dict[str, set[str]]:
+    """Resource -> the set of actions a policy allows on it (for reading and testing policies)."""
+    out: dict[str, set[str]] = {}
+    for st in policy.get("Statement", []):
+        if st.get("Effect") != "Allow":
+            continue
+        actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+        resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+        for r in resources:
+            out.setdefault(r, set()).update(actions)
+    return out

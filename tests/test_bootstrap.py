@@ -1,0 +1,203 @@
+"""The worker's bootstrap script (EC2 user data) and systemd unit: linted, checked, and run for real in a
+sandbox against the emulator, where the unit's own ExecStart command then processes a real job."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from labkit import fleet
+from labkit.aws.clients import Clients
+from labkit.client import Lab
+from labkit.config import LOGS_PREFIX, Settings, read_state
+from tests.conftest import FAKE_KEY_ID, FAKE_SECRET
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+SCRIPT = fleet.DEPLOY_DIR / "bootstrap.sh"
+UNIT = fleet.DEPLOY_DIR / "labkit-worker.service"
+
+
+def tool(name: str) -> str:
+    """The path of a linter; skipped where it is not installed, except in CI, where that is a failure."""
+    path = shutil.which(name)
+    if path is None:
+        if IN_CI:
+            pytest.fail(f"{name} is not installed: CI must install it (apt-get install -y {name})")
+        pytest.skip(f"{name} is not installed")
+    return path
+
+
+def read_unit(text: str) -> configparser.ConfigParser:
+    unit = configparser.ConfigParser(interpolation=None, strict=True)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]  # systemd keys are case-sensitive
+    unit.read_string(text)
+    return unit
+
+
+def sample_user_data() -> str:
+    s = Settings.load(env={}, bucket="labkit-sample")
+    return fleet.render_user_data(fleet.user_data_values(
+        s, "labkit-sample", "artifacts/labkit/0123456789abcdef/labkit-0.1.0-py3-none-any.whl", "0" * 64))
+
+
+# -- static checks ---------------------------------------------------------------------------------
+
+def test_script_parses_with_bash_n(tmp_path: Path) -> None:
+    rendered = tmp_path / "user-data.sh"
+    rendered.write_text(sample_user_data())
+    for path in (SCRIPT, rendered):
+        out = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+
+
+def test_script_passes_shellcheck(tmp_path: Path) -> None:
+    shellcheck = tool("shellcheck")
+    rendered = tmp_path / "user-data.sh"
+    rendered.write_text(sample_user_data())
+    out = subprocess.run([shellcheck, "--shell=bash", "--severity=style", str(SCRIPT), str(rendered)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    analyze = tool("systemd-analyze")
+    # verify checks that ExecStart's program exists: point it at a real Python, change nothing else.
+    text = UNIT.read_text().replace("ExecStart=/opt/labkit/venv/bin/python ", f"ExecStart={sys.executable} ")
+    assert text != UNIT.read_text()
+    unit = tmp_path / "labkit-worker.service"
+    unit.write_text(text)
+    out = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True)
+    messages = (out.stdout + out.stderr).strip()
+    assert out.returncode == 0, messages
+    # Unknown or misspelt settings are only warnings for verify: none may appear.
+    assert not re.search(r"unknown|ignoring|invalid|failed", messages, re.I), messages
+
+
+def test_unit_runs_the_worker_unprivileged_restarts_it_and_lets_jobs_finish() -> None:
+    unit = read_unit(UNIT.read_text())
+    svc = unit["Service"]
+    assert svc["User"] == "labkit" and svc["Group"] == "labkit"
+    assert svc["Restart"] == "always" and unit["Unit"]["StartLimitIntervalSec"] == "0"
+    assert svc["KillSignal"] == "SIGTERM"
+    assert svc["EnvironmentFile"] == "/etc/labkit/worker.env"
+    argv = shlex.split(svc["ExecStart"])
+    assert argv[:3] == ["/opt/labkit/venv/bin/python", "-m", "worker"]
+    # The stop timeout covers a whole long poll plus a job at its limit, with room for the replies.
+    poll, job = int(argv[argv.index("--poll-wait") + 1]), float(argv[argv.index("--job-timeout") + 1])
+    assert int(svc["TimeoutStopSec"]) >= poll + job + 30
+    for key, want in {"NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes",
+                      "PrivateTmp": "yes", "CapabilityBoundingSet": ""}.items():
+        assert svc[key] == want, key
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
+
+
+def test_script_refuses_to_run_without_its_settings(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    out = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, cwd=tmp_path,
+                         env={"PATH": os.environ["PATH"], "LABKIT_ROOT": str(root), "LABKIT_SKIP_SYSTEM": "1"})
+    assert out.returncode != 0
+    assert "AWS_REGION is not set" in out.stderr
+    assert not root.exists()  # it stopped before touching anything
+
+
+# -- the real thing, in a sandbox ------------------------------------------------------------------
+
+def sandbox_env(root: Path, emulator_url: str, **extra: str) -> dict[str, str]:
+    """The knobs bootstrap.sh documents for a sandbox; AWS_ENDPOINT_URL keeps any stray AWS call on the
+    emulator (this machine must never talk to real AWS)."""
+    return {**os.environ, "LABKIT_ROOT": str(root), "LABKIT_SKIP_SYSTEM": "1", "LABKIT_PYTHON": sys.executable,
+            # Reuse this environment's numpy, boto3, Pillow instead of downloading them.
+            "LABKIT_EXTRA_SITE": sysconfig.get_paths()["purelib"], "LABKIT_PIP_OPTIONS": "--no-deps",
+            "AWS_ENDPOINT_URL": emulator_url, "AWS_EC2_METADATA_DISABLED": "true", **extra}
+
+
+def env_file(path: Path) -> dict[str, str]:
+    lines = [ln for ln in path.read_text().splitlines() if ln and not ln.startswith("#")]
+    return dict(ln.split("=", 1) for ln in lines)
+
+
+@pytest.mark.slow
+def test_bootstrap_builds_the_worker_in_a_sandbox_and_its_unit_processes_a_job(
+        emulator, settings: Settings, tmp_path: Path) -> None:
+    # Given a fleet deployed on the emulator: the wheel is in the bucket, the instance holds the user data
+    clients = Clients(settings)
+    fleet.deploy(clients, fleet.FleetSpec(workers=1, concurrency=2))
+    instance = fleet.fleet_status(clients)["instances"][0]["id"]  # type: ignore[index]
+    script = tmp_path / "user-data.sh"
+    script.write_text(fleet.instance_user_data(clients, instance))
+    root = tmp_path / "root"
+
+    # When that very user data runs in the sandbox (package manager, useradd and systemctl skipped)
+    run = subprocess.run(["bash", str(script)], env=sandbox_env(root, emulator.url), cwd=tmp_path,
+                         capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+    # Then the wheel came from the emulator's bucket, checked, and is installed in the venv
+    record = read_state(settings.state_dir)["fleet"]
+    wheel = root / "opt/labkit/wheels" / Path(record["wheel"]).name
+    assert wheel.read_bytes() == clients.s3.get_object(Bucket=settings.bucket, Key=record["wheel"])["Body"].read()
+    venv_python = root / "opt/labkit/venv/bin/python"
+    where = subprocess.run([str(venv_python), "-c", "import labkit.fleet, worker.loop; "
+                            "print(labkit.fleet.__file__); print(worker.loop.__file__)"],
+                           capture_output=True, text=True, cwd="/")
+    assert where.returncode == 0, where.stderr
+    assert all(line.startswith(str(root / "opt/labkit/venv")) for line in where.stdout.splitlines())
+
+    # And the environment file holds names and region, no secret
+    env = env_file(root / "etc/labkit/worker.env")
+    assert env == {
+        "AWS_REGION": settings.region, "AWS_DEFAULT_REGION": settings.region, "LABKIT_BUCKET": settings.bucket,
+        "LABKIT_REQUEST_QUEUE": settings.request_queue, "LABKIT_RESPONSE_QUEUE": settings.response_queue,
+        "LABKIT_IMAGE_INBOX": settings.image_inbox, "LABKIT_IMAGE_OUTBOX": settings.image_outbox,
+        "LABKIT_CONCURRENCY": "2", "LABKIT_STATE_DIR": "/var/lib/labkit", "PYTHONUNBUFFERED": "1",
+        "LABKIT_ENDPOINT_URL": emulator.url}
+    text = (root / "etc/labkit/worker.env").read_text()
+    assert FAKE_KEY_ID not in text and FAKE_SECRET not in text and "SECRET" not in text
+    # And the unit is the one shipped in the wheel
+    unit_path = root / "etc/systemd/system/labkit-worker.service"
+    assert unit_path.read_text() == UNIT.read_text()
+
+    # When the unit's ExecStart runs as systemd would (its environment file, its working directory),
+    # mapped into the sandbox, with --burst, after a job was sent
+    with Lab(settings) as lab:
+        job = lab.numbers([4, 8, 15, 16, 23, 42])
+        svc = read_unit(unit_path.read_text())["Service"]
+        argv = [re.sub(r"\$\{(\w+)\}", lambda m: env[m.group(1)], a) for a in shlex.split(svc["ExecStart"])]
+        argv[0] = str(root) + argv[0]
+        workdir = Path(str(root) + svc["WorkingDirectory"])
+        workdir.mkdir(parents=True)  # systemd's StateDirectory= does this on the instance
+        service_env = {"PATH": "/usr/bin:/bin", "AWS_EC2_METADATA_DISABLED": "true",
+                       "HOME": str(workdir), **env}
+        worker = subprocess.Popen([*argv, "--burst"], env=service_env, cwd=workdir,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        output, _ = worker.communicate(timeout=120)
+        assert worker.returncode == 0, output
+
+        # Then it answered the job, and shipped its log lines to the bucket (--log-to-s3)
+        result = job.result(timeout=30)
+        assert result["count"] == 6 and result["min"] == 4 and result["max"] == 42 and result["median"] == 15.5
+        assert job.reply is not None and job.reply.worker.endswith(f":{worker.pid}")
+    logs = clients.s3.list_objects_v2(Bucket=settings.bucket, Prefix=LOGS_PREFIX).get("Contents", [])
+    assert logs, output
+
+    # When it runs again (a re-run of cloud-init, say) it reuses the venv and succeeds
+    again = subprocess.run(["bash", str(script)], env=sandbox_env(root, emulator.url), cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert f"creating {root}/opt/labkit/venv" not in again.stdout
+
+    # And a wheel that does not match the recorded checksum is refused
+    tampered = subprocess.run(["bash", str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                              env=sandbox_env(root, emulator.url, LABKIT_WHEEL_SHA256="f" * 64))
+    assert tampered.returncode != 0 and "checksum mismatch" in tampered.stderr
+
+    fleet.undeploy(clients)
