@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 # conda-forge spells a few packages differently; moto's [server] extra arrives through the pip section.
@@ -21,7 +22,7 @@ def _name_and_bound(spec: str) -> tuple[str, str]:
 def _pyproject_deps() -> dict[str, str]:
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     specs = list(meta["dependencies"])
-    for extra, items in meta["optional-dependencies"].items():
+    for items in meta["optional-dependencies"].values():
         specs += [s for s in items if not s.startswith("labkit[")]
     return dict(_name_and_bound(s) for s in specs)
 
