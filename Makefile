@@ -18,7 +18,7 @@ venv: $(VENV)/.installed
 
 ## run: the whole kit on the embedded emulator, start to finish
 run: venv
-	$(PY) -m labkit demo
+	$(PY) -m labkit run-notebooks
 
 ## test: the whole suite (slow end-to-end tests included), then ruff
 test: venv

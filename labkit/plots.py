@@ -1,0 +1,325 @@
+"""Figures for the notebooks: number histograms, round-trip latency, images side by side, benchmarks.
+
+Every function returns a :class:`matplotlib.figure.Figure` built without pyplot (no global state, no
+GUI backend needed, nothing to close), sized :data:`FIGSIZE` inches at :data:`DPI` dots per inch, so
+a saved PNG is always 800 x 450 pixels. ``save`` writes one, ``show`` displays one in a notebook.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+
+FIGSIZE = (8.0, 4.5)
+DPI = 100
+# Colours for the marked statistics (colour-blind safe, from matplotlib's tab palette).
+MARKS = {"min": "#1f77b4", "max": "#d62728", "mean": "#2ca02c", "median": "#ff7f0e"}
+_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def new_figure(ncols: int = 1) -> tuple[Figure, Any]:
+    """A blank figure of the standard size with ``ncols`` axes side by side."""
+    fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    axes = fig.subplots(1, ncols)
+    return fig, axes
+
+
+def png_bytes(fig: Figure) -> bytes:
+    """The figure as PNG bytes, at the standard size."""
+    fig.set_size_inches(*FIGSIZE)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    return buf.getvalue()
+
+
+def save(fig: Figure, folder: str | Path, name: str) -> Path:
+    """Write ``<folder>/<name>.png`` (800 x 450 px) and return its path."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = _NAME.sub("-", name).strip("-") or "figure"
+    path = folder / (stem if stem.endswith(".png") else stem + ".png")
+    path.write_bytes(png_bytes(fig))
+    return path
+
+
+def title_of(fig: Figure) -> str:
+    """The figure's title (suptitle, else the first axes' title), for text-only displays."""
+    sup = fig._suptitle.get_text() if getattr(fig, "_suptitle", None) is not None else ""
+    if sup:
+        return sup
+    for ax in fig.axes:
+        if ax.get_title():
+            return ax.get_title()
+    return "figure"
+
+
+def mime_bundle(fig: Figure) -> dict[str, str]:
+    """A display bundle: the PNG for notebooks and a one-line text for logs and plain terminals."""
+    return {"image/png": base64.b64encode(png_bytes(fig)).decode("ascii"),
+            "text/plain": f"<figure: {title_of(fig)}>"}
+
+
+def show(fig: Figure) -> None:
+    """Display the figure in a notebook (works with any matplotlib backend, Agg included)."""
+    from IPython.display import display
+    display(mime_bundle(fig), raw=True)
+
+
+# -- number jobs ----------------------------------------------------------------------------------------
+
+def _fmt(value: float) -> str:
+    if float(value).is_integer() and abs(value) < 1e15:
+        return f"{int(value):,}"
+    return f"{value:,.4g}"
+
+
+def numbers_histogram(values: Sequence[float] | np.ndarray, stats: Mapping[str, Any] | None = None,
+                      title: str | None = None) -> Figure:
+    """Histogram of ``values`` with min, max, mean and median marked.
+
+    ``stats`` is a number job's result (the worker's answer); without it the marks are computed here.
+    """
+    arr = np.asarray(values, dtype=float).ravel()
+    if arr.size == 0:
+        raise ValueError("no values to plot")
+    if stats is None:
+        stats = {"min": arr.min(), "max": arr.max(), "mean": arr.mean(), "median": float(np.median(arr))}
+    fig, ax = new_figure()
+    span = float(arr.max() - arr.min())
+    integer = bool(np.all(np.mod(arr, 1) == 0))
+    if integer and span < 60:
+        # One bar per integer value: easy to read for short typed lists.
+        edges = np.arange(arr.min() - 0.5, arr.max() + 1.5)
+    else:
+        edges = np.histogram_bin_edges(arr, bins=int(np.clip(2 * np.sqrt(arr.size), 10, 60)))
+    counts, edges = np.histogram(arr, bins=edges)
+    ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color="#9bb7d4", edgecolor="#4a6d8c",
+           linewidth=0.6, label=f"{arr.size:,} numbers")
+    styles = {"min": "--", "max": "--", "mean": "-", "median": ":"}
+    for name in ("min", "max", "mean", "median"):
+        if name in stats and stats[name] is not None:
+            ax.axvline(float(stats[name]), color=MARKS[name], linestyle=styles[name], linewidth=2,
+                       label=f"{name} {_fmt(float(stats[name]))}")
+    ax.set_xlabel("value (unitless)")
+    ax.set_ylabel("count (numbers per bin)" if not (integer and span < 60) else "count (numbers per value)")
+    # A figure title (not the axes' one): the legend beside the axes leaves them too narrow for it.
+    fig.suptitle(title or f"{arr.size:,} numbers: distribution and the worker's statistics")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.margins(x=0.04)
+    handles, labels = ax.get_legend_handles_labels()
+    order = [len(handles) - 1, *range(len(handles) - 1)]  # the bars first, then the marks
+    ax.legend([handles[i] for i in order], [labels[i] for i in order], loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              borderaxespad=0, fontsize="small")
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+# -- latency --------------------------------------------------------------------------------------------
+
+def latency_figure(latencies_s: Sequence[float] | np.ndarray, sent_s: Sequence[float] | np.ndarray,
+                   title: str | None = None) -> Figure:
+    """Round-trip latency of a batch: its distribution (left) and over the run (right).
+
+    ``latencies_s``: seconds from submit to result, per job; ``sent_s``: when each job was sent, in
+    seconds since the first one.
+    """
+    lat = np.asarray(latencies_s, dtype=float) * 1000.0
+    sent = np.asarray(sent_s, dtype=float)
+    if lat.size == 0:
+        raise ValueError("no latencies to plot")
+    p50, p95 = np.percentile(lat, [50, 95])
+    fig, (left, right) = new_figure(2)
+    left.hist(lat, bins=int(np.clip(np.sqrt(lat.size) * 2, 5, 50)), color="#9bb7d4", edgecolor="#4a6d8c",
+              linewidth=0.6)
+    left.axvline(p50, color=MARKS["median"], linestyle="-", linewidth=2, label=f"median {p50:,.0f} ms")
+    left.axvline(p95, color=MARKS["max"], linestyle="--", linewidth=2, label=f"95th percentile {p95:,.0f} ms")
+    left.set_xlabel("round-trip latency (ms)")
+    left.set_ylabel("jobs")
+    left.yaxis.set_major_locator(MaxNLocator(integer=True))
+    left.set_title("Distribution")
+    left.legend(fontsize="small")
+    left.grid(axis="y", alpha=0.3)
+
+    # Each job at the moment its result arrived: jobs sent together in one batch spread out.
+    arrived = sent + lat / 1000.0
+    order = np.argsort(arrived)
+    right.scatter(arrived[order], lat[order], s=10, alpha=0.6, color="#4a6d8c", label="one job")
+    if lat.size >= 5:
+        k = max(3, lat.size // 20)
+        kernel = np.ones(k) / k
+        smooth = np.convolve(lat[order], kernel, mode="valid")
+        right.plot(arrived[order][k - 1:], smooth, color=MARKS["median"], linewidth=2,
+                   label=f"mean of the last {k} jobs")
+    right.set_xlabel("result arrived, since the first job was sent (s)")
+    right.set_ylabel("round-trip latency (ms)")
+    right.set_title("Over the run")
+    right.set_ylim(bottom=0)
+    right.legend(fontsize="small")
+    right.grid(alpha=0.3)
+    fig.suptitle(title or f"Round-trip latency of {lat.size:,} jobs")
+    return fig
+
+
+# -- images ---------------------------------------------------------------------------------------------
+
+def _displayable(img: Any) -> tuple[np.ndarray, dict[str, Any]]:
+    """Pixels and imshow options for a PIL image of any mode."""
+    mode = img.mode
+    if mode in ("1", "L", "I", "I;16", "F"):
+        return np.asarray(img.convert("L")), {"cmap": "gray", "vmin": 0, "vmax": 255}
+    if mode in ("LA", "PA", "RGBA", "P") and ("A" in mode or "transparency" in img.info):
+        return np.asarray(img.convert("RGBA")), {}
+    return np.asarray(img.convert("RGB")), {}
+
+
+def images_side_by_side(original: Any, result: Any, ops: str = "", title: str | None = None) -> Figure:
+    """The original image (left) and the processed one (right), each titled with its size."""
+    fig, (left, right) = new_figure(2)
+    for ax, img, label in ((left, original, "original"), (right, result, "result")):
+        pixels, opts = _displayable(img)
+        ax.imshow(pixels, interpolation="antialiased", **opts)
+        ax.set_title(f"{label}: {img.width} x {img.height} px, {img.mode}")
+        ax.set_xlabel("x (px)")
+        ax.set_ylabel("y (px)")
+        ax.tick_params(labelsize="small")
+    fig.suptitle(title or (f"Image job: {ops}" if ops else "Image job"))
+    return fig
+
+
+# -- benchmarks -----------------------------------------------------------------------------------------
+
+def sweep_figure(rows: Sequence[Mapping[str, Any]], x: str, series: str | None = None,
+                 throughput: str = "jobs_per_s", latency: str = "p50_ms", latency_high: str | None = "p95_ms",
+                 x_label: str | None = None, title: str | None = None,
+                 label_format: str = "{series} = {value}") -> Figure:
+    """Throughput (left) and latency (right) against ``x``, one line per value of ``series`` (labelled
+    with ``label_format``).
+
+    ``rows`` are plain dicts (one per measured point), e.g. ``{"window": 10, "workers": 2,
+    "jobs_per_s": 312.0, "p50_ms": 30.1, "p95_ms": 55.2}``.
+    """
+    if not rows:
+        raise ValueError("no benchmark rows to plot")
+    groups: dict[Any, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(row.get(series) if series else None, []).append(row)
+    fig, (left, right) = new_figure(2)
+    markers = "osD^v<>"
+    has_high = bool(latency_high) and all(latency_high in r and r[latency_high] is not None for r in rows)
+    for i, (key, group) in enumerate(sorted(groups.items(), key=lambda kv: (kv[0] is None, str(kv[0])))):
+        group = sorted(group, key=lambda r: r[x])
+        xs = [r[x] for r in group]
+        label = label_format.format(series=series, value=key) if series else None
+        m = markers[i % len(markers)]
+        line = left.plot(xs, [r[throughput] for r in group], marker=m, label=label)
+        color = line[0].get_color()
+        right.plot(xs, [r[latency] for r in group], marker=m, color=color)
+        if has_high:
+            right.plot(xs, [r[latency_high] for r in group], marker=m, linestyle="--", color=color, alpha=0.6)
+    xl = x_label or x.replace("_", " ")
+    left.set_xlabel(xl)
+    left.set_ylabel("throughput (jobs/s)")
+    left.set_title("Throughput")
+    left.set_ylim(bottom=0)
+    right.set_xlabel(xl)
+    right.set_ylabel("round-trip latency (ms)")
+    right.set_title("Latency")
+    right.set_ylim(bottom=0)
+    # One legend for the series (left, by colour) and one for the line styles (right).
+    if series:
+        left.legend(fontsize="small")
+    styles = [Line2D([], [], color="#555555", marker="o", label="median")]
+    if has_high:
+        styles.append(Line2D([], [], color="#555555", marker="o", linestyle="--", alpha=0.6, label="95th percentile"))
+    right.legend(handles=styles, fontsize="small", loc="upper left")
+    xs_all = sorted({r[x] for r in rows})
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        if len(xs_all) > 2 and xs_all[0] > 0 and xs_all[-1] / xs_all[0] >= 4:
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(xs_all, [f"{v:g}" for v in xs_all])
+            ax.minorticks_off()
+    fig.suptitle(title or f"Throughput and latency against {xl}")
+    return fig
+
+
+def bar_figure(labels: Sequence[str], values: Sequence[float], ylabel: str, title: str,
+               errors: Sequence[float] | None = None) -> Figure:
+    """One bar per label (e.g. jobs/s per benchmark scenario), each with its value written on it."""
+    fig, ax = new_figure()
+    bars = ax.bar(list(labels), list(values), yerr=None if errors is None else list(errors), capsize=4,
+                  color="#9bb7d4", edgecolor="#4a6d8c")
+    ax.bar_label(bars, labels=[_fmt(round(v, 1)) for v in values], padding=3, fontsize="small")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.set_ylim(0, max(values) * 1.15 if len(values) and max(values) > 0 else 1)
+    ax.grid(axis="y", alpha=0.3)
+    ax.tick_params(axis="x", labelsize="small")
+    return fig
+
+
+SCENARIO_LABELS = {"floor": "floor\n(fewest calls)", "labkit": "labkit", "original": "original lab",
+                   "round_trip": "labkit", "original_round_trip": "original lab"}
+
+
+def scenarios_figure(rows: Sequence[Mapping[str, Any]], title: str | None = None) -> Figure:
+    """``labkit bench`` scenarios (``Report.rows()``): throughput of floor, labkit and the original
+    pattern (left), and round-trip latency one job at a time, labkit against the original (right)."""
+    by_name = {r["name"]: r for r in rows}
+    fig, (left, right) = new_figure(2)
+    names = [n for n in ("floor", "labkit", "original") if n in by_name]
+    if names:
+        values = [float(by_name[n]["jobs_per_s"]) for n in names]
+        colors = {"floor": "#c7c7c7", "labkit": "#4a6d8c", "original": "#d4a59b"}
+        bars = left.bar([SCENARIO_LABELS[n] for n in names], values, color=[colors[n] for n in names],
+                        edgecolor="#333333", linewidth=0.6)
+        left.bar_label(bars, labels=[f"{v:,.1f}" for v in values], padding=3, fontsize="small")
+        left.set_ylim(0, max(values) * 1.18 if max(values) > 0 else 1)
+    left.set_ylabel("throughput (jobs/s)")
+    left.set_title(f"Throughput, {by_name[names[0]]['jobs']:,} small jobs" if names else "Throughput (not measured)")
+    left.grid(axis="y", alpha=0.3)
+    trips = [n for n in ("round_trip", "original_round_trip") if n in by_name and by_name[n].get("p50_ms")]
+    if trips:
+        x = np.arange(len(trips))
+        p50 = [float(by_name[n]["p50_ms"]) for n in trips]
+        p95 = [float(by_name[n].get("p95_ms") or by_name[n]["p50_ms"]) for n in trips]
+        b1 = right.bar(x - 0.2, p50, 0.4, label="median", color="#4a6d8c")
+        b2 = right.bar(x + 0.2, p95, 0.4, label="95th percentile", color="#9bb7d4")
+        right.bar_label(b1, labels=[f"{v:,.0f}" for v in p50], padding=2, fontsize="small")
+        right.bar_label(b2, labels=[f"{v:,.0f}" for v in p95], padding=2, fontsize="small")
+        right.set_xticks(x, [SCENARIO_LABELS[n] for n in trips])
+        if max(p95) / max(min(p50), 1e-9) > 20:
+            right.set_yscale("log")
+            right.set_ylim(min(p50) / 2, max(p95) * 3)
+        else:
+            right.set_ylim(0, max(p95) * 1.18)
+        right.legend(fontsize="small", loc="upper left")
+    right.set_ylabel("round-trip latency (ms)" + (", log scale" if right.get_yscale() == "log" else ""))
+    right.set_title("One job at a time" if trips else "Round trip (not measured)")
+    right.grid(axis="y", alpha=0.3)
+    fig.suptitle(title or "labkit against the fewest-calls floor and the original lab's pattern")
+    return fig
+
+
+def bench_sweep_figure(rows: Sequence[Mapping[str, Any]], title: str | None = None) -> Figure:
+    """``labkit.bench.sweep`` rows: throughput and latency against the window, one line per pipeline
+    (labkit or floor) and worker configuration."""
+    def label(r: Mapping[str, Any]) -> str:
+        procs = f"{r['workers']} worker{'s' if r['workers'] != 1 else ''}"
+        return f"{r['pipeline']}, {procs}" + (f" x {r['concurrency']}" if r.get("concurrency") else "")
+
+    if not rows:
+        raise ValueError("no sweep rows to plot")
+    labelled = [{**r, "series": label(r)} for r in rows]
+    return sweep_figure(labelled, x="window", series="series", x_label="jobs in flight (window)",
+                        label_format="{value}",
+                        title=title or f"Throughput and latency against the window ({rows[0]['jobs']:,} jobs a point)")

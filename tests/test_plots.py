@@ -1,0 +1,119 @@
+"""Figures: produced, saved at the standard size, labelled (axes with units, titles, legends)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import statistics
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from labkit import plots
+
+
+def _png_size(path) -> tuple[int, int]:
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        return im.size
+
+
+def _labels(ax) -> list[str]:
+    legend = ax.get_legend()
+    return [t.get_text() for t in legend.get_texts()] if legend else []
+
+
+def test_numbers_histogram_marks_the_workers_statistics(tmp_path):
+    # Given a short typed list and the worker's answer for it
+    values = [1, 5, 22, 33, 9, 0, -15, 8, 22]
+    stats = {"min": -15, "max": 33, "mean": sum(values) / len(values), "median": statistics.median(values)}
+    # When it is plotted and saved
+    fig = plots.numbers_histogram(values, stats)
+    path = plots.save(fig, tmp_path / "figs", "01 numbers/typed")
+    # Then the PNG is 800 x 450 and the four statistics are marked with their values
+    assert path == tmp_path / "figs" / "01-numbers-typed.png"
+    assert path.stat().st_size > 5_000
+    assert _png_size(path) == (800, 450)
+    ax = fig.axes[0]
+    labels = _labels(ax)
+    assert labels[0] == "9 numbers"
+    assert {"min -15", "max 33", "mean 9.444", "median 8"} <= set(labels)
+    assert "unitless" in ax.get_xlabel() and "count" in ax.get_ylabel()
+    assert plots.title_of(fig) == "9 numbers: distribution and the worker's statistics"
+    # One bar per integer value for a short integer list, and the bars hold every number
+    heights = [p.get_height() for p in ax.patches]
+    assert sum(heights) == len(values)
+
+
+def test_numbers_histogram_of_a_million_numbers_uses_bins(tmp_path):
+    values = np.random.default_rng(1).integers(-1000, 1000, size=1_000_000, endpoint=True)
+    fig = plots.numbers_histogram(values)  # no worker answer: the marks are computed here
+    ax = fig.axes[0]
+    assert 10 <= len(ax.patches) <= 60
+    assert sum(p.get_height() for p in ax.patches) == 1_000_000
+    assert f"min {-1000:,}" in _labels(ax) and "max 1,000" in _labels(ax)
+    assert _png_size(plots.save(fig, tmp_path, "random")) == (800, 450)
+
+
+def test_numbers_histogram_refuses_nothing():
+    with pytest.raises(ValueError, match="no values"):
+        plots.numbers_histogram([])
+
+
+def test_latency_figure_has_distribution_and_time_axes(tmp_path):
+    rng = np.random.default_rng(2)
+    lat = rng.gamma(4, 0.01, size=200)
+    sent = np.sort(rng.uniform(0, 3, size=200))
+    fig = plots.latency_figure(lat, sent, title="Round-trip latency of 200 jobs")
+    left, right = fig.axes
+    assert left.get_xlabel() == "round-trip latency (ms)"
+    assert right.get_ylabel() == "round-trip latency (ms)"
+    assert "(s)" in right.get_xlabel()
+    p50 = np.percentile(lat * 1000, 50)
+    assert f"median {p50:,.0f} ms" in _labels(left)
+    assert plots.title_of(fig) == "Round-trip latency of 200 jobs"
+    path = plots.save(fig, tmp_path, "latency")
+    assert _png_size(path) == (800, 450) and path.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "1", "RGBA", "P"])
+def test_images_side_by_side_any_mode(tmp_path, mode):
+    original = Image.new("RGB", (64, 40), (200, 30, 30))
+    result = original.convert(mode).resize((32, 20))
+    fig = plots.images_side_by_side(original, result, "grayscale → thumbnail size=32")
+    left, right = fig.axes
+    assert left.get_title() == "original: 64 x 40 px, RGB"
+    assert right.get_title() == f"result: 32 x 20 px, {mode}"
+    assert left.get_xlabel() == "x (px)" and left.get_ylabel() == "y (px)"
+    assert _png_size(plots.save(fig, tmp_path, f"img-{mode}")) == (800, 450)
+
+
+def test_sweep_figure_one_line_per_series(tmp_path):
+    rows = [{"window": w, "workers": k, "jobs_per_s": 100.0 * k + w, "p50_ms": 20.0 + w, "p95_ms": 40.0 + w}
+            for k in (1, 2) for w in (5, 10, 20)]
+    fig = plots.sweep_figure(rows, x="window", series="workers", x_label="jobs in flight (window)")
+    left, right = fig.axes
+    assert left.get_ylabel() == "throughput (jobs/s)" and right.get_ylabel() == "round-trip latency (ms)"
+    assert _labels(left) == ["workers = 1", "workers = 2"]
+    assert len(right.get_lines()) == 4  # median and 95th percentile per series
+    assert _labels(right) == ["median", "95th percentile"]
+    # the lines carry the data, sorted by x
+    assert list(left.get_lines()[1].get_ydata()) == [205.0, 210.0, 220.0]
+    assert _png_size(plots.save(fig, tmp_path, "sweep")) == (800, 450)
+
+
+def test_bar_figure_writes_values(tmp_path):
+    fig = plots.bar_figure(["floor", "labkit", "original"], [410.2, 388.0, 9.5], "throughput (jobs/s)",
+                           "Throughput by scenario")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.texts] == ["410.2", "388", "9.5"]
+    assert _png_size(plots.save(fig, tmp_path, "bars")) == (800, 450)
+
+
+def test_mime_bundle_is_a_png_with_a_text_line():
+    fig = plots.numbers_histogram([1, 2, 3], title="three numbers")
+    bundle = plots.mime_bundle(fig)
+    assert bundle["text/plain"] == "<figure: three numbers>"
+    with Image.open(io.BytesIO(base64.b64decode(bundle["image/png"]))) as im:
+        assert im.size == (800, 450)

@@ -1,0 +1,281 @@
+"""Widget panels, headless: set widget values, click the buttons, check what the panel shows and what
+reached the queues and the bucket. Real emulator, real worker processes."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import statistics
+
+import pytest
+from PIL import Image
+
+from labkit import notebooks, widgets
+from labkit.aws.queues import Queue
+from labkit.config import Settings
+from labkit.errors import ConfigError
+from labkit.protocol import JobRequest
+from tests.conftest import FAKE_KEY_ID, FAKE_SECRET
+
+
+def texts(panel) -> str:
+    """Everything the panel's output area shows as text."""
+    return "\n".join(o["data"].get("text/plain", "") for o in panel.out.outputs)
+
+
+def pngs(panel) -> list[Image.Image]:
+    return [Image.open(io.BytesIO(base64.b64decode(o["data"]["image/png"])))
+            for o in panel.out.outputs if "image/png" in o["data"]]
+
+
+# -- display helpers ---------------------------------------------------------------------------------
+
+def test_table_text_and_escaped_html():
+    t = widgets.Table([["<b>", 1234567], ["x", 0.1234567]], ["name", "value"], "T & co")
+    assert str(t).splitlines() == ["T & co", "name  value", "----  ---------", "<b>   1,234,567", "x     0.123457"]
+    html = t._repr_html_()
+    assert "&lt;b&gt;" in html and "<b>" not in html.replace("<b>T &amp; co</b>", "")
+    assert str(widgets.Table([["a", "b"]])) == "a  b"
+
+
+# -- numbers -----------------------------------------------------------------------------------------
+
+def test_send_button_typed_numbers(lab, start_worker):
+    # Given a worker and a panel with typed numbers
+    start_worker()
+    panel = widgets.NumbersPanel(lab)
+    panel.text.value = "3, 1, 4 1 5 9 2.5"
+    # When Send is clicked
+    panel.send_button.click()
+    # Then the worker's statistics are shown as a table and a histogram
+    values = [3, 1, 4, 1, 5, 9, 2.5]
+    assert panel.result["count"] == 7 and panel.result["median"] == statistics.median(values)
+    assert panel.result["mean"] == pytest.approx(statistics.mean(values))
+    shown = texts(panel)
+    assert "median" in shown and "inline in the SQS message" in shown and "error" not in shown
+    [png] = pngs(panel)
+    assert png.size == (800, 450)
+    assert not panel.send_button.disabled
+
+
+def test_preset_button_sends_the_original_list(lab, start_worker):
+    start_worker()
+    panel = widgets.NumbersPanel(lab)
+    panel.mode.value = "preset"
+    panel.send_button.click()
+    assert panel.values_sent == widgets.PRESET
+    assert panel.result["median"] == statistics.median(widgets.PRESET)
+    assert (panel.result["min"], panel.result["max"]) == (-15, 150)
+
+
+def test_random_list_travels_through_s3(lab, start_worker):
+    start_worker()
+    panel = widgets.NumbersPanel(lab)
+    panel.mode.value = "random"
+    panel.length.value = 20_000
+    panel.seed = 5
+    panel.send_button.click()
+    values = panel.values_sent
+    assert len(values) == 20_000
+    assert panel.result["count"] == 20_000
+    assert (panel.result["min"], panel.result["max"]) == (int(values.min()), int(values.max()))
+    assert panel.result["median"] == statistics.median(values.tolist())
+    # What reached the bucket: the numbers as .npy, named after the job
+    key = f"payloads/{panel.job.id}.npy"
+    assert key in [o.key for o in lab.bucket.list("payloads/")]
+    assert f"through S3 (s3://{lab.bucket.name}/{key})" in texts(panel)
+
+
+def test_bad_numbers_show_an_error_and_send_nothing(lab, settings):
+    # Given no worker and a typo in the numbers
+    panel = widgets.NumbersPanel(lab)
+    panel.text.value = "1, 2, x3"
+    # When Send is clicked
+    panel.send_button.click()
+    # Then the panel names the bad item and nothing reached the request queue
+    shown = texts(panel)
+    assert shown.startswith("error: ") and "x3" in shown
+    assert panel.result is None
+    assert Queue.by_name(lab.clients.sqs, settings.request_queue).depth()["visible"] == 0
+    # and the button works again
+    assert not panel.send_button.disabled
+
+
+def test_send_without_worker_times_out_and_the_request_waits_in_the_queue(lab, settings):
+    # Given no worker
+    panel = widgets.NumbersPanel(lab, timeout=1)
+    panel.text.value = "4 5 6"
+    # When Send is clicked
+    panel.send_button.click()
+    # Then the panel says nothing answered, and the request sits in the queue, addressed to this client
+    assert "no result" in texts(panel) and "worker" in texts(panel)
+    [msg] = Queue.by_name(lab.clients.sqs, settings.request_queue).receive(10, wait=1)
+    req = JobRequest.decode(msg.body)
+    assert req.kind == "numbers" and req.payload == {"numbers": [4, 5, 6]}
+    assert req.reply_to == lab.reply_queue.url
+
+
+def test_purge_button_empties_the_chosen_queue(lab, settings):
+    # Given three plain-text requests waiting (no worker)
+    requests = Queue.by_name(lab.clients.sqs, settings.request_queue)
+    requests.send_batch(["1,2", "3,4", "5,6"])
+    assert requests.depth()["visible"] == 3
+    panel = widgets.NumbersPanel(lab)
+    # When the request queue is purged
+    panel.purge_queue.value = "requests"
+    panel.purge_button.click()
+    # Then it is empty and the panel says so
+    assert requests.depth()["visible"] == 0
+    assert texts(panel) == f"purged {settings.request_queue}"
+
+
+def test_batch_button_moves_the_progress_bar_and_plots_latency(lab, start_worker):
+    start_worker()
+    panel = widgets.BatchPanel(lab, jobs=23, list_length=7, window=5)
+    panel.send_button.click()
+    batch = panel.batch
+    assert (batch.jobs, batch.errors, batch.window) == (23, 0, 5)
+    assert batch.latencies_s.size == 23 and (batch.latencies_s > 0).all()
+    assert (panel.progress.value, panel.progress.max, panel.progress.bar_style) == (23, 23, "success")
+    assert "throughput" in texts(panel) and "latency median" in texts(panel)
+    [png] = pngs(panel)
+    assert png.size == (800, 450)
+    assert lab.jobs_sent == 23
+
+
+# -- images ------------------------------------------------------------------------------------------
+
+def test_image_panel_buttons_end_to_end(lab, start_worker, tmp_path):
+    start_worker()
+    panel = widgets.ImagePanel(lab, sample="rings")
+    # Operations from the widgets: grayscale, then thumbnail with its size parameter set
+    panel.op.value = "grayscale"
+    panel.add_button.click()
+    panel.op.value = "thumbnail"
+    assert set(panel.param_widgets) == {"size", "width", "height"}
+    panel.param_widgets["size"].value = 64
+    panel.add_button.click()
+    assert panel.pipeline == [{"op": "grayscale"}, {"op": "thumbnail", "size": 64}]
+    # Process
+    panel.process_button.click()
+    assert "error" not in texts(panel)
+    assert panel.processed.mode == "L" and max(panel.processed.size) == 64
+    assert (panel.result["width"], panel.result["height"]) == panel.processed.size
+    assert panel.result.key == "images/processed/sample-rings.png"
+    [png] = pngs(panel)
+    assert png.size == (800, 450)
+    # List: both folders show the image
+    panel.list_button.click()
+    shown = texts(panel)
+    assert "images/unprocessed/" in shown and "images/processed/" in shown
+    assert shown.count("sample-rings.png") == 2
+    # Download
+    panel.dest.value = str(tmp_path / "dl")
+    panel.download_button.click()
+    with Image.open(tmp_path / "dl" / "sample-rings.png") as im:
+        assert im.size == panel.processed.size
+
+
+def test_image_panel_uploaded_file_and_parameter_errors(lab, start_worker, tmp_path):
+    start_worker()
+    photo = tmp_path / "my photo.jpg"
+    Image.new("RGB", (120, 90), (10, 200, 90)).save(photo, "JPEG")
+    panel = widgets.ImagePanel(lab)
+    # A crop whose box is impossible is refused when added, with the op and parameter named
+    panel.op.value = "crop"
+    panel.param_widgets["left"].value = 50
+    panel.param_widgets["right"].value = 10
+    panel.add_button.click()
+    assert "crop: right must be greater than left" in texts(panel)
+    assert panel.pipeline == []
+    # An optional parameter left blank is simply not sent
+    panel.op.value = "resize"
+    panel.param_widgets["width"].value = "60"
+    panel.add_button.click()
+    assert panel.pipeline == [{"op": "resize", "width": 60}]
+    # The uploaded file wins over the sample
+    panel.use_file(photo)
+    panel.format.value = "jpeg"
+    result = panel.process()
+    assert "images/unprocessed/my photo.jpg" in [o.key for o in lab.bucket.list("images/unprocessed/")]
+    assert (result["width"], result["height"], result["format"]) == (60, 45, "jpeg")
+
+
+def test_op_list_comes_from_the_registry(lab):
+    from labkit.jobs.images import describe_ops
+    panel = widgets.ImagePanel(lab)
+    assert list(panel.op.options) == [op["name"] for op in describe_ops()]
+    panel.op.value = "rotate"
+    assert isinstance(panel.param_widgets["expand"].value, bool)
+
+
+# -- setup and teardown --------------------------------------------------------------------------------
+
+def test_setup_and_teardown_buttons_on_a_private_emulator(tmp_path):
+    # Given a fresh state folder (no emulator yet)
+    state = tmp_path / "state"
+    setup = widgets.SetupPanel(state_dir=state, backend="local", workers=0)
+    try:
+        # When Start is clicked
+        setup.start_button.click()
+        # Then the emulator runs and the queues and bucket exist
+        shown = texts(setup)
+        assert "error" not in shown and "created" in shown and "labkit is up on http://127.0.0.1:" in shown
+        setup.status_button.click()
+        queues = texts(setup)
+        for name in ("requestQueue", "responseQueue", "imageInbox", "imageOutbox"):
+            assert name in queues
+        lab = notebooks.connect(state, "local")
+        lab.numbers([1])  # a request left behind, and a reply queue
+        teardown = widgets.TeardownPanel(state_dir=state, backend="local")
+        assert "queue requestQueue-dlq" in teardown.leftovers()
+        # When everything is deleted
+        teardown.teardown_button.click()
+        # Then nothing is left: no queue, no bucket, no emulator
+        assert "nothing is left" in texts(teardown)
+        with pytest.raises(ConfigError, match="00_setup"):
+            notebooks.connect(state, "local")
+    finally:
+        from labkit import local
+        local.down(Settings.load(state_dir=state))
+
+
+def test_aws_setup_warns_before_creating_anything(tmp_path, monkeypatch):
+    # A named bucket, so that planning needs no call at all (this test must not reach AWS)
+    monkeypatch.setenv("LABKIT_BUCKET", "labkit-test-plan-bucket")
+    setup = widgets.SetupPanel(state_dir=tmp_path / "state", backend="aws")
+    plan = setup.plan()
+    assert plan["backend"] == "aws" and plan["bucket"] == "labkit-test-plan-bucket"
+    assert setup.start_button.description == "Create on AWS"
+    assert not (tmp_path / "state").exists()  # nothing started, nothing written
+
+
+def test_aws_warning_text(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LABKIT_BUCKET", "labkit-test-plan-bucket")
+    setup = widgets.SetupPanel(state_dir=tmp_path / "state", backend="aws")
+    setup._to_widget = True  # collect what plan() shows
+    setup.plan()
+    shown = texts(setup)
+    assert "WARNING: this creates real resources in your AWS account" in shown
+    assert "cost money" in shown and "99_teardown" in shown and "labkit-test-plan-bucket" in shown
+    assert "requestQueue-dlq" in shown
+    assert FAKE_KEY_ID not in shown and FAKE_SECRET not in shown
+
+
+def test_backend_must_be_known(tmp_path):
+    with pytest.raises(ConfigError, match="backend must be one of"):
+        widgets.SetupPanel(state_dir=tmp_path, backend="azure")
+
+
+def test_connect_refuses_when_nothing_runs(tmp_path):
+    with pytest.raises(ConfigError, match="run 00_setup.ipynb"):
+        notebooks.connect(tmp_path / "nothing", "local")
+
+
+def test_summary_is_json_ready(capsys):
+    with pytest.raises(TypeError):
+        notebooks.summary("x", bad=object())
+    notebooks.summary("two jobs", jobs=2)
+    out = capsys.readouterr().out
+    assert notebooks.SUMMARY_MIME in out and json.dumps("summary: two jobs") in out.replace("'", '"')
