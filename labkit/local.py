@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +78,11 @@ def up(settings: Settings, local: bool | None = None, workers: int = 1, concurre
     })
     running = [w for w in state.get("workers", []) if _ours(w)]
     write_state(state_dir, {**state, "workers": running})
+    # The workers read the state file; the endpoint is passed explicitly so that an endpoint variable in
+    # this shell cannot point them elsewhere than what `up` just provisioned.
+    endpoint_env = {"LABKIT_ENDPOINT_URL": settings.endpoint_url} if settings.endpoint_url else {}
     for i in range(len(running), workers):
-        running.append(spawn_worker(state_dir, i, concurrency))
+        running.append(spawn_worker(state_dir, i, concurrency, extra_env=endpoint_env))
     state["workers"] = running
     write_state(state_dir, state)
     return {"state": state, "report": report, "settings": settings}
@@ -114,16 +116,3 @@ def down(settings: Settings, timeout: float = 30.0) -> dict[str, Any]:
         update_state(state_dir, **{k: state.get(k) for k in ("emulator", "endpoint_url", "local", "bucket")},
                      workers=[])
     return {"workers_stopped": stopped, "reply_queues_deleted": cleaned, "emulator_stopped": emulator_stopped}
-
-
-def wait_workers_idle(settings: Settings, timeout: float = 60.0) -> bool:
-    """True once the request queues hold no visible or in-flight messages."""
-    clients = Clients(settings)
-    deadline = time.monotonic() + timeout
-    from labkit.aws.queues import Queue
-    queues = [Queue.by_name(clients.sqs, n) for n in provision.request_queues(settings).values()]
-    while time.monotonic() < deadline:
-        if all(sum(q.depth().values()) == 0 for q in queues):
-            return True
-        time.sleep(0.5)
-    return False
