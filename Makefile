@@ -29,6 +29,10 @@ test: venv
 test-fast: venv
 	$(PY) -m pytest -m "not slow"
 
+## bench: throughput, latency and big jobs against a floor measured in the same run
+bench: venv
+	$(PY) -m labkit bench
+
 lint: venv
 	$(VENV)/bin/ruff check labkit worker tests
 

@@ -14,16 +14,19 @@ from __future__ import annotations
 import atexit
 import concurrent.futures as cf
 import io
+import math
 import os
+import statistics
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from botocore.exceptions import ClientError
 
 from labkit import provision
 from labkit.aws.clients import Clients
@@ -123,6 +126,43 @@ class ImageResult:
         return self.lab.bucket.presign(self.key, expires)
 
 
+class Window:
+    """How many jobs :meth:`Lab.submit_many` keeps unanswered: ``size``, fixed unless ``low < high``.
+
+    Adaptive, it widens while answers come back about as fast as the fastest seen (under 2x: the workers
+    keep up, more in flight means more throughput) and narrows when they come back over 4x slower (jobs
+    wait in the queue: more in flight only adds latency and, on the emulator, slows its queues down).
+    It decides once per ``size`` answers.
+    """
+
+    def __init__(self, size: int, low: int | None = None, high: int | None = None) -> None:
+        if size < 1:
+            raise InvalidInput(f"the window must be at least 1 job, got {size}")
+        self.low = min(size, low or size)
+        self.high = max(size, high or size)
+        self.size = size
+        self.fastest = math.inf
+        self._epoch: list[float] = []
+
+    def __repr__(self) -> str:
+        return f"Window({self.size}, low={self.low}, high={self.high})"
+
+    def observe(self, latency: float) -> None:
+        """One answered job's latency (seconds from submit to answer)."""
+        if self.low == self.high:
+            return
+        self.fastest = min(self.fastest, latency)
+        self._epoch.append(latency)
+        if len(self._epoch) < self.size:
+            return
+        typical = statistics.median(self._epoch)
+        self._epoch.clear()
+        if typical < 2 * self.fastest:
+            self.size = min(self.high, self.size + max(10, self.size // 2))
+        elif typical > 4 * self.fastest:
+            self.size = max(self.low, self.size - max(10, self.size // 4))
+
+
 class Lab:
     """A labkit client: submit jobs, await results, purge queues, show status."""
 
@@ -134,6 +174,7 @@ class Lab:
         self._done_ids: set[str] = set()
         self.duplicates = 0
         self.jobs_sent = 0
+        self.last_window: int | None = None  # the window the last submit_many ended with
         self._queues: dict[str, Queue] = {}
         self._reply: Queue | None = None
         self._bucket: Bucket | None = None
@@ -195,7 +236,7 @@ class Lab:
                 try:
                     resp = self.clients.sqs.create_queue(QueueName=name, Attributes=attrs, tags=provision.TAGS)
                     url = resp["QueueUrl"]
-                except Exception as exc:
+                except ClientError as exc:
                     raise AwsError.from_client_error(exc, "creating this client's reply queue") from exc
                 self._reply = Queue(self.clients.sqs, url, name)
             return self._reply
@@ -237,25 +278,33 @@ class Lab:
         return job
 
     def submit_many(self, kind: str, payloads: Sequence[dict[str, Any]], window: int | None = None,
-                    progress: bool | None = None, desc: str | None = None) -> list[Job]:
+                    progress: bool | None = None, desc: str | None = None,
+                    on_progress: Callable[[int, int], None] | None = None) -> list[Job]:
         """Send many jobs in batches of 10, keeping at most ``window`` unanswered; returns when all are
-        answered (or failed). ``progress``: a tqdm bar (None: only for 50 jobs or more)."""
-        window = window or self.default_window()
+        answered (or failed). ``window`` None: adaptive within bounds (:class:`Window`; the size it ended
+        with is kept in ``last_window``). ``progress``: a tqdm bar (None: only for 50 jobs or more).
+        ``on_progress(done, total)`` is called as jobs finish (e.g. to move a progress widget)."""
+        flow = Window(window) if window else self.adaptive_window()
         queue = self._request_queue(kind)
         jobs: list[Job] = []
+        outstanding: list[Job] = []
+        done = 0
         bar = _progress(len(payloads), desc or f"{kind} jobs", progress)
         try:
             i = 0
-            while i < len(payloads) or any(not j.done() for j in jobs):
-                outstanding = [j for j in jobs if not j.done()]
-                room = window - len(outstanding)
-                if i < len(payloads) and room >= min(10, window):
+            while i < len(payloads) or outstanding:
+                room = flow.size - len(outstanding)
+                if i < len(payloads) and room >= min(10, flow.size):
                     batch = [self._prepare(kind, p) for p in payloads[i:i + min(10, room)]]
                     self._track(j for j, _ in batch)
                     failures = queue.send_batch([b for _, b in batch])
                     for f in failures:
-                        batch[f.index][0]._fail(AwsError(f"sending job failed: {f.message}", code=f.code))
+                        job = batch[f.index][0]
+                        with self._lock:
+                            self._pending.pop(job.id, None)
+                        job._fail(AwsError(f"sending job failed: {f.message}", code=f.code))
                     jobs += [j for j, _ in batch]
+                    outstanding += [j for j, _ in batch]
                     self.jobs_sent += len(batch) - len(failures)
                     i += len(batch)
                 else:
@@ -263,18 +312,39 @@ class Lab:
                     if all(not j.done() for j in outstanding):
                         raise JobTimeout(f"no result for {len(outstanding)} job(s) in {DEFAULT_TIMEOUT:.0f} s: "
                                          "is a worker running? (`labkit status`)")
+                still = []
+                for j in outstanding:
+                    if not j.done():
+                        still.append(j)
+                        continue
+                    done += 1
+                    if j.latency is not None:
+                        flow.observe(j.latency)
+                outstanding = still
                 if bar is not None:
-                    bar.n = sum(j.done() for j in jobs)
+                    bar.n = done
                     bar.refresh()
+                if on_progress is not None:
+                    on_progress(done, len(payloads))
         finally:
+            self.last_window = flow.size
             if bar is not None:
                 bar.close()
         return jobs
 
     def default_window(self) -> int:
-        """Outstanding jobs to allow: narrow on the emulator (its queues slow down as they fill),
+        """Outstanding jobs to start with: narrow on the emulator (its queues slow down as they fill),
         wide on real SQS (where depth costs nothing)."""
         return 20 if self.settings.is_local else 200
+
+    def adaptive_window(self) -> Window:
+        """The window :meth:`submit_many` uses by default. On real SQS it adapts from
+        :meth:`default_window` within 10-1000 jobs. On the emulator it stays at 20: there every call
+        costs more as a queue fills, and measured (docs/benchmark.md) a fixed 10-20 beat the adaptive
+        window, which wandered between 10 and 30."""
+        if self.settings.is_local:
+            return Window(self.default_window())
+        return Window(self.default_window(), low=10, high=1000)
 
     # -- number jobs ---------------------------------------------------------------------------------
     def numbers(self, values: Sequence[Any] | np.ndarray | str) -> Job:
@@ -388,6 +458,32 @@ class Lab:
         out["workers"] = state.get("workers", [])
         return out
 
+    # -- the EC2 worker fleet (labkit.fleet) ---------------------------------------------------------
+    def deploy(self, workers: int = 1, instance_type: str = "t3.micro", autoscale: tuple[int, int] | str | None = None,
+               ssh_cidr: str | None = None, key_name: str | None = None, instance_profile: str | None = None,
+               concurrency: int = 4, allow_open_ssh: bool = False, progress: Any = None) -> Any:
+        """Run workers on EC2 (``autoscale=(min, max)`` for an Auto Scaling group); see :func:`labkit.fleet.deploy`.
+
+        Returns a :class:`labkit.fleet.FleetReport` (created / updated / unchanged / deleted, and the record).
+        """
+        from labkit import fleet
+        if isinstance(autoscale, str):
+            autoscale = fleet.parse_autoscale(autoscale)
+        spec = fleet.FleetSpec(workers=workers, instance_type=instance_type, autoscale=autoscale, ssh_cidr=ssh_cidr,
+                               key_name=key_name, instance_profile=instance_profile, concurrency=concurrency,
+                               allow_open_ssh=allow_open_ssh)
+        return fleet.deploy(self.clients, spec, progress=progress)
+
+    def undeploy(self, progress: Any = None) -> Any:
+        """Delete the EC2 worker fleet and everything ``deploy`` made for it; see :func:`labkit.fleet.undeploy`."""
+        from labkit import fleet
+        return fleet.undeploy(self.clients, progress=progress)
+
+    def fleet(self) -> dict[str, Any] | None:
+        """The EC2 worker fleet now (instances, states, launch times), or None when there is none."""
+        from labkit import fleet
+        return fleet.fleet_status(self.clients)
+
     def stats(self) -> dict[str, Any]:
         """AWS API calls made by this client so far, by operation, and per job sent."""
         calls = self.clients.counter.snapshot()
@@ -414,6 +510,10 @@ class Lab:
                     return
             try:
                 messages = queue.receive(10, wait=5)
+                # Answer the waiting jobs first, then delete: a reply whose delete fails comes back
+                # later and is dropped as a duplicate, and nobody waits for the delete call.
+                for m in messages:
+                    self._dispatch(m.body)
                 if messages:
                     queue.delete_batch([m.receipt for m in messages])
                 backoff = 0.5
@@ -422,8 +522,6 @@ class Lab:
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 10)
                 continue
-            for m in messages:
-                self._dispatch(m.body)
 
     def _dispatch(self, body: str) -> None:
         try:
