@@ -6,7 +6,10 @@ They raise :class:`labkit.errors.JobError` subclasses for anything the sender sh
 
 from __future__ import annotations
 
+import logging
+import math
 import posixpath
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +31,9 @@ class Context:
 
 Handler = Callable[[Context, JobRequest], dict[str, Any]]
 HANDLERS: dict[str, Handler] = {}
+# TEST ONLY: with this set to 1 in its environment, a worker also serves the kinds of register_test_kinds().
+TEST_KINDS_ENV = "LABKIT_TEST_KINDS"
+log = logging.getLogger("labkit.worker")
 
 
 def handler(kind: str) -> Callable[[Handler], Handler]:
@@ -53,6 +59,8 @@ def handle_image(ctx: Context, req: JobRequest) -> dict[str, Any]:
     if bucket != ctx.bucket.name:
         raise InvalidInput(f"bucket {bucket!r} is not the bucket this worker serves ({ctx.bucket.name!r})")
     source = safe_key(UNPROCESSED_PREFIX, p.get("key", ""))
+    if p.get("output") is not None:
+        safe_key(PROCESSED_PREFIX, p["output"])  # refuse a bad output name before any work
     ops = images.validate_ops(p.get("ops", []))
     fmt = p.get("format", "png")
     quality = p.get("quality")
@@ -98,3 +106,22 @@ def legacy_image(ctx: Context, body: str) -> str:
     out = images.legacy_bw(data, name)
     ctx.bucket.put(PROCESSED_PREFIX + source[len(UNPROCESSED_PREFIX):], out.data, out.content_type)
     return name
+
+
+# -- test-only kinds -------------------------------------------------------------------------------
+
+def register_test_kinds() -> None:
+    """TEST ONLY: register the ``sleep`` kind (payload ``{"seconds": S}``, at most one hour), a job
+    that takes S seconds, for the fault tests (heartbeat, hard limit, stop). ``run_worker`` calls this
+    only when LABKIT_TEST_KINDS=1 is in the worker's environment; production workers never know it."""
+    HANDLERS["sleep"] = handle_sleep
+
+
+def handle_sleep(ctx: Context, req: JobRequest) -> dict[str, Any]:
+    seconds = (req.payload or {}).get("seconds")
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds <= 3600 \
+            or not math.isfinite(seconds):
+        raise InvalidInput(f"'seconds' must be a number from 0 to 3600, got {seconds!r}")
+    log.info("sleep job %s started (%g s)", req.id, seconds)
+    time.sleep(seconds)
+    return {"slept": seconds}

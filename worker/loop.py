@@ -4,22 +4,39 @@ One consumer thread per request queue long-polls for up to 10 messages, runs the
 pool, sends the replies in batches (one batch per reply queue), and deletes exactly the requests
 whose reply was sent. A request whose reply cannot be sent stays in its queue and comes back after a
 short backoff; after ``max_receive_count`` receives SQS moves it to the dead-letter queue.
+
+The faults it survives (each has a test in tests/test_faults.py or tests/test_poison.py):
+
+* a long job: its message's visibility is extended while it runs (a heartbeat every third of the
+  queue's own visibility timeout); a job past ``job_timeout`` is abandoned with an ``internal`` error
+  reply, its thread left behind and a fresh pool taking the new work;
+* AWS unreachable: calls are retried with backoff; one log line when contact is lost, one when it is
+  back, never a traceback per failed call;
+* SIGTERM: no more receives; running jobs finish, jobs not started yet are released (visibility 0);
+  exit status 0. A second signal stops at once (held messages come back after their visibility timeout);
+* bad input or a bug: an error reply wherever a reply queue is known, else the dead-letter queue.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
 import logging
 import os
 import re
 import signal
 import socket
+import sys
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
+
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from labkit.aws.clients import Clients
 from labkit.aws.queues import Message, Queue
@@ -28,11 +45,29 @@ from labkit.config import LOGS_PREFIX, REPLY_QUEUE_PREFIX, Settings
 from labkit.errors import INTERNAL, UNKNOWN_KIND, JobError, LabkitError, ProtocolError
 from labkit.jobs.numbers import format_legacy_error
 from labkit.protocol import JobRequest, JobResult, encode_result, is_legacy
-from worker.handlers import HANDLERS, Context, legacy_image, legacy_numbers
+from worker.handlers import HANDLERS, TEST_KINDS_ENV, Context, legacy_image, legacy_numbers, register_test_kinds
 
 log = logging.getLogger("labkit.worker")
 QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}(\.fifo)?$")
 ROLES = ("numbers", "images")
+TICK = 0.2  # seconds between looks at a running batch (stop requests, hard limits, heartbeats)
+# AWS error codes that mean "come back later" rather than "no".
+TRANSIENT_CODES = {"Throttling", "ThrottlingException", "RequestThrottled", "SlowDown", "ServiceUnavailable",
+                   "InternalError", "InternalFailure", "RequestTimeout", "500", "502", "503", "504"}
+
+
+def is_transient(exc: BaseException | None) -> bool:
+    """True when AWS could not be reached or asked to be called again later (worth a retry)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, BotoConnectionError | HTTPClientError):
+            return True
+        code = getattr(exc, "code", None) or (getattr(exc, "response", None) or {}).get("Error", {}).get("Code")
+        if code in TRANSIENT_CODES:
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__
+    return False
 
 
 @dataclass
@@ -40,7 +75,7 @@ class Outcome:
     """What to do with one received message once its job has run."""
 
     message: Message
-    reply_to: str | None  # queue URL; None: no reply can be sent (the message goes to dead letters)
+    reply_to: str | None  # queue URL; None: no reply can be sent (the message goes back, then to dead letters)
     body: str | None
     summary: str  # the job's log line
     job_id: str | None = None
@@ -53,7 +88,7 @@ class Source:
     role: str
     queue: Queue
     default_reply: Queue
-    visibility: int
+    visibility: int  # the queue's own visibility timeout, read at start
 
 
 @dataclass
@@ -61,7 +96,98 @@ class WorkerStats:
     jobs: int = 0
     errors: int = 0
     unanswerable: int = 0
+    abandoned: int = 0
     by_kind: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+
+@dataclass(eq=False)
+class Task:
+    """One message's job on the pool."""
+
+    message: Message
+    run: Callable[[], Outcome]
+    future: cf.Future[Outcome] = field(init=False, repr=False)  # set by JobPool.submit
+    pool: cf.ThreadPoolExecutor = field(init=False, repr=False)
+    started: float | None = None  # time.monotonic() when the job began to run (set by its thread)
+
+
+class JobPool:
+    """The job threads. Python cannot kill a thread, so a job past its hard limit is *abandoned*: its
+    thread is left to finish on its own and a fresh pool of ``size`` threads takes the work from then on."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._pool = self._new()
+        self._abandoned: list[Task] = []
+
+    def _new(self) -> cf.ThreadPoolExecutor:
+        return cf.ThreadPoolExecutor(self.size, thread_name_prefix="job")
+
+    def submit(self, task: Task) -> Task:
+        def run() -> Outcome:
+            task.started = time.monotonic()
+            return task.run()
+        with self._lock:
+            task.pool = self._pool
+            task.future = self._pool.submit(run)
+        return task
+
+    def abandon(self, task: Task) -> None:
+        """Give up on a running job; its pool is retired if it is still the current one."""
+        with self._lock:
+            self._abandoned.append(task)
+            if task.pool is self._pool:
+                retired, self._pool = self._pool, self._new()
+                retired.shutdown(wait=False)  # queued jobs still run there unless rescued
+
+    def rescue(self, tasks: list[Task]) -> None:
+        """Move jobs not started yet off a retired pool (whose threads may all be stuck)."""
+        for task in tasks:
+            if task.pool is not self._pool and task.future.cancel():
+                task.started = None
+                self.submit(task)
+
+    def stuck(self) -> int:
+        """Abandoned jobs still running."""
+        return sum(1 for t in self._abandoned if not t.future.done())
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+class OutageLog:
+    """Reports an AWS outage once when it starts and once when it ends, not once per failed call."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self._lock = threading.Lock()
+        self._since: float | None = None
+
+    @property
+    def active(self) -> bool:
+        return self._since is not None
+
+    def lost(self, exc: BaseException, what: str) -> None:
+        with self._lock:
+            if self._since is None:
+                self._since = time.monotonic()
+                log.error("lost contact with AWS (%s) while %s: %s; retrying with backoff",
+                          self.endpoint, what, _short(exc))
+
+    def restored(self, call_started: float) -> None:
+        """A call that began at ``call_started`` succeeded: the outage is over if it began before the call."""
+        if self._since is None:
+            return
+        with self._lock:
+            if self._since is not None and call_started >= self._since:
+                log.warning("contact with AWS restored after %.1f s", time.monotonic() - self._since)
+                self._since = None
+
+    def backoff(self) -> float:
+        """Seconds to wait before the next try: growing with the outage, at most 5."""
+        since = self._since
+        return 5.0 if since is None else min(5.0, 1.0 + (time.monotonic() - since) / 4)
 
 
 class Worker:
@@ -83,50 +209,75 @@ class Worker:
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.clients = Clients(settings)
         self.stats = WorkerStats()
+        self.pool = JobPool(self.concurrency)
+        self.outage = OutageLog(settings.endpoint_url or f"AWS {settings.region}")
         self._stop = threading.Event()
         self._force = threading.Event()
         self._allowed_replies: set[str] = {settings.response_queue, settings.image_outbox}
-        self._pool = cf.ThreadPoolExecutor(self.concurrency, thread_name_prefix="job")
         self._shipper: LogShipper | None = None
         self._log_to_s3 = log_to_s3
-        self._outage_since: float | None = None
-        self._outage_lock = threading.Lock()
+
+    @property
+    def forced(self) -> bool:
+        """True after a cold stop (a second SIGTERM/SIGINT)."""
+        return self._force.is_set()
 
     # -- the loop ------------------------------------------------------------------------------------
     def run(self) -> int:
         """Serve until stopped; returns the process exit status (0 after a warm stop)."""
-        sqs = self.clients.sqs
-        s = self.settings
-        self.bucket = Bucket(self.clients.s3, self.clients.bucket_name())
-        self.ctx = Context(s, self.bucket)
-        replies = {"numbers": Queue.by_name(sqs, s.response_queue), "images": Queue.by_name(sqs, s.image_outbox)}
-        sources = [
-            Source("numbers", Queue.by_name(sqs, s.request_queue), replies["numbers"], s.visibility_timeout),
-            Source("images", Queue.by_name(sqs, s.image_inbox), replies["images"], s.image_visibility_timeout),
-        ]
-        if self._log_to_s3:
-            self._shipper = LogShipper(self.bucket, self.name)
+        sources = self._sources()
         threads = [threading.Thread(target=self._consume, args=(src,), name=f"consume-{src.role}", daemon=True)
-                   for src in sources if src.role in self.roles]
-        log.info("worker %s serving %s (concurrency %d%s)", self.name,
-                 ", ".join(src.queue.name for src in sources if src.role in self.roles),
+                   for src in sources]
+        log.info("worker %s serving %s (concurrency %d%s)", self.name, ", ".join(s.queue.name for s in sources),
                  self.concurrency, ", burst" if self.burst else "")
         for t in threads:
             t.start()
         for t in threads:
             while t.is_alive():
-                t.join(timeout=0.2)
+                t.join(timeout=TICK)
                 if self._force.is_set():
                     log.warning("worker %s: forced stop; unfinished jobs return to their queue", self.name)
                     return 1
-        self._pool.shutdown(wait=True)
+        self.pool.shutdown()
         if self._shipper:
             self._shipper.flush()
         log.info("worker %s stopped after %d jobs (%d errors)", self.name, self.stats.jobs, self.stats.errors)
         return 0
 
+    def _consume(self, src: Source) -> None:
+        """The loop of one request queue: receive, run, reply, delete; until stopped."""
+        while not self._stop.is_set():
+            messages = self._guarded(lambda: src.queue.receive(10, wait=self.poll_wait),
+                                     f"receiving from {src.queue.name}")
+            if messages is None:  # AWS unreachable or refusing: wait, then poll again
+                self._stop.wait(self.outage.backoff())
+            elif messages and self._stop.is_set():
+                self._release(src, messages)
+            elif messages:
+                self.handle_batch(src, messages)
+            elif self.burst:
+                return
+
+    def _sources(self) -> list[Source]:
+        """Look up the queues to serve (and their reply queues) once, at start."""
+        sqs, s = self.clients.sqs, self.settings
+        self.bucket = Bucket(self.clients.s3, self.clients.bucket_name())
+        self.ctx = Context(s, self.bucket)
+        if self._log_to_s3:
+            self._shipper = LogShipper(self.bucket, self.name)
+        sources = []
+        if "numbers" in self.roles:
+            q = Queue.by_name(sqs, s.request_queue)
+            sources.append(Source("numbers", q, Queue.by_name(sqs, s.response_queue),
+                                  _visibility(q, s.visibility_timeout)))
+        if "images" in self.roles:
+            q = Queue.by_name(sqs, s.image_inbox)
+            sources.append(Source("images", q, Queue.by_name(sqs, s.image_outbox),
+                                  _visibility(q, s.image_visibility_timeout)))
+        return sources
+
     def request_stop(self) -> None:
-        """Warm stop: receive no more, finish what is held."""
+        """Warm stop: receive no more, finish what is held; a second call stops at once."""
         if self._stop.is_set():
             self._force.set()
         self._stop.set()
@@ -140,93 +291,85 @@ class Worker:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
 
-    def _consume(self, src: Source) -> None:
-        while not self._stop.is_set():
-            messages = self._guarded(lambda: src.queue.receive(10, wait=self.poll_wait),
-                                     f"receiving from {src.queue.name}")
-            if messages is None:
-                continue
-            if self._stop.is_set():
-                self._release(src, messages)
-                return
-            if not messages:
-                if self.burst:
-                    return
-                continue
-            self.handle_batch(src, messages)
-
     # -- one batch -----------------------------------------------------------------------------------
     def handle_batch(self, src: Source, messages: list[Message]) -> None:
-        """Run a received batch, reply, and delete what was answered."""
+        """Run a received batch, reply, delete what was answered, bring the rest back soon."""
         received = time.time()
-        futures = {self._pool.submit(self.process, src, m, received): m for m in messages}
-        outcomes = self._await(src, futures)
-        by_target: dict[str, list[Outcome]] = defaultdict(list)
-        unanswerable = []
-        for o in outcomes:
-            (by_target[o.reply_to] if o.reply_to and o.body is not None else unanswerable).append(o)
-        answered: list[Outcome] = []
-        for url, group in by_target.items():
-            answered += self._send_replies(src, url, group)
-        if answered:
-            receipts = [o.message.receipt for o in answered]
-            failed = self._guarded(lambda: src.queue.delete_batch(receipts), f"deleting from {src.queue.name}", 3)
-            for f in failed or []:
-                log.warning("could not delete answered request %s: %s", answered[f.index].job_id, f.message)
-        for o in answered:
-            self._log(o.summary)
-        for o in unanswerable:
-            self.stats.unanswerable += 1
-            self._log(o.summary + " reply=none (will go to the dead-letter queue)")
-        # Bring unanswerable requests back soon (not after the full visibility timeout), so that
-        # redrive moves them to the dead-letter queue after max_receive_count receives.
-        back = [o for o in unanswerable] + [o for g in by_target.values() for o in g if o not in answered]
-        if back:
-            delays = {min(2 ** o.message.receive_count, 30) for o in back}
-            for delay in delays:
-                receipts = [o.message.receipt for o in back if min(2 ** o.message.receive_count, 30) == delay]
-                self._guarded(lambda r=receipts, d=delay: src.queue.change_visibility(r, d), "releasing requests", 2)
+        tasks = [self.pool.submit(Task(m, lambda m=m: self.process(src, m, received))) for m in messages]
+        outcomes = self._await(src, tasks)
+        answered, unanswered = self._reply(src, outcomes)
+        self._delete(src, answered)
+        self._retry_later(src, unanswered)
 
-    def _await(self, src: Source, futures: dict[cf.Future[Outcome], Message]) -> list[Outcome]:
-        """Wait for the batch, extending visibility of running jobs (heartbeat) and enforcing the hard limit."""
-        start = time.monotonic()
+    def _await(self, src: Source, tasks: list[Task]) -> list[Outcome]:
+        """Wait for a batch's jobs: extend the visibility of those still running (heartbeat), abandon
+        those past the hard limit, and once a stop is requested release those not started yet."""
         beat = max(1.0, src.visibility / 3)
-        pending = set(futures)
-        outcomes: list[Outcome] = []
+        next_beat = time.monotonic() + beat
+        pending, outcomes = list(tasks), []
         while pending:
-            done, pending = cf.wait(pending, timeout=beat)
-            outcomes += [f.result() for f in done]
-            if not pending:
-                break
-            elapsed = time.monotonic() - start
-            if elapsed > self.job_timeout:
-                for f in pending:
-                    m = futures[f]
-                    outcomes.append(self._timeout_outcome(src, m, elapsed))
-                    f.cancel()
-                break
-            receipts = [futures[f].receipt for f in pending]
-            self._guarded(lambda r=receipts: src.queue.change_visibility(r, src.visibility), "extending visibility", 2)
+            cf.wait([t.future for t in pending], timeout=TICK)
+            done = [t for t in pending if t.future.done()]
+            overdue = [t for t in pending if t not in done and self._overdue(t)]
+            outcomes += [t.future.result() for t in done] + [self._abandon(src, t) for t in overdue]
+            pending = [t for t in pending if t not in done and t not in overdue]
+            if self._stop.is_set():
+                pending = self._release_unstarted(src, pending)
+            self.pool.rescue(pending)
+            if pending and time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + beat
+                self._extend_visibility(src, pending)
         return outcomes
 
-    def _timeout_outcome(self, src: Source, m: Message, elapsed: float) -> Outcome:
-        msg = f"the job ran past the worker's limit of {self.job_timeout:.0f} s and was abandoned"
-        if is_legacy(m.body):
-            return Outcome(m, src.default_reply.url, format_legacy_error(msg),
-                           f"job legacy ok=false timeout {elapsed:.1f}s")
-        try:
-            req = JobRequest.decode(m.body)
-            url = self._reply_url(req.reply_to, src)
-            res = JobResult.failure(req.id, req.kind, INTERNAL, msg, worker=self.name)
-            return Outcome(m, url, res.encode(), f"job {req.id} kind={req.kind} ok=false code=internal (timeout)",
-                           req.id)
-        except (ProtocolError, JobError):
-            return Outcome(m, None, None, "job ? timeout")
+    def _overdue(self, task: Task) -> bool:
+        return task.started is not None and time.monotonic() - task.started > self.job_timeout
+
+    def _extend_visibility(self, src: Source, tasks: list[Task]) -> None:
+        """Heartbeat: keep the messages of running (or queued) jobs invisible for another visibility timeout."""
+        receipts = [t.message.receipt for t in tasks]
+        self._guarded(lambda: src.queue.change_visibility(receipts, src.visibility),
+                      f"extending visibility on {src.queue.name}", 2)
+
+    def _abandon(self, src: Source, task: Task) -> Outcome:
+        """A job past the hard limit: leave its thread, answer with an error."""
+        self.pool.abandon(task)
+        self.stats.abandoned += 1
+        elapsed = time.monotonic() - (task.started or time.monotonic())
+        return self._error_outcome(src, task.message, f"the job ran past the worker's limit of "
+                                   f"{self.job_timeout:g} s and was abandoned", f"timeout after {elapsed:.1f}s")
+
+    def _release_unstarted(self, src: Source, pending: list[Task]) -> list[Task]:
+        """Stopping: give back (visibility 0) the jobs that have not started; returns those still running."""
+        unstarted = [t for t in pending if t.future.cancel()]
+        if unstarted:
+            self._release(src, [t.message for t in unstarted])
+        return [t for t in pending if t not in unstarted]
+
+    def _reply(self, src: Source, outcomes: list[Outcome]) -> tuple[list[Outcome], list[Outcome]]:
+        """Send the replies, grouped by reply queue; returns (answered, not answered)."""
+        by_target: dict[str, list[Outcome]] = defaultdict(list)
+        unanswered = []
+        for o in outcomes:
+            if o.reply_to and o.body is not None:
+                by_target[o.reply_to].append(o)
+            else:
+                unanswered.append(o)
+                self.stats.unanswerable += 1
+                self._log(o.summary)
+        answered: list[Outcome] = []
+        for url, group in by_target.items():
+            sent = self._send_replies(src, url, group)
+            answered += sent
+            unanswered += [o for o in group if o not in sent]
+        for o in answered:
+            self._log(o.summary)
+        return answered, unanswered
 
     def _send_replies(self, src: Source, url: str, group: list[Outcome]) -> list[Outcome]:
         """Send a group's replies to one queue; returns the outcomes whose reply was sent."""
         queue = src.default_reply if url == src.default_reply.url else Queue(self.clients.sqs, url)
-        failures = self._guarded(lambda: queue.send_batch([o.body for o in group]), f"replying to {queue.name}", 3)
+        failures = self._guarded(lambda: queue.send_batch([o.body for o in group]),
+                                 f"replying to {queue.name} ({len(group)} job(s))", 3)
         if failures is None:
             return []
         bad = {f.index for f in failures}
@@ -234,8 +377,27 @@ class Worker:
             log.warning("reply to %s for job %s refused: %s", queue.name, group[f.index].job_id, f.message)
         return [o for i, o in enumerate(group) if i not in bad]
 
+    def _delete(self, src: Source, answered: list[Outcome]) -> None:
+        """Delete the answered requests (a failure here only means a duplicate reply later)."""
+        if not answered:
+            return
+        receipts = [o.message.receipt for o in answered]
+        failed = self._guarded(lambda: src.queue.delete_batch(receipts), f"deleting from {src.queue.name}", 3)
+        for f in failed or []:
+            log.warning("could not delete answered request %s: %s", answered[f.index].job_id, f.message)
+
+    def _retry_later(self, src: Source, unanswered: list[Outcome]) -> None:
+        """Bring unanswered requests back soon (not after the full visibility timeout), so that redrive
+        moves the unanswerable ones to the dead-letter queue after max_receive_count receives."""
+        by_delay: dict[int, list[str]] = defaultdict(list)
+        for o in unanswered:
+            by_delay[min(2 ** o.message.receive_count, 30)].append(o.message.receipt)
+        for delay, receipts in by_delay.items():
+            self._guarded(lambda r=receipts, d=delay: src.queue.change_visibility(r, d),
+                          f"releasing requests on {src.queue.name}", 2)
+
     def _release(self, src: Source, messages: list[Message]) -> None:
-        """Give messages back at once (visibility 0): received during a stop, not started."""
+        """Give messages back at once (visibility 0): received or queued during a stop, not started."""
         self._guarded(lambda: src.queue.change_visibility([m.receipt for m in messages], 0), "releasing", 2)
         log.info("released %d unstarted request(s) on %s", len(messages), src.queue.name)
 
@@ -246,9 +408,15 @@ class Worker:
             if is_legacy(m.body):
                 return self._legacy(src, m)
             return self._job(src, m, received)
-        except Exception as exc:  # a bug: answer "internal" rather than lose the message or the worker
+        except Exception as exc:
+            if is_transient(exc):  # AWS unreachable mid-job (S3, say): no answer now; the job runs again
+                self.outage.lost(exc, f"running the job of message {m.message_id}")
+                return Outcome(m, None, None, f"job sqs:{m.message_id} not done: AWS unreachable "
+                               "(it will be retried)")
+            # A bug: answer "internal" rather than leave the sender waiting.
             log.exception("unexpected error on message %s", m.message_id)
-            return Outcome(m, None, None, f"job ? ok=false internal error {type(exc).__name__}: {exc}")
+            return self._error_outcome(src, m, f"the worker failed unexpectedly: {_short(exc, 200)}",
+                                       f"unexpected {type(exc).__name__}")
 
     def _legacy(self, src: Source, m: Message) -> Outcome:
         t0 = time.perf_counter()
@@ -268,12 +436,13 @@ class Worker:
             req = JobRequest.decode(m.body)
         except ProtocolError as exc:
             p = exc.partial
-            url = self._reply_url(p.get("reply_to"), src, p.get("kind"))
+            url = self._reply_url(p.get("reply_to"), src)
             job_id = p.get("id") or f"sqs:{m.message_id}"
             res = JobResult.failure(job_id, p.get("kind"), exc.code, str(exc), worker=self.name)
             self.stats.errors += 1
-            return Outcome(m, url, res.encode(), f"job {job_id} ok=false code={exc.code} {exc}", job_id)
-        url = self._reply_url(req.reply_to, src, req.kind)
+            return Outcome(m, url, res.encode(), _summary(job_id, p.get("kind"), f"ok=false code={exc.code} {exc}",
+                                                          url), job_id)
+        url = self._reply_url(req.reply_to, src)
         sent = m.sent_at or req.sent_at
         queued = max(0.0, received - sent) if sent else 0.0
         t0 = time.perf_counter()
@@ -294,10 +463,23 @@ class Worker:
         self.stats.errors += not res.ok
         self.stats.by_kind[req.kind] += 1
         status = "ok=true" if res.ok else f"ok=false code={res.error['code']}"  # type: ignore[index]
-        summary = f"job {req.id} kind={req.kind} {status} queued={queued:.3f}s compute={dt:.4f}s"
+        summary = _summary(req.id, req.kind, f"{status} queued={queued:.3f}s compute={dt:.4f}s", url)
         return Outcome(m, url, encode_result(res, self.bucket, self.settings.max_inline_bytes), summary, req.id)
 
-    def _reply_url(self, reply_to: str | None, src: Source, kind: str | None = None) -> str | None:
+    def _error_outcome(self, src: Source, m: Message, message: str, why: str) -> Outcome:
+        """An ``internal`` error reply to whatever address can be read from the message (best effort)."""
+        fields = _lenient_fields(m.body)
+        if fields is None:  # plain text: the original lab's error form, on the default reply queue
+            return Outcome(m, src.default_reply.url, format_legacy_error(message),
+                           f"job legacy-{src.role} ok=false code=internal ({why})")
+        job_id = fields.get("id") or f"sqs:{m.message_id}"
+        url = self._reply_url(fields.get("reply_to"), src)
+        res = JobResult.failure(job_id, fields.get("kind"), INTERNAL, message, worker=self.name)
+        self.stats.errors += 1
+        return Outcome(m, url, res.encode(), _summary(job_id, fields.get("kind"), f"ok=false code=internal ({why})",
+                                                      url), job_id)
+
+    def _reply_url(self, reply_to: str | None, src: Source) -> str | None:
         """Where a reply goes: ``reply_to`` if it names a labkit reply queue, else the default.
 
         Only labkit's own response queues and ``labkit-reply-*`` queues are accepted, so a message
@@ -318,38 +500,25 @@ class Worker:
         return None
 
     # -- helpers -------------------------------------------------------------------------------------
-    def _guarded(self, fn: Any, what: str, attempts: int = 0) -> Any:
-        """Call ``fn``; on failure log one line per outage and back off. ``attempts=0``: try once and
-        return None on failure (the loop will come back); otherwise retry up to ``attempts`` times."""
-        tries = 0
-        while True:
+    def _guarded(self, fn: Callable[[], Any], what: str, attempts: int = 0) -> Any:
+        """``fn()``, or None when it failed. AWS unreachable: retried ``attempts`` more times with backoff,
+        reported once per outage. AWS refusing the call (a queue that does not exist, say): logged, not
+        retried; the caller decides what happens to the messages."""
+        for tries in range(attempts + 1):
+            started = time.monotonic()
             try:
                 out = fn()
             except Exception as exc:
-                tries += 1
-                self._outage(exc, what)
-                if self._force.is_set() or tries > attempts:
+                if not is_transient(exc):
+                    log.warning("%s failed: %s", what, _short(exc))
                     return None
-                time.sleep(min(2 ** tries, 10))
+                self.outage.lost(exc, what)
+                if tries < attempts:
+                    self._force.wait(self.outage.backoff())
                 continue
-            self._recovered()
+            self.outage.restored(started)
             return out
-
-    def _outage(self, exc: Exception, what: str) -> None:
-        with self._outage_lock:
-            if self._outage_since is None:
-                self._outage_since = time.monotonic()
-                log.error("lost contact with AWS while %s: %s; retrying with backoff", what, _short(exc))
-        if not self._stop.is_set():
-            self._stop.wait(min(5.0, 1.0 + (time.monotonic() - (self._outage_since or 0)) / 4))
-
-    def _recovered(self) -> None:
-        if self._outage_since is None:
-            return
-        with self._outage_lock:
-            if self._outage_since is not None:
-                log.warning("contact with AWS restored after %.1f s", time.monotonic() - self._outage_since)
-                self._outage_since = None
+        return None
 
     def _log(self, line: str) -> None:
         log.info(line)
@@ -357,9 +526,35 @@ class Worker:
             self._shipper.add(line)
 
 
-def _short(exc: Exception) -> str:
+def _summary(job_id: str, kind: str | None, status: str, reply_url: str | None) -> str:
+    text = f"job {job_id} kind={kind or '?'} {status}"
+    return text if reply_url else text + " reply=none (it goes to the dead-letter queue after its last receive)"
+
+
+def _visibility(queue: Queue, default: int) -> int:
+    """The queue's own visibility timeout: it decides when a message still held reappears."""
+    try:
+        attrs = queue.sqs.get_queue_attributes(QueueUrl=queue.url, AttributeNames=["VisibilityTimeout"])
+        return max(1, int(attrs["Attributes"]["VisibilityTimeout"]))
+    except (ClientError, KeyError, ValueError):
+        return default
+
+
+def _lenient_fields(body: str) -> dict[str, str] | None:
+    """``id``, ``kind`` and ``reply_to`` of a JSON object body, read without ever failing (numbers are
+    left as text); None when the body is not a JSON object."""
+    try:
+        data = json.loads(body, parse_int=str, parse_float=str, parse_constant=str)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    return {k: data[k] for k in ("id", "kind", "reply_to") if isinstance(data.get(k), str)}
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
     text = f"{type(exc).__name__}: {exc}"
-    return text if len(text) < 300 else text[:300] + "…"
+    return text if len(text) < limit else text[:limit] + "…"
 
 
 class LogShipper:
@@ -401,6 +596,18 @@ class LogShipper:
 
 def run_worker(settings: Settings, **kwargs: Any) -> int:
     """Build a worker, install signal handlers and run it (``labkit worker``, ``python -m worker``)."""
+    if os.environ.get(TEST_KINDS_ENV) == "1":
+        register_test_kinds()
+        log.warning("%s=1: test-only job kinds are enabled; never set this in production", TEST_KINDS_ENV)
     w = Worker(settings, **kwargs)
     w.install_signal_handlers()
-    return w.run()
+    code = w.run()
+    stuck = w.pool.stuck()
+    if stuck or w.forced:
+        # Python waits for every pool thread at exit, and an abandoned job's thread may never end.
+        log.warning("worker %s exits leaving %d abandoned job(s) behind", w.name, stuck)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
