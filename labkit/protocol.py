@@ -1,8 +1,8 @@
 """The message protocol (v1): job requests and results as JSON, the original lab's plain-text forms,
 and the claim check that moves large payloads through S3. See docs/protocol.md.
 
-This module does no I/O of its own: the claim check takes a *store* with ``put(key, data, content_type)``
-and ``get(key, max_bytes=None)`` (a :class:`labkit.aws.storage.Bucket`).
+This module does no I/O of its own: the claim check takes a *store* with ``put(key, data, content_type)``,
+``get(key, max_bytes=None)`` and ``open(key, max_bytes=None)`` (a :class:`labkit.aws.storage.Bucket`).
 """
 
 from __future__ import annotations
@@ -13,16 +13,34 @@ import math
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from types import TracebackType
 from typing import Any, Protocol
 
 import numpy as np
+from numpy.lib import format as npy_format
 
 from labkit.config import PAYLOADS_PREFIX
-from labkit.errors import INVALID_INPUT, UNSUPPORTED_VERSION, InvalidInput, ProtocolError, TooLarge
+from labkit.errors import INVALID_INPUT, UNSUPPORTED_VERSION, InvalidInput, LabkitError, ProtocolError, TooLarge
 
 VERSION = 1
 KINDS = ("numbers", "image")
 MAX_ID_LENGTH = 128
+
+
+class Readable(Protocol):
+    """An object's body read in pieces; ``size`` is its length in bytes."""
+
+    size: int
+
+    def read(self, amt: int | None = ...) -> bytes: ...
+
+    def readinto(self, buffer: Any) -> int: ...
+
+    def __enter__(self) -> Readable: ...
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None: ...
 
 
 class Store(Protocol):
@@ -31,6 +49,8 @@ class Store(Protocol):
     def put(self, key: str, data: bytes, content_type: str = ...) -> None: ...
 
     def get(self, key: str, max_bytes: int | None = None) -> bytes: ...
+
+    def open(self, key: str, max_bytes: int | None = None) -> Readable: ...
 
 
 def new_id() -> str:
@@ -85,9 +105,11 @@ class JobRequest:
             return ProtocolError(msg, raw=body, code=code, partial=partial)
 
         v = data.get("v")
+        if v is None:
+            raise fail("request has no protocol version 'v'")
+        if isinstance(v, bool):  # true == 1 in Python, but it is no version
+            raise fail(f"request 'v' must be the integer {VERSION}, got {json.dumps(v)}")
         if v != VERSION:
-            if v is None:
-                raise fail("request has no protocol version 'v'")
             raise fail(f"protocol version {v!r} is not supported (this worker speaks v{VERSION})", UNSUPPORTED_VERSION)
         job_id = data.get("id")
         if not isinstance(job_id, str) or not job_id or len(job_id) > MAX_ID_LENGTH:
@@ -154,6 +176,23 @@ class JobResult:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+def _big_int(text: str) -> int | Decimal:
+    # Python refuses int() of more than 4300 digits (a guard against quadratic work); such a literal
+    # becomes a Decimal, which the job code refuses by name ("item 3 is an integer too large for 64 bits").
+    return int(text) if len(text) <= 4000 else Decimal(text)
+
+
+def json_loads(text: str | bytes) -> Any:
+    """``json.loads``, except that integer literals too long for ``int()`` decode as ``Decimal``, so
+    that the rest of the message (its id and reply queue) can still be read and answered."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except ValueError:
+        return json.loads(text, parse_int=_big_int)
+
+
 def _load_object(body: str | bytes) -> dict[str, Any]:
     if isinstance(body, bytes):
         try:
@@ -163,8 +202,8 @@ def _load_object(body: str | bytes) -> dict[str, Any]:
     else:
         body_text = body
     try:
-        data = json.loads(body_text)
-    except (json.JSONDecodeError, RecursionError) as exc:
+        data = json_loads(body_text)
+    except (ValueError, RecursionError) as exc:
         raise ProtocolError(f"message body is not valid JSON: {exc}", raw=body) from exc
     if not isinstance(data, dict):
         raise ProtocolError(f"message body is JSON but not an object (got {type(data).__name__})", raw=body)
@@ -177,8 +216,8 @@ def is_legacy(body: str) -> bool:
     if not text.startswith("{"):
         return True
     try:
-        return not isinstance(json.loads(text), dict)
-    except (json.JSONDecodeError, RecursionError):
+        return not isinstance(json_loads(text), dict)
+    except (ValueError, RecursionError):
         return True
 
 
@@ -213,29 +252,106 @@ def encode_request(req: JobRequest, store: Store | None, max_inline: int) -> str
 
 
 def load_payload(req: JobRequest, store: Store | None, max_bytes: int) -> dict[str, Any]:
-    """The request's payload, fetched from the store when it travelled by reference."""
+    """The request's payload, fetched from the store when it travelled by reference.
+
+    A ``.npy`` payload is streamed into one new array (see :func:`read_npy`): the worker owns it and may
+    let the job reorder it.
+    """
     if req.payload_ref is None:
         return req.payload or {}
     ref = req.payload_ref
     if store is None or ref["bucket"] != store.name:
         raise InvalidInput(f"payload_ref names bucket {ref['bucket']!r}, which this worker does not serve")
-    data = store.get(ref["key"], max_bytes=max_bytes)
     fmt = ref.get("format", "json")
     if fmt == "npy":
-        try:
-            arr = np.load(io.BytesIO(data), allow_pickle=False)
-        except Exception as exc:  # numpy raises several types for corrupt files
-            raise InvalidInput(f"payload {ref['key']} is not a readable .npy array: {exc}") from exc
-        return {"numbers": arr}
+        with store.open(ref["key"], max_bytes=max_bytes) as stream:
+            return {"numbers": read_npy(stream, ref["key"])}
     if fmt != "json":
         raise InvalidInput(f"payload_ref format {fmt!r} is unknown (json or npy)")
+    data = store.get(ref["key"], max_bytes=max_bytes)
     try:
-        payload = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        payload = json_loads(data)
+    except ValueError as exc:  # bad JSON, bad UTF-8, an integer of > 4300 digits
         raise InvalidInput(f"payload {ref['key']} is not valid JSON: {exc}") from exc
     if not isinstance(payload, dict):
         raise InvalidInput(f"payload {ref['key']} is not a JSON object")
     return payload
+
+
+# Items converted per piece when a .npy payload's dtype is not the native int64/float64 it becomes.
+NPY_PIECE = 1 << 16
+INT64_MAX = 2**63 - 1
+
+
+class _Counting:
+    """Counts the bytes read through it (the size of a .npy header)."""
+
+    def __init__(self, stream: Readable) -> None:
+        self.stream = stream
+        self.count = 0
+
+    def read(self, amt: int | None = None) -> bytes:
+        data = self.stream.read(amt)
+        self.count += len(data)
+        return data
+
+
+def read_npy(stream: Readable, name: str) -> np.ndarray:
+    """The 1-D array of numbers in a ``.npy`` stream, as a new native ``int64`` or ``float64`` array.
+
+    The header is checked before any data is read: versions 1.0/2.0, one dimension, an integer or float
+    dtype (either byte order; never pickles), and a data size that matches the stream's ``size``. The
+    common ``<i8``/``<f8`` data is read straight into the result; other dtypes are converted piece by
+    piece. A ``uint64`` array with a value above the int64 range is returned as ``uint64``, so the job
+    can name that value. Raises :class:`InvalidInput` for anything else, naming ``name``.
+    """
+    counted = _Counting(stream)
+    try:
+        version = npy_format.read_magic(counted)
+        if version == (1, 0):
+            shape, _, dtype = npy_format.read_array_header_1_0(counted)
+        elif version == (2, 0):
+            shape, _, dtype = npy_format.read_array_header_2_0(counted)
+        else:
+            raise ValueError(f"format version {version[0]}.{version[1]} is not supported (1.0 or 2.0)")
+    except LabkitError:
+        raise
+    except Exception as exc:  # numpy raises several types for a corrupt header
+        raise InvalidInput(f"payload {name} is not a readable .npy array: {exc}") from exc
+    if len(shape) != 1:
+        raise InvalidInput(f"payload {name} must hold a 1-D array of numbers, got a {len(shape)}-D array "
+                           f"of shape {shape}")
+    if dtype.kind not in "iuf" or dtype.hasobject:
+        raise InvalidInput(f"payload {name} holds an array of {dtype}: numbers must be integers or floats")
+    count = shape[0]
+    if count < 0:
+        raise InvalidInput(f"payload {name} is not a readable .npy array: its header announces {count} numbers")
+    nbytes = count * dtype.itemsize
+    available = stream.size - counted.count
+    if available < nbytes:
+        raise InvalidInput(f"payload {name} is truncated: its header announces {count:,} numbers "
+                           f"({nbytes:,} bytes) but {available:,} bytes follow")
+    if available > nbytes:
+        raise InvalidInput(f"payload {name} has {available - nbytes:,} unexpected bytes after its {count:,} numbers")
+
+    target = np.dtype(np.float64 if dtype.kind == "f" else np.uint64 if dtype == np.dtype("u8") else np.int64)
+    array = np.empty(count, dtype=target)
+    if dtype == target:
+        got = stream.readinto(array.view(np.uint8))
+    else:
+        piece = np.empty(min(count, NPY_PIECE), dtype=dtype)
+        got = 0
+        for start in range(0, count, NPY_PIECE):
+            part = piece[: min(NPY_PIECE, count - start)]
+            got += stream.readinto(part.view(np.uint8))
+            array[start : start + part.size] = part
+    # Reading on to the end lets the transport check the length (and any checksum) of what it received.
+    if got < nbytes or stream.read(1):
+        raise InvalidInput(f"payload {name} is truncated or longer than its header says ({got:,} of {nbytes:,} "
+                           "bytes of numbers)")
+    if target == np.uint64 and count and int(array.max()) <= INT64_MAX:
+        array = array.view(np.int64)
+    return array
 
 
 def encode_result(res: JobResult, store: Store | None, max_inline: int) -> str:

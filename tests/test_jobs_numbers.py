@@ -346,3 +346,157 @@ def test_format_legacy() -> None:
 
 def test_format_legacy_error() -> None:
     assert format_legacy_error("item 2 is not a number: 'x'") == "?Error: item 2 is not a number: 'x'"
+
+
+# ------------------------------------------------------------------------------ pieces and overwrite
+# compute works through arrays in pieces of numbers.CHUNK items (temporaries of one piece, never of the
+# whole array). These tests shrink CHUNK so that small arrays cross many piece boundaries.
+
+SIZES = [1, 2, 127, 128, 129, 255, 256, 257, 1000, 1001, 4096, 4099]
+
+
+def whole_array_std(array: np.ndarray, mean: float) -> float:
+    """The std as one numpy expression over the whole array (what compute did before it used pieces)."""
+    n = array.size
+    if array.dtype == np.int64:
+        total = int(array.astype(object).sum())
+        centre = total // n
+        deviations = (array - np.int64(centre)).astype(np.float64)
+        mean_dev = (total - centre * n) / n
+    else:
+        deviations = array - mean
+        mean_dev = float(np.sum(deviations)) / n
+    return math.sqrt(max(float(np.sum(deviations * deviations)) / n - mean_dev * mean_dev, 0.0))
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> int:
+    from labkit.jobs import numbers
+
+    monkeypatch.setattr(numbers, "CHUNK", 128)
+    return 128
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_pieces_give_the_whole_array_results_for_ints(small_chunks: int, n: int) -> None:
+    # Given: integers wide enough that the exact sum needs the split path
+    rng = np.random.default_rng(n)
+    values = rng.integers(-(2**62), 2**62, n, dtype=np.int64)
+
+    # When
+    result = compute(values)
+
+    # Then
+    xs = values.tolist()
+    assert result["sum"] == sum(xs)
+    assert result["min"] == min(xs) and result["max"] == max(xs)
+    assert result["mean"] == float(Fraction(sum(xs), n))
+    assert 2 * result["median"] == statistics.median_low(xs) + statistics.median_high(xs)
+    assert result["std"] == whole_array_std(values, result["mean"])
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_pieces_give_the_whole_array_results_for_floats(small_chunks: int, n: int) -> None:
+    # Given: large values that cancel out, so the sum needs more than one extraction pass
+    rng = np.random.default_rng(n)
+    values = rng.standard_normal(n) * 1e12
+    values[: n // 2] = -values[n - n // 2:]
+    values += rng.standard_normal(n)
+
+    # When
+    result = compute(values)
+
+    # Then
+    xs = values.tolist()
+    exact = math.fsum(xs)
+    assert abs(result["sum"] - exact) <= 2 * math.ulp(exact)
+    assert result["median"] == statistics.median(xs)
+    assert result["std"] == whole_array_std(values, result["mean"])
+    assert close(result["std"], statistics.pstdev(xs))
+
+
+@pytest.mark.parametrize("chunk", [128, 136, 1000])
+def test_results_do_not_depend_on_the_piece_size(monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
+    from labkit.jobs import numbers
+
+    rng = np.random.default_rng(chunk)
+    cases = [
+        rng.integers(-(10**9), 10**9, 5000, dtype=np.int64),
+        np.where(rng.random(5000) < 0.5, 2**62, INT64_MIN).astype(np.int64),  # spread wider than int64
+        rng.standard_normal(5000) * 1e300,  # sum and std scaled
+        rng.standard_normal(5000) * 1e-310,  # subnormals: std scaled up
+    ]
+    one_piece = [compute(values) for values in cases]
+
+    monkeypatch.setattr(numbers, "CHUNK", chunk)
+
+    assert [compute(values) for values in cases] == one_piece
+
+
+@relaxed
+@given(st.lists(finite_floats, min_size=1, max_size=600))
+def test_float_pieces_match_statistics(xs: list[float]) -> None:
+    from labkit.jobs import numbers
+
+    saved, numbers.CHUNK = numbers.CHUNK, 128
+    try:
+        result = compute(np.array(xs))
+    finally:
+        numbers.CHUNK = saved
+
+    assert result["median"] == statistics.median(xs)
+    assert abs(result["sum"] - math.fsum(xs)) <= 2 * math.ulp(math.fsum(xs))
+    assert close(result["std"], statistics.pstdev(xs))
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.float64])
+@pytest.mark.parametrize("n", [1001, 1000])
+def test_compute_never_reorders_the_callers_array(dtype, n: int) -> None:
+    # Given
+    values = np.random.default_rng(n).permutation(n).astype(dtype)
+    before = values.copy()
+
+    # When
+    compute(values)
+    compute(values[10:500])  # a view of it
+    compute(values, overwrite=False)
+
+    # Then
+    assert np.array_equal(values, before)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.float64])
+@pytest.mark.parametrize("n", [1001, 1000])
+def test_overwrite_partitions_in_place_with_the_same_results(dtype, n: int) -> None:
+    # Given
+    values = np.random.default_rng(n).integers(-1000, 1000, n).astype(dtype)
+    expected = compute(values.copy())
+
+    # When
+    result = compute(values, overwrite=True)
+
+    # Then: same results; the array now holds the same numbers, partitioned around the middle
+    assert result == expected
+    k = n // 2
+    assert values[:k].max() <= values[k] <= values[k:].min()
+    assert sorted(values.tolist()) == sorted(np.random.default_rng(n).integers(-1000, 1000, n).astype(dtype).tolist())
+
+
+def test_overwrite_leaves_a_read_only_array_alone() -> None:
+    values = np.random.default_rng(3).standard_normal(999)
+    before = values.copy()
+    values.flags.writeable = False
+
+    assert compute(values, overwrite=True) == compute(before)
+    assert np.array_equal(values, before)
+
+
+def test_converted_arrays_are_never_the_callers() -> None:
+    # An int32 array is converted to a new int64 array: that copy may be reordered, the input never is.
+    values = np.random.default_rng(4).permutation(1001).astype(np.int32)
+    before = values.copy()
+
+    result = compute(values)
+
+    assert np.array_equal(values, before)
+    assert result["median"] == 500

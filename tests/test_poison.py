@@ -28,7 +28,8 @@ from labkit.aws.clients import Clients
 from labkit.aws.queues import Queue
 from labkit.aws.storage import Bucket
 from labkit.config import DLQ_SUFFIX
-from labkit.errors import ProtocolError
+from labkit.errors import InvalidInput
+from labkit.jobs.numbers import compute
 from labkit.protocol import JobRequest, JobResult
 from tests.conftest import unique_settings
 
@@ -144,10 +145,8 @@ TEMPLATES: list[Callable[[World], Case]] = [
     _error("invalid_input", payload={"numbers": {"a": 1}}),
     _error("invalid_input", payload={"numbers": ["1", "2", "3"]}),  # numbers as strings
     _error("invalid_input", payload={"numbers": [1, 10**400]}),  # beyond 64 bits
-    # An integer literal beyond Python's 4300-digit conversion limit: must still be answered. protocol.py
-    # lets that ValueError escape (see test_huge_integer_literal_is_a_protocol_error), so the worker's
-    # catch-all answers "internal" until it is fixed; "invalid_input" afterwards.
-    _literal("9" * 5000, ("invalid_input", "internal")),
+    # An integer literal beyond Python's 4300-digit conversion limit: still a clear invalid_input.
+    _literal("9" * 5000),
     _literal("1, NaN"),
     _literal("-Infinity"),
     _error("invalid_input", payload={"numbers": ["9" * (900 * KIB)]}),  # a 900 KiB request
@@ -309,10 +308,11 @@ def test_poison_mixed_into_good_jobs(emulator, tmp_path, start_worker):
           f"dead_letters={sum(in_dlq.values())}, internal_errors={internal}", flush=True)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="labkit/protocol.py: _load_object and is_legacy catch "
-                   "JSONDecodeError but not the ValueError json.loads raises for integer literals over 4300 digits")
-def test_huge_integer_literal_is_a_protocol_error():
-    body = '{"v": 1, "id": "a", "kind": "numbers", "payload": {"numbers": [%s]}}' % ("9" * 5000)
-    with pytest.raises(ProtocolError):
-        JobRequest.decode(body)
+def test_huge_integer_literal_is_decoded_and_refused_by_name():
+    # Python's int() refuses literals over 4300 digits; the request must still decode (so it can be
+    # answered on its reply queue) and the job must name the bad item.
+    body = '{"v": 1, "id": "a", "kind": "numbers", "payload": {"numbers": [1, %s]}}' % ("9" * 5000)
+    req = JobRequest.decode(body)
+    with pytest.raises(InvalidInput, match="item 1 is an integer too large for 64 bits"):
+        compute(req.payload["numbers"])
 

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
+import os
+import pickle
+import re
+import uuid
 
 import numpy as np
 import pytest
+from botocore.exceptions import FlexibleChecksumError, IncompleteReadError
+from botocore.httpchecksum import Crc32Checksum, StreamingChecksumBody
+from botocore.response import StreamingBody
 from hypothesis import given
 from hypothesis import strategies as st
+from numpy.lib import format as npy_format
 
+from labkit import protocol
+from labkit.aws import storage
 from labkit.aws.clients import Clients
 from labkit.aws.storage import Bucket
-from labkit.errors import InvalidInput, ProtocolError
+from labkit.errors import AwsError, InvalidInput, NotFound, ProtocolError, TooLarge
+from labkit.jobs import numbers
 from labkit.protocol import (
     JobRequest,
     JobResult,
@@ -139,3 +152,193 @@ def test_large_result_goes_through_s3(bucket):
     decoded = JobResult.decode(encode_result(res, bucket, max_inline=1000))
     assert decoded.result is None and decoded.result_ref["key"] == "payloads/r1.result.json"
     assert load_result(decoded, bucket) == {"values": list(range(3000))}
+
+
+# -- the .npy claim check, streamed into one array ------------------------------------------------------
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def npy_header(descr: str, shape: tuple, version: tuple[int, int] = (1, 0)) -> bytes:
+    buf = io.BytesIO()
+    header = {"descr": descr, "fortran_order": False, "shape": shape}
+    if version == (1, 0):
+        npy_format.write_array_header_1_0(buf, header)
+    else:
+        npy_format.write_array_header_2_0(buf, header)
+    return buf.getvalue()
+
+
+def npy_request(bucket: Bucket, data: bytes) -> JobRequest:
+    """A request whose payload is ``data``, stored as a .npy claim check."""
+    key = f"payloads/{uuid.uuid4().hex}.npy"
+    bucket.put(key, data, "application/x-npy")
+    return JobRequest("numbers", None, payload_ref={"bucket": bucket.name, "key": key, "format": "npy"})
+
+
+@pytest.fixture
+def small_pieces(monkeypatch):
+    """Reads of 1,000 bytes and conversions of 100 items, so small payloads cross many piece boundaries."""
+    monkeypatch.setattr(storage, "READ_PIECE", 1000)
+    monkeypatch.setattr(protocol, "NPY_PIECE", 100)
+
+
+@pytest.mark.parametrize("dtype", ["<i8", ">i8", "<i4", ">i2", "u1", "<u4", "<u8", "<f8", ">f8", "<f4", "<f2"])
+def test_npy_payload_becomes_a_native_int64_or_float64_array(bucket, small_pieces, dtype):
+    # Given: 1,001 numbers (not a multiple of any piece size) in one of the int/float dtypes
+    info = np.iinfo(dtype) if np.dtype(dtype).kind in "iu" else None
+    rng = np.random.default_rng(1)
+    if info:
+        values = rng.integers(info.min, min(info.max, 2**63 - 1), 1001, endpoint=True).astype(dtype)
+    else:
+        values = (rng.standard_normal(1001) * 100).astype(dtype)
+
+    # When
+    got = load_payload(npy_request(bucket, npy_bytes(values)), bucket, max_bytes=10**6)["numbers"]
+
+    # Then
+    assert got.dtype == (np.float64 if info is None else np.int64) and got.dtype.isnative
+    assert got.tolist() == values.tolist()
+    assert got.flags.writeable and got.flags.c_contiguous
+
+
+def test_npy_uint64_beyond_int64_is_left_for_the_job_to_name(bucket):
+    values = np.array([1, 2**64 - 1, 3], dtype=np.uint64)
+
+    got = load_payload(npy_request(bucket, npy_bytes(values)), bucket, max_bytes=10**6)["numbers"]
+
+    with pytest.raises(InvalidInput, match="item 1 is an integer too large for 64 bits: 18446744073709551615"):
+        numbers.compute(got, overwrite=True)
+
+
+def test_npy_payload_gives_the_same_results_as_the_array_sent(bucket, small_pieces):
+    sent = np.random.default_rng(2).standard_normal(12_345) * 1e6
+    body = encode_request(JobRequest("numbers", {"numbers": sent}), bucket, max_inline=10**6)
+
+    got = load_payload(JobRequest.decode(body), bucket, max_bytes=10**6)["numbers"]
+
+    assert numbers.compute(got, overwrite=True) == numbers.compute(sent)
+
+
+def test_npy_version_2_header_is_read(bucket):
+    data = npy_header("<i8", (3,), version=(2, 0)) + np.array([5, 1, 3], dtype="<i8").tobytes()
+
+    got = load_payload(npy_request(bucket, data), bucket, max_bytes=10**6)["numbers"]
+
+    assert got.tolist() == [5, 1, 3]
+
+
+@pytest.mark.parametrize("data, fragment", [
+    (b"", "not a readable .npy array"),
+    (b"1,2,3", "not a readable .npy array"),
+    (b"\x93NUMPY\x01\x00\x10\x00{'descr': '<i8'", "not a readable .npy array"),
+    (b"\x93NUMPY\x01\x00\x08\x00garbage\n" + bytes(8), "not a readable .npy array"),
+    (b"\x93NUMPY\x03\x00" + bytes(16), "version 3.0 is not supported"),
+    (npy_header("<i8", (-2,)), "announces -2 numbers"),
+    (npy_header("<q9", (1,)), "not a readable .npy array"),
+])
+def test_npy_corrupt_header_is_invalid_input(bucket, data, fragment):
+    with pytest.raises(InvalidInput, match=re.escape(fragment)):
+        load_payload(npy_request(bucket, data), bucket, max_bytes=10**6)
+
+
+@pytest.mark.parametrize("array, fragment", [
+    (np.array([True, False]), "holds an array of bool"),
+    (np.array([1 + 2j, 3j]), "holds an array of complex128"),
+    (np.array(["1", "2"]), "holds an array of <U1"),
+    (np.zeros(3, dtype=[("a", "<i8")]), "holds an array of [('a', '<i8')]"),
+    (np.zeros((2, 3)), "1-D array of numbers, got a 2-D array of shape (2, 3)"),
+    (np.float64(4.0), "got a 0-D array"),
+])
+def test_npy_of_the_wrong_kind_is_refused(bucket, array, fragment):
+    with pytest.raises(InvalidInput, match=re.escape(fragment)):
+        load_payload(npy_request(bucket, npy_bytes(array)), bucket, max_bytes=10**6)
+
+
+def test_npy_object_array_is_refused_and_never_unpickled(bucket, tmp_path):
+    # Given: an object array whose pickle would create a directory when loaded
+    marker = tmp_path / "unpickled"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.mkdir, (str(marker),))
+
+    data = npy_header("|O", (1,)) + pickle.dumps([Evil()])
+
+    # When / Then
+    with pytest.raises(InvalidInput, match="holds an array of object"):
+        load_payload(npy_request(bucket, data), bucket, max_bytes=10**6)
+    assert not marker.exists()
+
+
+def test_npy_truncated_or_padded_body_is_invalid_input(bucket):
+    data = npy_bytes(np.arange(100, dtype=np.int64))
+
+    with pytest.raises(InvalidInput, match="is truncated: its header announces 100 numbers"):
+        load_payload(npy_request(bucket, data[:-5]), bucket, max_bytes=10**6)
+    with pytest.raises(InvalidInput, match="has 3 unexpected bytes after its 100 numbers"):
+        load_payload(npy_request(bucket, data + b"abc"), bucket, max_bytes=10**6)
+
+
+def test_npy_header_announcing_more_than_the_object_holds_allocates_nothing(bucket):
+    # 10**15 numbers would be 8 PB: refused from the object's size, before any array is made.
+    data = npy_header("<f8", (10**15,)) + bytes(64)
+
+    with pytest.raises(InvalidInput, match="is truncated"):
+        load_payload(npy_request(bucket, data), bucket, max_bytes=10**6)
+
+
+def test_npy_over_max_bytes_is_too_large_before_it_is_read(bucket):
+    data = npy_bytes(np.arange(100, dtype=np.int64))
+    req = npy_request(bucket, data)
+    garbage = npy_request(bucket, b"x" * len(data))
+
+    with pytest.raises(TooLarge, match="over the limit"):
+        load_payload(req, bucket, max_bytes=len(data) - 1)
+    with pytest.raises(TooLarge):  # a corrupt object too: the size is checked before anything is parsed
+        load_payload(garbage, bucket, max_bytes=len(data) - 1)
+    assert load_payload(req, bucket, max_bytes=len(data))["numbers"].tolist() == list(range(100))
+
+
+def test_bucket_open_reads_into_buffers_in_pieces(bucket, small_pieces):
+    data = bytes(range(256)) * 20
+    bucket.put("payloads/raw.bin", data)
+
+    with bucket.open("payloads/raw.bin", max_bytes=len(data)) as stream:
+        assert stream.size == len(data)
+        head = bytearray(10)
+        assert stream.readinto(head) == 10 and bytes(head) == data[:10]
+        rest = np.empty(len(data), dtype=np.uint8)  # larger than what is left
+        assert stream.readinto(rest) == len(data) - 10
+        assert rest[: len(data) - 10].tobytes() == data[10:]
+        assert stream.read(1) == b""
+    with pytest.raises(NotFound):
+        bucket.open("payloads/missing.bin")
+
+
+def test_a_cut_connection_is_an_aws_error_not_bad_input():
+    # A real botocore body that announces more bytes than arrive (what a dropped connection looks like):
+    # the job must not be answered "invalid_input", the AWS error is kept as the cause.
+    data = npy_bytes(np.arange(10, dtype=np.int64))
+    for cut in (20, len(data) - 8):
+        body = StreamingBody(io.BytesIO(data[:cut]), len(data))
+        stream = storage.ObjectReader(body, len(data), "s3://b/payloads/x.npy")
+        with pytest.raises(AwsError, match="s3://b/payloads/x.npy") as info:
+            protocol.read_npy(stream, "payloads/x.npy")
+        assert isinstance(info.value.__cause__, IncompleteReadError)
+
+
+def test_npy_is_read_to_the_end_so_the_checksum_is_verified():
+    # botocore checks a response's checksum only once the body has been read to its end: a payload
+    # altered in transit must fail there rather than reach the job.
+    data = npy_bytes(np.arange(10, dtype=np.int64))
+    wrong = base64.b64encode(b"\0\0\0\0").decode()
+    body = StreamingChecksumBody(io.BytesIO(data), len(data), Crc32Checksum(), wrong)
+    stream = storage.ObjectReader(body, len(data), "s3://b/payloads/x.npy")
+
+    with pytest.raises(AwsError, match="checksum") as info:
+        protocol.read_npy(stream, "payloads/x.npy")
+    assert isinstance(info.value.__cause__, FlexibleChecksumError)

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
-from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ClientError, HTTPClientError, IncompleteReadError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from labkit.aws.clients import Clients
@@ -60,7 +60,7 @@ def is_transient(exc: BaseException | None) -> bool:
     """True when AWS could not be reached or asked to be called again later (worth a retry)."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
-        if isinstance(exc, BotoConnectionError | HTTPClientError):
+        if isinstance(exc, BotoConnectionError | HTTPClientError | IncompleteReadError):
             return True
         code = getattr(exc, "code", None) or (getattr(exc, "response", None) or {}).get("Error", {}).get("Code")
         if code in TRANSIENT_CODES:

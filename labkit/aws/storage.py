@@ -6,14 +6,16 @@ import posixpath
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from types import TracebackType
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from labkit.errors import AwsError, InvalidInput, NotFound, TooLarge
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._\-][A-Za-z0-9._\- /()+=@,]*$")
 MISSING_CODES = ("NoSuchKey", "404", "NotFound", "NoSuchBucket")
+READ_PIECE = 1 << 20  # bytes asked of the network per read when filling a buffer
 
 
 def safe_key(prefix: str, name: str) -> str:
@@ -52,6 +54,52 @@ class ObjectInfo:
     modified: datetime
 
 
+class ObjectReader:
+    """An S3 object's body, read in pieces (from :meth:`Bucket.open`); ``size`` is its length in bytes.
+
+    Network failures while reading raise :class:`AwsError` (the botocore error is its ``__cause__``).
+    A context manager: leaving it closes the connection.
+    """
+
+    def __init__(self, body: Any, size: int, where: str) -> None:
+        self._body = body
+        self.size = size
+        self._where = where
+
+    def read(self, amt: int | None = None) -> bytes:
+        """At most ``amt`` bytes (all that is left when ``amt`` is None); ``b""`` at the end."""
+        try:
+            return self._body.read(amt)
+        except BotoCoreError as exc:
+            raise AwsError(f"reading {self._where}: {exc}") from exc
+
+    def readinto(self, buffer: Any) -> int:
+        """Fill ``buffer`` (a writable, C-contiguous bytes-like object such as a numpy array) from the body.
+
+        Reads pieces of at most 1 MiB, so no object the size of the buffer is ever made. Returns the
+        number of bytes read: less than the buffer's size only when the object ends first.
+        """
+        view = memoryview(buffer).cast("B")
+        done = 0
+        while done < len(view):
+            piece = self.read(min(READ_PIECE, len(view) - done))
+            if not piece:
+                break
+            view[done:done + len(piece)] = piece
+            done += len(piece)
+        return done
+
+    def close(self) -> None:
+        self._body.close()
+
+    def __enter__(self) -> ObjectReader:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
 class Bucket:
     """One S3 bucket. Methods raise :class:`NotFound` for missing objects, :class:`AwsError` otherwise."""
 
@@ -86,6 +134,21 @@ class Bucket:
             resp["Body"].close()
             raise TooLarge(f"s3://{self.name}/{key} is {size:,} bytes, over the limit of {max_bytes:,}")
         return resp["Body"].read()
+
+    def open(self, key: str, max_bytes: int | None = None) -> ObjectReader:
+        """The object's body as a stream, to read in pieces (the caller closes it: ``with bucket.open(k) as r``).
+
+        :class:`TooLarge` when the object is larger than ``max_bytes``, checked before any of it is read.
+        """
+        try:
+            resp = self.s3.get_object(Bucket=self.name, Key=key)
+        except ClientError as exc:
+            raise self._error(exc, f"reading s3://{self.name}/{key}", key) from exc
+        size = int(resp.get("ContentLength", 0))
+        if max_bytes is not None and size > max_bytes:
+            resp["Body"].close()
+            raise TooLarge(f"s3://{self.name}/{key} is {size:,} bytes, over the limit of {max_bytes:,}")
+        return ObjectReader(resp["Body"], size, f"s3://{self.name}/{key}")
 
     def head(self, key: str) -> dict[str, Any]:
         try:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 import numbers as _numbers
 import re
+from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -190,6 +192,9 @@ def _check_item(index: int, value: Any) -> int | float:
         raise InvalidInput(f"item {index} is a string, not a number: {_show(value)}")
     if isinstance(value, (list, tuple)):
         raise InvalidInput(f"item {index} is a list, not a number")
+    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+        # JSON integer literals too long for int() arrive as Decimal (labkit.protocol.json_loads).
+        raise _too_large(index, _short(str(value)))
     if isinstance(value, _numbers.Number):
         raise InvalidInput(f"item {index} is a {type(value).__name__}, not an int or float: {_show(value)}")
     raise InvalidInput(f"item {index} is not a number: {_show(value)}")
@@ -206,44 +211,82 @@ def _array_to_array(array: np.ndarray) -> np.ndarray:
     if kind == "i":
         return array.astype(np.int64, copy=False)
     if kind == "u":
-        if array.dtype.itemsize >= 8:
-            too_large = array > INT64_MAX
-            if too_large.any():
-                index = int(np.argmax(too_large))
-                raise _too_large(index, _show_int(int(array[index])))
+        if array.dtype.itemsize >= 8 and int(array.max()) > INT64_MAX:
+            index = int(np.argmax(array > INT64_MAX))
+            raise _too_large(index, _show_int(int(array[index])))
         return array.astype(np.int64, copy=False)
     result = array.astype(np.float64, copy=False)
-    finite = np.isfinite(result)
-    if not finite.all():
-        index = int(np.argmin(finite))
+    # min and max are NaN when any value is NaN, and infinite when any is: no full-size mask needed.
+    if not (math.isfinite(result.min()) and math.isfinite(result.max())):
+        index = int(np.argmin(np.isfinite(result)))
         raise _not_finite(index, _short(str(array[index])))
     return result
 
 
 # ----------------------------------------------------------------------------------------- statistics
 
+# Items per piece in the passes below: temporaries of one piece (512 KiB), never of the whole array.
+# At least 128 (see _piecewise_sums).
+CHUNK = 1 << 16
 
-def compute(values: list[Any] | tuple[Any, ...] | str | np.ndarray) -> dict[str, int | float]:
+
+def compute(values: list[Any] | tuple[Any, ...] | str | np.ndarray, overwrite: bool = False) -> dict[str, int | float]:
     """Summary statistics of ``values``: count, min, max, mean, median, sum and std (population, ddof=0).
 
     ``values`` is a list of numbers, the legacy text form or a 1-D int/float numpy array. All-integer
     input gives exact int min/max/sum (and median when whole); otherwise values are floats. Every value
     is a plain Python ``int`` or ``float``. Raises ``InvalidInput`` for bad input.
+
+    An array passed in is never modified, unless ``overwrite=True``: then the median may reorder it in
+    place instead of sorting a copy of the same size (for arrays nobody else uses, like a payload just
+    read from S3). The results are the same either way.
     """
     array = to_array(values)
+    ours = not (isinstance(values, np.ndarray) and np.may_share_memory(array, values))
+    in_place = (overwrite or ours) and array.flags.writeable
     if array.dtype == np.int64:
-        return _int_stats(array)
-    return _float_stats(array)
+        return _int_stats(array, in_place)
+    return _float_stats(array, in_place)
 
 
-def _median_pair(array: np.ndarray) -> tuple[Any, Any]:
-    """The two middle order statistics (the same one twice for an odd count), in linear time."""
+def _median_pair(array: np.ndarray, in_place: bool) -> tuple[Any, Any]:
+    """The two middle order statistics (the same one twice for an odd count), in linear time.
+
+    With ``in_place`` the array itself is partitioned (reordered); otherwise a partitioned copy is made.
+    """
     n = array.size
     k = n // 2
-    part = np.partition(array, k)
+    if in_place:
+        array.partition(k)
+        part = array
+    else:
+        part = np.partition(array, k)
     upper = part[k]
     lower = part[:k].max() if n % 2 == 0 else upper
     return lower, upper
+
+
+def _pieces(n: int) -> range:
+    return range(0, n, CHUNK)
+
+
+def _piecewise_sums(n: int, piece_sums: Callable[[int, int], tuple[float, ...]]) -> tuple[float, ...]:
+    """Sums over items ``[0, n)`` computed piece by piece, equal to ``np.sum`` over whole arrays.
+
+    ``piece_sums(lo, hi)`` returns ``np.sum`` of some float64 values of items ``lo..hi``. numpy adds a
+    contiguous float64 array pairwise, halving any range longer than 128 items at a multiple of 8;
+    splitting the same way down to pieces of at most ``CHUNK`` items gives bit for bit the float that one
+    ``np.sum`` over the whole array would, while only one piece is ever held.
+    """
+    def tree(lo: int, hi: int) -> tuple[float, ...]:
+        if hi - lo <= CHUNK:
+            return piece_sums(lo, hi)
+        half = (hi - lo) // 2
+        half -= half % 8
+        left, right = tree(lo, lo + half), tree(lo + half, hi)
+        return tuple(a + b for a, b in zip(left, right, strict=True))
+
+    return tree(0, n)
 
 
 def _exact_int_sum(array: np.ndarray, bound: int) -> int:
@@ -251,41 +294,78 @@ def _exact_int_sum(array: np.ndarray, bound: int) -> int:
     n = array.size
     if bound * n <= INT64_MAX:
         return int(array.sum(dtype=np.int64))
-    # Split x = hi * 2**32 + lo with hi in [-2**31, 2**31) and lo in [0, 2**32): per chunk of 2**30
+    # Split x = hi * 2**32 + lo with hi in [-2**31, 2**31) and lo in [0, 2**32): per piece of CHUNK (< 2**30)
     # items neither partial sum can overflow int64.
     total = 0
-    chunk = 1 << 30
-    for start in range(0, n, chunk):
-        part = array[start : start + chunk]
-        hi = int(np.right_shift(part, 32).sum(dtype=np.int64))
-        lo = int(np.bitwise_and(part, 0xFFFFFFFF).sum(dtype=np.int64))
+    buffer = np.empty(min(n, CHUNK), dtype=np.int64)
+    for start in _pieces(n):
+        part = array[start : start + CHUNK]
+        work = buffer[: part.size]
+        hi = int(np.right_shift(part, 32, out=work).sum(dtype=np.int64))
+        lo = int(np.bitwise_and(part, 0xFFFFFFFF, out=work).sum(dtype=np.int64))
         total += (hi << 32) + lo
     return total
 
 
-def _int_stats(array: np.ndarray) -> dict[str, int | float]:
+def _centred_variance(array: np.ndarray, centre: float, scale: int = 0) -> float:
+    """Corrected two-pass variance of ``x * 2**-scale`` from deviations ``x * 2**-scale - centre``.
+
+    ``centre`` is (about) the scaled mean; ``array`` is int64 or float64 and is not modified.
+    """
+    n = array.size
+    deviations = np.empty(min(n, CHUNK), dtype=np.float64)
+
+    def piece_sums(lo: int, hi: int) -> tuple[float, float]:
+        d = deviations[: hi - lo]
+        if scale:
+            np.ldexp(array[lo:hi], -scale, out=d)
+            d -= centre
+        else:
+            np.subtract(array[lo:hi], centre, out=d)
+        total = float(np.sum(d))
+        np.multiply(d, d, out=d)
+        return total, float(np.sum(d))
+
+    total, squares = _piecewise_sums(n, piece_sums)
+    mean_dev = total / n
+    return squares / n - mean_dev * mean_dev
+
+
+def _int_square_sum(array: np.ndarray, centre: int) -> float:
+    """``np.sum(((array - centre) as float64) ** 2)``, piece by piece; needs max - min <= INT64_MAX."""
+    n = array.size
+    offsets = np.empty(min(n, CHUNK), dtype=np.int64)
+    deviations = np.empty(min(n, CHUNK), dtype=np.float64)
+
+    def piece_sums(lo: int, hi: int) -> tuple[float]:
+        d = deviations[: hi - lo]
+        d[...] = np.subtract(array[lo:hi], np.int64(centre), out=offsets[: hi - lo])
+        np.multiply(d, d, out=d)
+        return (float(np.sum(d)),)
+
+    return _piecewise_sums(n, piece_sums)[0]
+
+
+def _int_stats(array: np.ndarray, in_place: bool) -> dict[str, int | float]:
     n = int(array.size)
     low = int(array.min())
     high = int(array.max())
     total = _exact_int_sum(array, max(-low, high))
 
-    a, b = (int(x) for x in _median_pair(array))
-    pair_sum = a + b
-    median: int | float = pair_sum // 2 if pair_sum % 2 == 0 else pair_sum / 2
-
     if high - low <= INT64_MAX:
         # Centre on an integer c = floor(mean) exactly in int64, then go to float: deviations are exact
         # up to 2**53, and the mean deviation (total - c*n)/n in [0, 1) is known exactly.
         centre = total // n
-        deviations = (array - np.int64(centre)).astype(np.float64)
         mean_dev = (total - centre * n) / n
-        np.multiply(deviations, deviations, out=deviations)
-        variance = float(np.sum(deviations)) / n - mean_dev * mean_dev
+        variance = _int_square_sum(array, centre) / n - mean_dev * mean_dev
     else:
         # Spread wider than int64: the values are huge, float rounding of x is negligible.
-        deviations = array.astype(np.float64)
-        deviations -= total / n
-        variance = _centred_variance(deviations)
+        variance = _centred_variance(array, total / n)
+
+    # Last: the median may reorder the array.
+    a, b = (int(x) for x in _median_pair(array, in_place))
+    pair_sum = a + b
+    median: int | float = pair_sum // 2 if pair_sum % 2 == 0 else pair_sum / 2
 
     return {
         "count": n,
@@ -298,44 +378,61 @@ def _int_stats(array: np.ndarray) -> dict[str, int | float]:
     }
 
 
-def _centred_variance(deviations: np.ndarray) -> float:
-    """Corrected two-pass variance from (approximate) deviations ``x - mean``; overwrites the array."""
-    n = deviations.size
-    mean_dev = float(np.sum(deviations)) / n
-    np.multiply(deviations, deviations, out=deviations)
-    return float(np.sum(deviations)) / n - mean_dev * mean_dev
-
-
-def _accurate_sum(x: np.ndarray) -> float:
-    """Sum of a finite float64 array, accurate to about one rounding of the exact sum.
+def _accurate_sum(x: np.ndarray, scale: int, biggest: float) -> float:
+    """Sum of ``x * 2**-scale`` (``x`` finite float64, not modified), accurate to about one rounding of
+    the exact sum; ``biggest`` is max(|x|) * 2**-scale.
 
     Repeated error-free extraction: with ``sigma`` a power of two well above ``n * max|r|``,
     ``q = (sigma + r) - sigma`` keeps the high bits of each residual ``r`` on a common grid, so ``sum(q)``
     is exact in any order; ``r - q`` (also exact) is the next, much smaller, residual.
-    Requires ``max|x| * 2**(bit_length(n) + 3) < 2**1023``.
+    Requires ``max|x| * 2**-scale * 2**(bit_length(n) + 3) < 2**1023``.
+
+    The residuals are never stored: each pass recomputes a piece's residual from ``x`` and the sigmas so
+    far (one or two passes in practice), so only pieces are held.
     """
     n = x.size
     shift = (n + 2).bit_length() + 1  # 2**shift > 2 * (n + 2)
-    residual = np.array(x, dtype=np.float64, copy=True)
+    residual = np.empty(min(n, CHUNK), dtype=np.float64)
     buffer = np.empty_like(residual)
+    sigmas: list[float] = []
+
+    def residual_of(lo: int, hi: int) -> np.ndarray:
+        r, q = residual[: hi - lo], buffer[: hi - lo]
+        if scale:
+            np.ldexp(x[lo:hi], -scale, out=r)
+        else:
+            r[...] = x[lo:hi]
+        for sigma in sigmas:
+            np.add(r, sigma, out=q)
+            np.subtract(q, sigma, out=q)
+            np.subtract(r, q, out=r)
+        return r
+
     parts: list[float] = []
     for _ in range(200):
-        biggest = max(-float(residual.min()), float(residual.max()))
         if biggest == 0.0:
             return math.fsum(parts)
         sigma = math.ldexp(1.0, math.frexp(biggest)[1] + shift)
-        np.add(residual, sigma, out=buffer)
-        np.subtract(buffer, sigma, out=buffer)
-        np.subtract(residual, buffer, out=residual)
-        parts.append(float(np.sum(buffer)))  # exact
+        part = 0.0
+        biggest = 0.0
+        for start in _pieces(n):
+            r = residual_of(start, min(n, start + CHUNK))
+            q = buffer[: r.size]
+            np.add(r, sigma, out=q)
+            np.subtract(q, sigma, out=q)
+            np.subtract(r, q, out=r)
+            part += float(np.sum(q))  # exact, and so is adding the pieces' sums
+            biggest = max(biggest, -float(r.min()), float(r.max()))
+        sigmas.append(sigma)
+        parts.append(part)
         # Every |residual| <= sigma * 2**-53: stop when what is left cannot matter.
         if n * math.ldexp(sigma, -53) <= math.ldexp(abs(math.fsum(parts)), -12):
             break
-    parts.append(float(np.sum(residual)))
+    parts.append(_piecewise_sums(n, lambda lo, hi: (float(np.sum(residual_of(lo, hi))),))[0])
     return math.fsum(parts)
 
 
-def _float_stats(array: np.ndarray) -> dict[str, int | float]:
+def _float_stats(array: np.ndarray, in_place: bool) -> dict[str, int | float]:
     n = int(array.size)
     low = float(array.min())
     high = float(array.max())
@@ -345,26 +442,23 @@ def _float_stats(array: np.ndarray) -> dict[str, int | float]:
     # Sum, scaled by a power of two when the extraction's sigma would overflow.
     shift = (n + 2).bit_length() + 1
     scale = max(0, exponent + shift - 1020)
-    total_scaled = _accurate_sum(np.ldexp(array, -scale) if scale else array)
+    total_scaled = _accurate_sum(array, scale, max(-math.ldexp(low, -scale), math.ldexp(high, -scale)))
     try:
         total = math.ldexp(total_scaled, scale)
     except OverflowError:
         raise InvalidInput("the sum of the numbers is too large for a 64-bit float") from None
     mean = math.ldexp(total_scaled / n, scale)
 
-    a, b = (float(x) for x in _median_pair(array))
+    # Std on values scaled near 1 when squares could overflow or underflow.
+    std_scale = exponent if (exponent > 480 or exponent < -480) else 0
+    variance = _centred_variance(array, math.ldexp(mean, -std_scale), std_scale)
+    std = math.ldexp(math.sqrt(max(variance, 0.0)), std_scale)
+
+    # Last: the median may reorder the array.
+    a, b = (float(x) for x in _median_pair(array, in_place))
     median = (a + b) / 2
     if not math.isfinite(median):
         median = a / 2 + b / 2
-
-    # Std on values scaled near 1 when squares could overflow or underflow.
-    std_scale = exponent if (exponent > 480 or exponent < -480) else 0
-    if std_scale:
-        deviations = np.ldexp(array, -std_scale)
-        deviations -= math.ldexp(mean, -std_scale)
-    else:
-        deviations = array - mean
-    std = math.ldexp(math.sqrt(max(_centred_variance(deviations), 0.0)), std_scale)
 
     return {
         "count": n,
