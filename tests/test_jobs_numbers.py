@@ -500,3 +500,21 @@ def test_converted_arrays_are_never_the_callers() -> None:
 
     assert np.array_equal(values, before)
     assert result["median"] == 500
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.int64])
+def test_compute_leaves_no_reference_cycle_holding_the_array(dtype):
+    # A cycle (e.g. a recursive closure capturing the array) would keep a big payload alive in the worker
+    # until the next garbage collection: the array must be freed as soon as the caller drops it.
+    import gc
+    import weakref
+
+    array = np.arange(3 * 65_536 + 5, dtype=dtype)
+    gone = weakref.ref(array)
+    gc.disable()
+    try:
+        compute(array, overwrite=True)
+        del array
+        assert gone() is None
+    finally:
+        gc.enable()
