@@ -125,15 +125,8 @@ class Bucket:
 
     def get(self, key: str, max_bytes: int | None = None) -> bytes:
         """The object's bytes; :class:`TooLarge` when it is larger than ``max_bytes`` (checked first)."""
-        try:
-            resp = self.s3.get_object(Bucket=self.name, Key=key)
-        except ClientError as exc:
-            raise self._error(exc, f"reading s3://{self.name}/{key}", key) from exc
-        size = int(resp.get("ContentLength", 0))
-        if max_bytes is not None and size > max_bytes:
-            resp["Body"].close()
-            raise TooLarge(f"s3://{self.name}/{key} is {size:,} bytes, over the limit of {max_bytes:,}")
-        return resp["Body"].read()
+        with self.open(key, max_bytes) as body:
+            return body.read()
 
     def open(self, key: str, max_bytes: int | None = None) -> ObjectReader:
         """The object's body as a stream, to read in pieces (the caller closes it: ``with bucket.open(k) as r``).
