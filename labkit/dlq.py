@@ -98,7 +98,8 @@ class DeadLetters:
         held: dict[str, Message] = {}
         try:
             while len(held) < limit:
-                batch = self.dlq.receive(min(MAX_BATCH, limit - len(held)), wait=1, visibility=HOLD_SECONDS)
+                batch = self.dlq.receive(min(MAX_BATCH, limit - len(held)), wait=1, visibility=HOLD_SECONDS,
+                                         sent_times=True)
                 if not batch:
                     break
                 for m in batch:

@@ -443,7 +443,7 @@ class Worker:
             return Outcome(m, url, res.encode(), _summary(job_id, p.get("kind"), f"ok=false code={exc.code} {exc}",
                                                           url), job_id)
         url = self._reply_url(req.reply_to, src)
-        sent = m.sent_at or req.sent_at
+        sent = req.sent_at or m.sent_at
         queued = max(0.0, received - sent) if sent else 0.0
         t0 = time.perf_counter()
         fn = HANDLERS.get(req.kind)
