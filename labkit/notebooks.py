@@ -160,6 +160,11 @@ def parse_value(text: str) -> Any:
         return low == "true"
     if low in ("none", "null"):
         return None
+    return number_or_text(text)
+
+
+def number_or_text(text: str) -> int | float | str:
+    """``text`` as an int, else a float, else the string itself (for typed parameter values)."""
     for conv in (int, float):
         try:
             return conv(text)

@@ -28,6 +28,7 @@ from labkit import plots
 from labkit.client import ARRAY_THRESHOLD, ImageResult, Job, Lab
 from labkit.config import PAYLOADS_PREFIX, Settings
 from labkit.errors import ConfigError, InvalidInput, LabkitError
+from labkit.notebooks import number_or_text
 
 PRESET = [1, 5, 22, 33, 9, 0, -15, 8, 22, 100, 33, 62, 90, 150, 1, 2, 3]  # the original lab's list
 BACKENDS = ("local", "aws", "auto")
@@ -615,14 +616,9 @@ def _read_param(widget: W.Widget) -> Any:
     value = widget.value
     if isinstance(widget, W.Text):
         text = value.strip()
-        if not text:
-            return None
-        for conv in (int, float):
-            try:
-                return conv(text)
-            except ValueError:
-                pass
-        return text  # validation names it as wrong
+        # A blank optional parameter is not sent; anything that is not a number is sent as typed and the
+        # op's validation names it as wrong.
+        return number_or_text(text) if text else None
     return value
 
 
