@@ -1,12 +1,12 @@
-"""The client: ``Lab`` sends jobs and hands back futures.
+"""The client: ``Lab`` sends jobs and hands back futures (:class:`~labkit.job.Job`).
 
     with Lab() as lab:                       # settings from the environment / state file
         job = lab.numbers([1, 5, 22])
         print(job.result(timeout=30))        # {'count': 3, 'min': 1, ...}
         lab.numbers_many([[1, 2], [3, 4]])   # in order, with a progress bar
 
-Each Lab owns a reply queue (``labkit-reply-<random>``), deleted on ``close()``, so two clients
-never see each other's results. Duplicate replies (SQS delivers at least once) are dropped by id.
+Each Lab owns a reply queue (``labkit-reply-<random>``, :mod:`labkit.replies`), deleted on ``close()``,
+so two clients never see each other's results. The EC2 fleet is :mod:`labkit.fleet`'s business.
 """
 
 from __future__ import annotations
@@ -14,153 +14,30 @@ from __future__ import annotations
 import atexit
 import concurrent.futures as cf
 import io
-import math
 import os
-import statistics
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from botocore.exceptions import ClientError
 
-from labkit import provision
+from labkit import kinds, provision
 from labkit.aws.clients import Clients
 from labkit.aws.queues import Queue
-from labkit.aws.storage import Bucket, ObjectInfo, safe_key
-from labkit.config import PROCESSED_PREFIX, REPLY_QUEUE_PREFIX, UNPROCESSED_PREFIX, Settings, read_state
-from labkit.errors import AwsError, InvalidInput, JobTimeout, LabkitError, ProtocolError, RemoteJobError
+from labkit.aws.storage import Bucket, ObjectInfo
+from labkit.config import PROCESSED_PREFIX, UNPROCESSED_PREFIX, Settings, read_state
+from labkit.errors import AwsError, InvalidInput, JobTimeout, RemoteJobError
+from labkit.flow import Window, adaptive_window, default_window
+from labkit.job import DEFAULT_TIMEOUT, ImageResult, Job
 from labkit.jobs import numbers as numbers_job
-from labkit.protocol import JobRequest, JobResult, encode_request, load_result
+from labkit.keys import safe_key
+from labkit.protocol import JobRequest, encode_request
+from labkit.replies import Replies
 
-DEFAULT_TIMEOUT = 120.0
 # Above this many items a number list travels as a compact .npy object through S3.
 ARRAY_THRESHOLD = 10_000
-
-
-class Job:
-    """A submitted job: ``result(timeout)`` waits for the worker's answer."""
-
-    def __init__(self, lab: Lab, job_id: str, kind: str) -> None:
-        self.lab = lab
-        self.id = job_id
-        self.kind = kind
-        self.submitted = time.time()
-        self.finished: float | None = None
-        self.reply: JobResult | None = None
-        self._future: cf.Future[JobResult] = cf.Future()
-
-    def __repr__(self) -> str:
-        state = "done" if self.done() else "pending"
-        return f"<Job {self.kind} {self.id[:8]} {state}>"
-
-    def done(self) -> bool:
-        return self._future.done()
-
-    @property
-    def latency(self) -> float | None:
-        """Seconds from submit to the result's arrival."""
-        return None if self.finished is None else self.finished - self.submitted
-
-    def _resolve(self, reply: JobResult) -> None:
-        self.finished = time.time()
-        self.reply = reply
-        if not self._future.done():
-            self._future.set_result(reply)
-
-    def _fail(self, exc: BaseException) -> None:
-        if not self._future.done():
-            self._future.set_exception(exc)
-
-    def result(self, timeout: float | None = DEFAULT_TIMEOUT) -> Any:
-        """The job's result (a dict; an :class:`ImageResult` for image jobs).
-
-        Raises :class:`RemoteJobError` when the worker answered with an error, and
-        :class:`JobTimeout` when nothing arrived within ``timeout`` seconds.
-        """
-        try:
-            reply = self._future.result(timeout=timeout)
-        except cf.TimeoutError:
-            raise JobTimeout(f"no result for {self.kind} job {self.id} after {timeout:.0f} s: is a worker "
-                             "running? (`labkit status`)") from None
-        if not reply.ok:
-            err = reply.error or {}
-            raise RemoteJobError(err.get("message", "unknown error"), err.get("code", "internal"), self.id)
-        content = load_result(reply, self.lab.bucket)
-        if self.kind == "image":
-            return ImageResult(self.lab, content or {})
-        return content
-
-
-@dataclass
-class ImageResult:
-    """A processed image in the bucket: ``download``, ``open`` or ``url`` it."""
-
-    lab: Lab
-    info: dict[str, Any]
-
-    @property
-    def key(self) -> str:
-        return self.info["key"]
-
-    def __getitem__(self, name: str) -> Any:
-        return self.info[name]
-
-    def download(self, dest: str | Path | None = None) -> Path:
-        """Save to ``dest`` (a file or a folder; default: the current folder); returns the path."""
-        return self.lab.download_image(self.key, dest)
-
-    def open(self) -> Any:
-        """The result as a PIL image."""
-        from PIL import Image
-        img = Image.open(io.BytesIO(self.lab.bucket.get(self.key)))
-        img.load()
-        return img
-
-    def url(self, expires: int = 900) -> str:
-        """A presigned URL that reads the image for ``expires`` seconds."""
-        return self.lab.bucket.presign(self.key, expires)
-
-
-class Window:
-    """How many jobs :meth:`Lab.submit_many` keeps unanswered: ``size``, fixed unless ``low < high``.
-
-    Adaptive, it widens while answers come back about as fast as the fastest seen (under 2x: the workers
-    keep up, more in flight means more throughput) and narrows when they come back over 4x slower (jobs
-    wait in the queue: more in flight only adds latency and, on the emulator, slows its queues down).
-    It decides once per ``size`` answers.
-    """
-
-    def __init__(self, size: int, low: int | None = None, high: int | None = None) -> None:
-        if size < 1:
-            raise InvalidInput(f"the window must be at least 1 job, got {size}")
-        self.low = min(size, low or size)
-        self.high = max(size, high or size)
-        self.size = size
-        self.fastest = math.inf
-        self._epoch: list[float] = []
-
-    def __repr__(self) -> str:
-        return f"Window({self.size}, low={self.low}, high={self.high})"
-
-    def observe(self, latency: float) -> None:
-        """One answered job's latency (seconds from submit to answer)."""
-        if self.low == self.high:
-            return
-        self.fastest = min(self.fastest, latency)
-        self._epoch.append(latency)
-        if len(self._epoch) < self.size:
-            return
-        typical = statistics.median(self._epoch)
-        self._epoch.clear()
-        if typical < 2 * self.fastest:
-            self.size = min(self.high, self.size + max(10, self.size // 2))
-        elif typical > 4 * self.fastest:
-            self.size = max(self.low, self.size - max(10, self.size // 4))
+__all__ = ["ARRAY_THRESHOLD", "ImageResult", "Job", "Lab", "Window"]
 
 
 class Lab:
@@ -169,18 +46,11 @@ class Lab:
     def __init__(self, settings: Settings | None = None, **overrides: Any) -> None:
         self.settings = settings or Settings.load(**overrides)
         self.clients = Clients(self.settings)
-        self._lock = threading.Lock()
-        self._pending: dict[str, Job] = {}
-        self._done_ids: set[str] = set()
-        self.duplicates = 0
+        self.replies = Replies(self.clients)
         self.jobs_sent = 0
         self.last_window: int | None = None  # the window the last submit_many ended with
         self._queues: dict[str, Queue] = {}
-        self._reply: Queue | None = None
         self._bucket: Bucket | None = None
-        self._listener: threading.Thread | None = None
-        self._wake = threading.Condition(self._lock)
-        self._closed = False
         atexit.register(self.close)
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -192,22 +62,8 @@ class Lab:
 
     def close(self) -> None:
         """Stop listening and delete this client's reply queue."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._wake.notify_all()
         atexit.unregister(self.close)
-        if self._listener is not None:
-            self._listener.join(timeout=10)
-        for job in list(self._pending.values()):
-            job._fail(LabkitError("the Lab was closed before the result arrived"))
-        if self._reply is not None:
-            try:
-                self.clients.sqs.delete_queue(QueueUrl=self._reply.url)
-            except Exception:  # the queue may be gone already; `labkit down` cleans leftovers
-                pass
-            self._reply = None
+        self.replies.close()
 
     # -- resources -----------------------------------------------------------------------------------
     @property
@@ -226,53 +82,37 @@ class Lab:
     @property
     def reply_queue(self) -> Queue:
         """This client's own reply queue (created on first use)."""
-        with self._lock:
-            if self._reply is None:
-                if self._closed:
-                    raise LabkitError("this Lab is closed")
-                name = REPLY_QUEUE_PREFIX + uuid.uuid4().hex[:16]
-                attrs = {"MessageRetentionPeriod": str(provision.REPLY_RETENTION),
-                         "ReceiveMessageWaitTimeSeconds": "20"}
-                try:
-                    resp = self.clients.sqs.create_queue(QueueName=name, Attributes=attrs, tags=provision.TAGS)
-                    url = resp["QueueUrl"]
-                except ClientError as exc:
-                    raise AwsError.from_client_error(exc, "creating this client's reply queue") from exc
-                self._reply = Queue(self.clients.sqs, url, name)
-            return self._reply
+        return self.replies.queue
+
+    @property
+    def duplicates(self) -> int:
+        """Duplicate replies dropped so far (SQS delivers at least once)."""
+        return self.replies.duplicates
 
     # -- submitting ----------------------------------------------------------------------------------
     def _request_queue(self, kind: str) -> Queue:
-        return self.queue(self.settings.image_inbox if kind == "image" else self.settings.request_queue)
+        return self.queue(kinds.request_lane(kind).request_queue(self.settings))
 
     def _prepare(self, kind: str, payload: dict[str, Any]) -> tuple[Job, str]:
         req = JobRequest(kind=kind, payload=payload, reply_to=self.reply_queue.url)
         body = encode_request(req, self.bucket, self.settings.max_inline_bytes)
         return Job(self, req.id, kind), body
 
-    def _track(self, jobs: Iterable[Job]) -> None:
-        with self._lock:
-            for job in jobs:
-                self._pending[job.id] = job
-            self._ensure_listener()
-            self._wake.notify_all()
-
     def track(self, job_id: str, kind: str) -> Job:
         """A :class:`Job` for a request sent by other means with ``reply_to`` set to this client's
         reply queue (raw bodies, other tools): its reply resolves the returned job."""
         job = Job(self, job_id, kind)
-        self._track([job])
+        self.replies.track([job])
         return job
 
     def submit(self, kind: str, payload: dict[str, Any]) -> Job:
-        """Send one job of any kind; returns its :class:`Job`."""
+        """Send one job of any kind (built in, or added with :func:`labkit.kinds.job_kind`)."""
         job, body = self._prepare(kind, payload)
-        self._track([job])
+        self.replies.track([job])
         try:
             self._request_queue(kind).send(body)
         except Exception:
-            with self._lock:
-                self._pending.pop(job.id, None)
+            self.replies.forget(job)
             raise
         self.jobs_sent += 1
         return job
@@ -284,7 +124,7 @@ class Lab:
         answered (or failed). ``window`` None: adaptive within bounds (:class:`Window`; the size it ended
         with is kept in ``last_window``). ``progress``: a tqdm bar (None: only for 50 jobs or more).
         ``on_progress(done, total)`` is called as jobs finish (e.g. to move a progress widget)."""
-        flow = Window(window) if window else self.adaptive_window()
+        flow = Window(window) if window else adaptive_window(self.settings.is_local)
         queue = self._request_queue(kind)
         jobs: list[Job] = []
         outstanding: list[Job] = []
@@ -296,12 +136,11 @@ class Lab:
                 room = flow.size - len(outstanding)
                 if i < len(payloads) and room >= min(10, flow.size):
                     batch = [self._prepare(kind, p) for p in payloads[i:i + min(10, room)]]
-                    self._track(j for j, _ in batch)
+                    self.replies.track(j for j, _ in batch)
                     failures = queue.send_batch([b for _, b in batch])
                     for f in failures:
                         job = batch[f.index][0]
-                        with self._lock:
-                            self._pending.pop(job.id, None)
+                        self.replies.forget(job)
                         job._fail(AwsError(f"sending job failed: {f.message}", code=f.code))
                     jobs += [j for j, _ in batch]
                     outstanding += [j for j, _ in batch]
@@ -333,18 +172,8 @@ class Lab:
         return jobs
 
     def default_window(self) -> int:
-        """Outstanding jobs to start with: narrow on the emulator (its queues slow down as they fill),
-        wide on real SQS (where depth costs nothing)."""
-        return 20 if self.settings.is_local else 200
-
-    def adaptive_window(self) -> Window:
-        """The window :meth:`submit_many` uses by default. On real SQS it adapts from
-        :meth:`default_window` within 10-1000 jobs. On the emulator it stays at 20: there every call
-        costs more as a queue fills, and measured (docs/benchmark.md) a fixed 10-20 beat the adaptive
-        window, which wandered between 10 and 30."""
-        if self.settings.is_local:
-            return Window(self.default_window())
-        return Window(self.default_window(), low=10, high=1000)
+        """Outstanding jobs to start with (see :func:`labkit.flow.default_window`)."""
+        return default_window(self.settings.is_local)
 
     # -- number jobs ---------------------------------------------------------------------------------
     def numbers(self, values: Sequence[Any] | np.ndarray | str) -> Job:
@@ -424,23 +253,11 @@ class Lab:
         target.write_bytes(data)
         return target
 
-    def image_url(self, name: str, expires: int = 900) -> str:
-        """A presigned URL for a processed image (short expiry)."""
-        key = name if name.startswith("images/") else safe_key(PROCESSED_PREFIX, name)
-        return self.bucket.presign(key, expires)
-
     # -- queues and status ---------------------------------------------------------------------------
     def purge(self, which: str = "all") -> list[str]:
         """Empty a queue (by name or role: requests, responses, inbox, outbox) or ``all`` four."""
-        roles = {"requests": "request_queue", "responses": "response_queue", "inbox": "image_inbox",
-                 "outbox": "image_outbox"}
         names = self.settings.queue_names()
-        if which == "all":
-            targets = list(names.values())
-        elif which in roles:
-            targets = [names[roles[which]]]
-        else:
-            targets = [which]
+        targets = list(names.values()) if which == "all" else [kinds.queue_name(self.settings, which)]
         for name in targets:
             try:
                 self.queue(name).purge()
@@ -458,84 +275,13 @@ class Lab:
         out["workers"] = state.get("workers", [])
         return out
 
-    # -- the EC2 worker fleet (labkit.fleet) ---------------------------------------------------------
-    def deploy(self, workers: int = 1, instance_type: str = "t3.micro", autoscale: tuple[int, int] | str | None = None,
-               ssh_cidr: str | None = None, key_name: str | None = None, instance_profile: str | None = None,
-               concurrency: int = 4, allow_open_ssh: bool = False, progress: Any = None) -> Any:
-        """Run workers on EC2 (``autoscale=(min, max)`` for an Auto Scaling group); see :func:`labkit.fleet.deploy`.
-
-        Returns a :class:`labkit.fleet.FleetReport` (created / updated / unchanged / deleted, and the record).
-        """
-        from labkit import fleet
-        if isinstance(autoscale, str):
-            autoscale = fleet.parse_autoscale(autoscale)
-        spec = fleet.FleetSpec(workers=workers, instance_type=instance_type, autoscale=autoscale, ssh_cidr=ssh_cidr,
-                               key_name=key_name, instance_profile=instance_profile, concurrency=concurrency,
-                               allow_open_ssh=allow_open_ssh)
-        return fleet.deploy(self.clients, spec, progress=progress)
-
-    def undeploy(self, progress: Any = None) -> Any:
-        """Delete the EC2 worker fleet and everything ``deploy`` made for it; see :func:`labkit.fleet.undeploy`."""
-        from labkit import fleet
-        return fleet.undeploy(self.clients, progress=progress)
-
-    def fleet(self) -> dict[str, Any] | None:
-        """The EC2 worker fleet now (instances, states, launch times), or None when there is none."""
-        from labkit import fleet
-        return fleet.fleet_status(self.clients)
-
     def stats(self) -> dict[str, Any]:
         """AWS API calls made by this client so far, by operation, and per job sent."""
         calls = self.clients.counter.snapshot()
         total = sum(calls.values())
         return {"jobs_sent": self.jobs_sent, "api_calls": total, "calls": calls,
                 "calls_per_job": total / self.jobs_sent if self.jobs_sent else None,
-                "duplicates_dropped": self.duplicates}
-
-    # -- receiving -----------------------------------------------------------------------------------
-    def _ensure_listener(self) -> None:
-        if self._listener is None or not self._listener.is_alive():
-            self._listener = threading.Thread(target=self._listen, name="labkit-replies", daemon=True)
-            self._listener.start()
-
-    def _listen(self) -> None:
-        """Receive replies while jobs are pending; resolve them by id, drop duplicates."""
-        queue = self.reply_queue
-        backoff = 0.5
-        while True:
-            with self._lock:
-                while not self._pending and not self._closed:
-                    self._wake.wait()
-                if self._closed:
-                    return
-            try:
-                messages = queue.receive(10, wait=5)
-                # Answer the waiting jobs first, then delete: a reply whose delete fails comes back
-                # later and is dropped as a duplicate, and nobody waits for the delete call.
-                for m in messages:
-                    self._dispatch(m.body)
-                if messages:
-                    queue.delete_batch([m.receipt for m in messages])
-                backoff = 0.5
-            except Exception:
-                # An outage: the replies stay in the queue; try again with backoff.
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 10)
-                continue
-
-    def _dispatch(self, body: str) -> None:
-        try:
-            reply = JobResult.decode(body)
-        except ProtocolError:
-            return  # not ours to understand; nothing waits for it
-        with self._lock:
-            job = self._pending.pop(reply.id, None)
-            if job is None:
-                if reply.id in self._done_ids:
-                    self.duplicates += 1
-                return
-            self._done_ids.add(reply.id)
-        job._resolve(reply)
+                "duplicates_dropped": self.replies.duplicates}
 
 
 def _numbers_payload(values: Any) -> Any:

@@ -1,6 +1,6 @@
 """Settings: where labkit talks to and what its resources are called.
 
-Resolution order (a contract, see docs/configuration.md): explicit arguments > environment >
+Resolution order (a contract, see the README's "Configuration"): explicit arguments > environment >
 state file ``<state_dir>/state.json`` (written by ``labkit up``) > defaults.
 """
 
@@ -42,7 +42,7 @@ ENV_VARS = {
     "LABKIT_BUCKET": "bucket",
 }
 # Fields the state file may set.
-STATE_FIELDS = ("endpoint_url", "region", "bucket", *DEFAULT_QUEUES)
+STATE_FIELDS = ("endpoint_url", "region", "bucket", "job_modules", *DEFAULT_QUEUES)
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -70,7 +70,9 @@ class Settings:
     visibility_timeout: int = 60  # number jobs; long jobs extend it while they run
     image_visibility_timeout: int = 120
     max_receive_count: int = 5  # receives before a request goes to its dead-letter queue
-    poll_wait: int = 20  # long-poll seconds (SQS maximum)
+    # The queues' own long poll (ReceiveMessageWaitTimeSeconds, the SQS maximum): the longest a receive
+    # may hold its connection. A worker's receive wait is its own setting (``labkit worker --poll-wait``).
+    queue_wait: int = 20
     # Payloads larger than this travel through S3 (claim check). 240 KiB keeps a wide margin under
     # SQS's message limit (1 MiB since 2025, 256 KiB before) for the envelope and attributes.
     max_inline_bytes: int = 240 * 1024
@@ -79,6 +81,8 @@ class Settings:
     max_image_bytes: int = 50 * 1024 * 1024
     # Number payloads read from S3 are refused past this size.
     max_payload_bytes: int = 512 * 1024 * 1024
+    # Modules (dotted names or .py files) that add job kinds (labkit.kinds.job_kind); workers import them.
+    job_modules: tuple[str, ...] = ()
 
     @property
     def is_local(self) -> bool:
@@ -116,7 +120,11 @@ class Settings:
         for var, name in ENV_VARS.items():
             if env.get(var):
                 values[name] = env[var]
+        if env.get("LABKIT_JOB_MODULES"):
+            values["job_modules"] = env["LABKIT_JOB_MODULES"]
         values.update({k: v for k, v in explicit.items() if v is not None})
+        if "job_modules" in values:
+            values["job_modules"] = split_modules(values["job_modules"])
         values["state_dir"] = sdir
         unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
@@ -132,6 +140,12 @@ class Settings:
                 raise ConfigError(f"{role} name {name!r} is not a valid SQS queue name")
         if self.endpoint_url and urlparse(self.endpoint_url).scheme not in ("http", "https"):
             raise ConfigError(f"endpoint URL {self.endpoint_url!r} must start with http:// or https://")
+
+
+def split_modules(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """``"a.b, kinds/mine.py"`` (or a list) as a tuple of module names or file paths."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return tuple(str(x).strip() for x in items if str(x).strip())
 
 
 def read_state(state_dir: str | Path) -> dict[str, Any]:

@@ -10,21 +10,19 @@ or from the shell with ``labkit emulator`` (foreground) or ``labkit up`` (backgr
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
 
-from labkit.errors import EmulatorError
+from labkit.errors import EmulatorError, WaitTimeout
+from labkit.processes import Child, python_module
+from labkit.waiting import wait_for
 
 HOST = "127.0.0.1"  # never 0.0.0.0: the emulator accepts any credentials
 READY_PREFIX = "labkit emulator listening on "
@@ -40,12 +38,10 @@ def healthy(url: str, timeout: float = 2.0) -> bool:
 
 
 def wait_healthy(url: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if healthy(url, timeout=1.0):
-            return
-        time.sleep(0.05)
-    raise EmulatorError(f"the emulator at {url} did not answer within {timeout:.0f} s")
+    try:
+        wait_for(lambda: healthy(url, timeout=1.0), timeout, f"the emulator at {url} to answer")
+    except WaitTimeout as exc:
+        raise EmulatorError(f"the emulator at {url} did not answer within {timeout:.0f} s") from exc
 
 
 class Emulator:
@@ -118,56 +114,23 @@ def serve(port: int = 0, ready_file: Path | None = None) -> None:
     print("labkit emulator stopped", flush=True)
 
 
-def spawn(state_dir: Path, port: int = 0, timeout: float = 30.0) -> tuple[int, str]:
-    """Start ``labkit emulator`` as a background process; returns (pid, url) once it answers."""
-    logs = state_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+def spawn(state_dir: Path, port: int = 0, timeout: float = 30.0) -> tuple[Child, str]:
+    """Start ``labkit emulator`` as a background process; returns (child, url) once it answers."""
+    log = state_dir / "logs" / "emulator.log"
     ready = state_dir / "emulator.url"
     ready.unlink(missing_ok=True)
-    with open(logs / "emulator.log", "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "labkit", "emulator", "--port", str(port), "--ready-file", str(ready)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-        )
-    deadline = time.monotonic() + timeout
-    while not ready.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise EmulatorError(f"the emulator did not start; see {logs / 'emulator.log'}")
-        time.sleep(0.05)
-    url = ready.read_text().strip()
-    ready.unlink(missing_ok=True)
-    wait_healthy(url, timeout=max(1.0, deadline - time.monotonic()))
-    return proc.pid, url
+    child = Child.spawn(python_module("labkit", "emulator", "--port", str(port), "--ready-file", str(ready)), log=log)
 
-
-def stop_pid(pid: int, timeout: float = 10.0) -> bool:
-    """SIGTERM a background process, then SIGKILL after ``timeout``; True if it was running."""
+    def started() -> bool:
+        if not child.alive():
+            raise EmulatorError(f"the emulator did not start; see {log}")
+        return ready.exists()
     try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            return True
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    return True
-
-
-def pid_alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie, reaped or not, counts as ended)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        wait_for(started, timeout, "the emulator to start")
+        url = ready.read_text().strip()
+        ready.unlink(missing_ok=True)
+        wait_healthy(url, timeout=timeout)
+    except (EmulatorError, WaitTimeout) as exc:
+        child.stop(timeout=5)
+        raise EmulatorError(f"the emulator did not start: {exc}; see {log}") from exc
+    return child, url

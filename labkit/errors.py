@@ -10,9 +10,10 @@
     │   ├── NotFound                 code "not_found": an object or queue named by the job is missing
     │   └── RemoteJobError           the worker answered ok=false (any code), raised at the client
     ├── AwsError                     an AWS call failed; keeps the AWS error code
-    └── JobTimeout                   a result did not arrive in time
+    └── WaitTimeout                  something waited for did not happen in time (also a TimeoutError)
+        └── JobTimeout               a result did not arrive in time
 
-User errors (``ConfigError``, ``JobError`` and its children, ``JobTimeout``) are printed by the CLI as
+User errors (``ConfigError``, ``JobError`` and its children, ``WaitTimeout``) are printed by the CLI as
 one line, without a traceback.
 """
 
@@ -114,5 +115,9 @@ class AwsError(LabkitError):
         return cls(f"{prefix}{msg}" + (f" ({code})" if code else ""), code=code, operation=op)
 
 
-class JobTimeout(LabkitError, TimeoutError):
+class WaitTimeout(LabkitError, TimeoutError):
+    """A condition waited for (a process, a resource, a state) did not come true in time."""
+
+
+class JobTimeout(WaitTimeout):
     """No result arrived within the timeout."""

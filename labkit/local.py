@@ -1,13 +1,11 @@
 """Background processes on this machine: what ``labkit up`` starts and ``labkit down`` stops.
 
-The state file records them (process ids, the emulator's URL); no credential is ever written there.
+The state file records them (``Child.record()``: process id, start time, log; the emulator's URL); no
+credential is ever written there.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +13,7 @@ from labkit import emulator, provision
 from labkit.aws.clients import Clients, credentials_configured
 from labkit.config import Settings, read_state, update_state, write_state
 from labkit.errors import ConfigError
+from labkit.processes import Child, python_module, settings_env
 
 
 def choose_local(settings: Settings, local: bool | None) -> bool:
@@ -24,66 +23,54 @@ def choose_local(settings: Settings, local: bool | None) -> bool:
     return settings.endpoint_url is None and not credentials_configured()
 
 
-def _proc_start(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
+def running(records: list[dict[str, Any]] | None) -> list[Child]:
+    """The recorded processes that still run (and are still ours)."""
+    children = [Child.from_record(r) for r in records or []]
+    return [c for c in children if c is not None and c.alive()]
 
 
-def _ours(entry: dict[str, Any]) -> bool:
-    """Is the recorded process still the one we started (and not a reused pid)?"""
-    pid = entry.get("pid")
-    if not isinstance(pid, int) or not emulator.pid_alive(pid):
-        return False
-    started = entry.get("start")
-    return started is None or _proc_start(pid) in (None, started)
+def spawn_worker(settings: Settings, index: int, concurrency: int = 4, lanes: str = "numbers,images") -> Child:
+    """Start ``python -m worker`` in the background, logging to ``<state_dir>/logs/worker-<i>.log``.
 
-
-def spawn_worker(state_dir: Path, index: int, concurrency: int = 4, roles: str = "numbers,images",
-                 extra_env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Start ``python -m worker`` in the background, logging to ``<state_dir>/logs/worker-<i>.log``."""
-    logs = state_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "LABKIT_STATE_DIR": str(state_dir), "PYTHONUNBUFFERED": "1", **(extra_env or {})}
-    with open(logs / f"worker-{index}.log", "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "worker", "--queues", roles, "--concurrency", str(concurrency)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
-        )
-    return {"pid": proc.pid, "start": _proc_start(proc.pid), "log": str(logs / f"worker-{index}.log")}
+    Its settings are passed explicitly, so that an endpoint variable in this shell cannot point it
+    elsewhere than what ``up`` provisioned."""
+    log = Path(settings.state_dir) / "logs" / f"worker-{index}.log"
+    args = python_module("worker", "--queues", lanes, "--concurrency", str(concurrency))
+    return Child.spawn(args, env=settings_env(settings), log=log)
 
 
 def up(settings: Settings, local: bool | None = None, workers: int = 1, concurrency: int = 4) -> dict[str, Any]:
-    """Start the emulator if local, provision, start ``workers`` local workers; write the state file."""
+    """Start the emulator if local, provision, start ``workers`` local workers; write the state file.
+
+    Workers already running with other job modules than ``settings.job_modules`` are restarted."""
     state_dir = Path(settings.state_dir)
     state = read_state(state_dir)
     use_local = choose_local(settings, local)
     if use_local:
-        emu = state.get("emulator")
-        if emu and _ours(emu) and emulator.healthy(emu["url"]):
+        emu = state.get("emulator") or {}
+        if running([emu]) and emulator.healthy(emu.get("url", "")):
             url = emu["url"]
         else:
-            pid, url = emulator.spawn(state_dir)
-            state["emulator"] = {"pid": pid, "start": _proc_start(pid), "url": url}
+            child, url = emulator.spawn(state_dir)
+            state["emulator"] = {**child.record(), "url": url}
         settings = settings.replace(endpoint_url=url)
     elif settings.is_local and not emulator.healthy(settings.endpoint_url or ""):
         raise ConfigError(f"nothing answers at {settings.endpoint_url}; run `labkit up --local` for the emulator")
-    clients = Clients(settings)
-    report = provision.ensure(clients)
-    state.update({
-        "endpoint_url": settings.endpoint_url, "region": settings.region, "bucket": report.bucket,
-        "local": use_local, **settings.queue_names(),
-    })
-    running = [w for w in state.get("workers", []) if _ours(w)]
-    write_state(state_dir, {**state, "workers": running})
-    # The workers read the state file; the endpoint is passed explicitly so that an endpoint variable in
-    # this shell cannot point them elsewhere than what `up` just provisioned.
-    endpoint_env = {"LABKIT_ENDPOINT_URL": settings.endpoint_url} if settings.endpoint_url else {}
-    for i in range(len(running), workers):
-        running.append(spawn_worker(state_dir, i, concurrency, extra_env=endpoint_env))
-    state["workers"] = running
+    report = provision.ensure(Clients(settings))
+    settings = settings.replace(bucket=report.bucket)
+    alive = running(state.get("workers"))
+    if list(state.get("job_modules") or []) != list(settings.job_modules):
+        for child in alive:  # they run other job kinds than asked for: start them again
+            child.stop()
+        alive = []
+    state.update({"endpoint_url": settings.endpoint_url, "region": settings.region, "bucket": report.bucket,
+                  "local": use_local, "job_modules": list(settings.job_modules) or None, **settings.queue_names()})
+    state = {k: v for k, v in state.items() if v is not None}
+    records = [c.record() for c in alive]
+    write_state(state_dir, {**state, "workers": records})
+    for i in range(len(alive), workers):
+        records.append(spawn_worker(settings, i, concurrency).record())
+    state["workers"] = records
     write_state(state_dir, state)
     return {"state": state, "report": report, "settings": settings}
 
@@ -93,25 +80,20 @@ def down(settings: Settings, timeout: float = 30.0) -> dict[str, Any]:
     queues, the emulator. Keeps nothing running."""
     state_dir = Path(settings.state_dir)
     state = read_state(state_dir)
-    stopped = [w["pid"] for w in state.get("workers", []) if _ours(w) and emulator.stop_pid(w["pid"], timeout)]
+    stopped = [c.pid for c in running(state.get("workers")) if c.stop(timeout)]
     cleaned: list[str] = []
     emu = state.get("emulator")
-    if settings.is_local:
-        reachable = bool(settings.endpoint_url) and emulator.healthy(settings.endpoint_url or "")
-    else:
-        reachable = True
-    if settings.endpoint_url or not state.get("local"):
+    reachable = emulator.healthy(settings.endpoint_url or "") if settings.is_local else True
+    if (settings.endpoint_url or not state.get("local")) and reachable:
         try:
-            if reachable:
-                cleaned = provision.cleanup_reply_queues(Clients(settings))
+            cleaned = provision.cleanup_reply_queues(Clients(settings))
         except Exception:  # best effort: the emulator takes its queues with it anyway
             pass
-    emulator_stopped = bool(emu and _ours(emu) and emulator.stop_pid(emu["pid"], 10))
+    emulator_stopped = any(c.stop(10) for c in running([emu] if emu else []))
     if state.get("local"):
         # The emulator's resources died with it: forget them, so the next `up` starts clean.
         for key in ("emulator", "endpoint_url", "local", "bucket"):
             state.pop(key, None)
-    state["workers"] = []
     if state_dir.exists():
         update_state(state_dir, **{k: state.get(k) for k in ("emulator", "endpoint_url", "local", "bucket")},
                      workers=[])

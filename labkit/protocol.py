@@ -12,7 +12,7 @@ import json
 import math
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from decimal import Decimal
 from types import TracebackType
 from typing import Any, Protocol
@@ -24,7 +24,6 @@ from labkit.config import PAYLOADS_PREFIX
 from labkit.errors import INVALID_INPUT, UNSUPPORTED_VERSION, InvalidInput, LabkitError, ProtocolError, TooLarge
 
 VERSION = 1
-KINDS = ("numbers", "image")
 MAX_ID_LENGTH = 128
 
 
@@ -98,11 +97,15 @@ class JobRequest:
         When the body is a JSON object, the error carries what could be read of it in ``partial``
         (id, kind, reply_to), so the worker can still address an error reply.
         """
-        data = _load_object(body)
-        partial = {k: data.get(k) for k in ("id", "kind", "reply_to") if isinstance(data.get(k), str)}
+        return cls.from_dict(_load_object(body), body)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], raw: str | bytes | None = None) -> JobRequest:
+        """The request a decoded JSON object describes (see :meth:`decode`)."""
+        partial = addressing(data)
 
         def fail(msg: str, code: str = INVALID_INPUT) -> ProtocolError:
-            return ProtocolError(msg, raw=body, code=code, partial=partial)
+            return ProtocolError(msg, raw=raw, code=code, partial=partial)
 
         v = data.get("v")
         if v is None:
@@ -159,9 +162,14 @@ class JobResult:
         return cls(id=job_id, ok=False, kind=kind, error={"code": code, "message": message}, **kw)
 
     def to_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in asdict(self).items() if v is not None}
-        if not self.timings:
-            d.pop("timings", None)
+        # By hand, not dataclasses.asdict: that deep-copies every reply's result on the worker's hot path.
+        d: dict[str, Any] = {"v": self.v, "id": self.id, "ok": self.ok}
+        for name in ("kind", "result", "error", "worker", "result_ref"):
+            value = getattr(self, name)
+            if value is not None:
+                d[name] = value
+        if self.timings:
+            d["timings"] = self.timings
         return d
 
     def encode(self) -> str:
@@ -210,15 +218,45 @@ def _load_object(body: str | bytes) -> dict[str, Any]:
     return data
 
 
+ADDRESS_FIELDS = ("id", "kind", "reply_to")
+
+
+def addressing(data: dict[str, Any]) -> dict[str, str]:
+    """The fields that address a reply (id, kind, reply_to) that a decoded object holds as strings."""
+    return {k: data[k] for k in ADDRESS_FIELDS if isinstance(data.get(k), str)}
+
+
+def peek(body: str | bytes) -> dict[str, str] | None:
+    """:func:`addressing` of a body read without ever failing (numbers are left as text, so no literal
+    is too large); None when the body is not a JSON object. For bodies that could not be decoded."""
+    try:
+        data = json.loads(body, parse_int=str, parse_float=str, parse_constant=str)
+    except (ValueError, RecursionError):
+        return None
+    return addressing(data) if isinstance(data, dict) else None
+
+
+def read_request(body: str) -> JobRequest | None:
+    """Parse a request body once: the v1 request, or None for the original lab's plain text (anything
+    that is not a JSON object). A JSON object that is no valid request raises :class:`ProtocolError`."""
+    data = _object_or_none(body)
+    return None if data is None else JobRequest.from_dict(data, body)
+
+
 def is_legacy(body: str) -> bool:
     """True for the original lab's plain-text bodies: anything that is not a JSON object."""
+    return _object_or_none(body) is None
+
+
+def _object_or_none(body: str) -> dict[str, Any] | None:
     text = body.lstrip()
     if not text.startswith("{"):
-        return True
+        return None
     try:
-        return not isinstance(json_loads(text), dict)
+        data = json_loads(text)
     except (ValueError, RecursionError):
-        return True
+        return None
+    return data if isinstance(data, dict) else None
 
 
 # -- claim check ------------------------------------------------------------------------------------

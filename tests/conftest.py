@@ -4,10 +4,6 @@ bucket of its own (unique names) and real worker processes."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +15,8 @@ from labkit.aws.clients import Clients
 from labkit.client import Lab
 from labkit.config import Settings
 from labkit.emulator import Emulator
+from labkit.errors import LabkitError
+from labkit.processes import Child, python_module, settings_env
 
 ROOT = Path(__file__).resolve().parents[1]
 # Known fake credentials: the security tests grep every produced file for them.
@@ -54,48 +52,28 @@ def settings(emulator: Emulator, tmp_path: Path) -> Settings:
     return s
 
 
-def settings_env(s: Settings) -> dict[str, str]:
-    """The environment that points a subprocess at ``s``."""
-    return {
-        **os.environ,
-        "LABKIT_ENDPOINT_URL": s.endpoint_url or "",
-        "LABKIT_REQUEST_QUEUE": s.request_queue, "LABKIT_RESPONSE_QUEUE": s.response_queue,
-        "LABKIT_IMAGE_INBOX": s.image_inbox, "LABKIT_IMAGE_OUTBOX": s.image_outbox,
-        "LABKIT_BUCKET": s.bucket or "", "LABKIT_STATE_DIR": str(s.state_dir),
-        "PYTHONUNBUFFERED": "1",
-    }
-
-
 class WorkerProcess:
     """A real ``python -m worker`` process whose output goes to a log file."""
 
     def __init__(self, s: Settings, log: Path, *args: str) -> None:
+        self.child = Child.spawn(python_module("worker", "--poll-wait", "1", *args), env=settings_env(s), log=log,
+                                 cwd=ROOT, detach=False)
+        self.proc = self.child.proc
         self.log_path = log
-        self._log = open(log, "wb")  # noqa: SIM115 (closed in terminate)
-        self.proc = subprocess.Popen([sys.executable, "-m", "worker", "--poll-wait", "1", *args],
-                                     env=settings_env(s), stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
 
     @property
     def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.child.output
 
     def wait_for(self, text: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.output:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"worker never logged {text!r}; log:\n{self.output[-3000:]}")
-            time.sleep(0.05)
+        try:
+            self.child.wait_log(text, timeout)
+        except LabkitError as exc:
+            raise AssertionError(str(exc)) from None
 
     def terminate(self, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
-        self._log.close()
-        return code
+        self.child.stop(timeout)
+        return self.proc.wait()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from labkit.config import read_state
-from labkit.emulator import pid_alive
+from labkit.processes import pid_alive
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,8 +7,9 @@ from urllib.parse import urlparse
 
 import pytest
 
-from labkit.emulator import Emulator, healthy, pid_alive, spawn, stop_pid
+from labkit.emulator import Emulator, healthy, spawn
 from labkit.errors import EmulatorError
+from labkit.processes import pid_alive
 
 
 def test_binds_loopback_only():
@@ -43,11 +44,11 @@ def test_not_reachable_on_other_addresses():
 
 
 def test_spawn_in_background_and_stop(tmp_path):
-    pid, url = spawn(tmp_path)
+    child, url = spawn(tmp_path)
     try:
-        assert pid_alive(pid) and healthy(url)
+        assert pid_alive(child.pid) and healthy(url)
         assert urlparse(url).hostname == "127.0.0.1"
     finally:
-        assert stop_pid(pid)
-    assert not pid_alive(pid)
+        assert child.stop()
+    assert not pid_alive(child.pid)
     assert (tmp_path / "logs" / "emulator.log").exists()

@@ -2,7 +2,7 @@
 TCP proxy, reply queues deleted under a running job, concurrent clients and workers, hostile images.
 
 Every test runs real worker processes against the real emulator. The slow job kind (``sleep``) exists
-only in workers started with LABKIT_TEST_KINDS=1 (see worker/handlers.py). Each scenario prints its
+only in workers started with LABKIT_JOB_MODULES=tests/job_kinds.py (see tests/job_kinds.py). Each scenario prints its
 counts (jobs sent, results received, duplicates dropped, dead letters) as a ``[fault-report]`` line:
 run with ``-s`` to see them.
 """
@@ -32,6 +32,7 @@ from labkit.client import Job, Lab
 from labkit.config import DLQ_SUFFIX, Settings
 from labkit.errors import RemoteJobError
 from labkit.protocol import JobRequest, JobResult
+from tests import job_kinds
 from tests.conftest import ROOT, WorkerProcess, settings_env, unique_settings
 from tests.tcp_proxy import TcpProxy
 from worker.loop import JobPool, Outcome, Task
@@ -177,10 +178,9 @@ def test_worker_sigterm_mid_stream_exits_0_and_holds_nothing(emulator, tmp_path,
 
 
 @pytest.mark.slow
-def test_sigterm_releases_jobs_not_started(emulator, tmp_path, start_worker, monkeypatch):
+def test_sigterm_releases_jobs_not_started(emulator, tmp_path, start_worker):
     # Given five slow jobs waiting and a worker running one job at a time
-    monkeypatch.setenv("LABKIT_TEST_KINDS", "1")
-    s = provisioned(emulator, tmp_path)
+    s = provisioned(emulator, tmp_path, job_modules=job_kinds.PATH)
     requests = Queue.by_name(Clients(s).sqs, s.request_queue)
     with Lab(s) as lab:
         jobs = send_raw(lab, requests, "sleep", [{"seconds": 1.5}] * 5)
@@ -207,10 +207,9 @@ def test_sigterm_releases_jobs_not_started(emulator, tmp_path, start_worker, mon
 # -- 3. slow and hung jobs ----------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_job_longer_than_visibility_timeout_runs_once(emulator, tmp_path, start_worker, monkeypatch):
+def test_job_longer_than_visibility_timeout_runs_once(emulator, tmp_path, start_worker):
     # Given a queue with a 3 s visibility timeout
-    monkeypatch.setenv("LABKIT_TEST_KINDS", "1")
-    s = provisioned(emulator, tmp_path, visibility_timeout=3)
+    s = provisioned(emulator, tmp_path, visibility_timeout=3, job_modules=job_kinds.PATH)
     requests = Queue.by_name(Clients(s).sqs, s.request_queue)
     first = start_worker(s=s)
     with Lab(s) as lab:
@@ -229,10 +228,9 @@ def test_job_longer_than_visibility_timeout_runs_once(emulator, tmp_path, start_
 
 
 @pytest.mark.slow
-def test_hung_job_is_abandoned_with_an_error_reply(emulator, tmp_path, start_worker, monkeypatch):
+def test_hung_job_is_abandoned_with_an_error_reply(emulator, tmp_path, start_worker):
     # Given a worker with a 2 s hard limit and a single job thread
-    monkeypatch.setenv("LABKIT_TEST_KINDS", "1")
-    s = provisioned(emulator, tmp_path, visibility_timeout=3)
+    s = provisioned(emulator, tmp_path, visibility_timeout=3, job_modules=job_kinds.PATH)
     requests = Queue.by_name(Clients(s).sqs, s.request_queue)
     with Lab(s) as lab:
         # When a job hangs (300 s), with another job queued behind it in the same batch
@@ -324,10 +322,9 @@ def labkit_cli(s: Settings, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
-def test_reply_queue_deleted_mid_job_goes_to_dlq_and_back(emulator, tmp_path, start_worker, monkeypatch):
+def test_reply_queue_deleted_mid_job_goes_to_dlq_and_back(emulator, tmp_path, start_worker):
     # Given queues that dead-letter after 2 receives, and a worker
-    monkeypatch.setenv("LABKIT_TEST_KINDS", "1")
-    s = provisioned(emulator, tmp_path, max_receive_count=2)
+    s = provisioned(emulator, tmp_path, max_receive_count=2, job_modules=job_kinds.PATH)
     sqs = Clients(s).sqs
     requests = Queue.by_name(sqs, s.request_queue)
     dlq = Queue.by_name(sqs, s.request_queue + DLQ_SUFFIX)

@@ -19,12 +19,12 @@ from PIL import Image
 
 from labkit.aws.clients import Clients
 from labkit.aws.queues import Queue
-from labkit.aws.storage import Bucket, safe_key
+from labkit.aws.storage import Bucket
 from labkit.config import PROCESSED_PREFIX, UNPROCESSED_PREFIX, Settings, read_state
 from labkit.errors import InvalidInput, RemoteJobError
+from labkit.keys import output_key, safe_key
 from labkit.protocol import JobRequest
 from tests.conftest import FAKE_KEY_ID, FAKE_SECRET, ROOT
-from worker.handlers import output_key
 
 FAKE_TOKEN = "labkitFakeSessionTokenDoNotLeak0000000001"
 SECRETS = (FAKE_KEY_ID, FAKE_SECRET, FAKE_TOKEN)

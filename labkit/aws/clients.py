@@ -74,8 +74,8 @@ class Clients:
     def _build(self, service: str) -> Any:
         config = Config(
             region_name=self.settings.region,
-            # Long polls hold a connection for up to poll_wait seconds: read timeout must exceed it.
-            read_timeout=self.settings.poll_wait + 15,
+            # Long polls hold a connection for up to queue_wait seconds: read timeout must exceed it.
+            read_timeout=self.settings.queue_wait + 15,
             connect_timeout=5,
             retries={"mode": "standard", "max_attempts": 5},
             max_pool_connections=32,

@@ -81,6 +81,26 @@ class Queue:
             raise AwsError.from_client_error(exc, f"looking up queue {name!r}") from exc
         return cls(sqs, url, name)
 
+    @classmethod
+    def find(cls, sqs: Any, name: str) -> Queue | None:
+        """The queue called ``name``, or None when there is none."""
+        try:
+            return cls.by_name(sqs, name)
+        except AwsError as exc:
+            if is_missing_queue(exc):
+                return None
+            raise
+
+    @classmethod
+    def create(cls, sqs: Any, name: str, attributes: dict[str, str] | None = None,
+               tags: dict[str, str] | None = None) -> Queue:
+        """Create the queue (SQS returns the existing one when its attributes are the same)."""
+        try:
+            url = sqs.create_queue(QueueName=name, Attributes=attributes or {}, tags=tags or {})["QueueUrl"]
+        except ClientError as exc:
+            raise AwsError.from_client_error(exc, f"creating queue {name}") from exc
+        return cls(sqs, url, name)
+
     def _call(self, op: str, **kwargs: Any) -> Any:
         try:
             return getattr(self.sqs, op)(QueueUrl=self.url, **kwargs)
@@ -170,6 +190,30 @@ class Queue:
             "delayed": int(attrs.get(names[2], 0)),
         }
 
+    def set_attributes(self, attributes: dict[str, str]) -> None:
+        self._call("set_queue_attributes", Attributes=attributes)
+
+    def arn(self) -> str:
+        return self.attributes("QueueArn")["QueueArn"]
+
+    def delete(self) -> bool:
+        """Delete the queue; False when it was gone already."""
+        try:
+            self._call("delete_queue")
+        except AwsError as exc:
+            if is_missing_queue(exc):
+                return False
+            raise
+        return True
+
+    def attributes(self, *names: str) -> dict[str, str]:
+        """The queue's attributes called ``names`` (all of them when none is named)."""
+        return self._call("get_queue_attributes", AttributeNames=list(names) or ["All"]).get("Attributes", {})
+
+    def visibility_timeout(self) -> int:
+        """The queue's own visibility timeout: it decides when a message still held reappears."""
+        return max(1, int(self.attributes("VisibilityTimeout")["VisibilityTimeout"]))
+
     def drain(self, max_messages: int = 1000, wait: int = 1) -> Iterable[Message]:
         """Receive (without deleting) until the queue looks empty or ``max_messages`` were seen."""
         seen = 0
@@ -179,6 +223,17 @@ class Queue:
                 return
             seen += len(batch)
             yield from batch
+
+
+def list_queues(sqs: Any, prefix: str) -> list[Queue]:
+    """Every queue whose name starts with ``prefix`` (all pages)."""
+    out: list[Queue] = []
+    try:
+        for page in sqs.get_paginator("list_queues").paginate(QueueNamePrefix=prefix):
+            out += [Queue(sqs, url) for url in page.get("QueueUrls", [])]
+    except ClientError as exc:
+        raise AwsError.from_client_error(exc, f"listing queues named {prefix}*") from exc
+    return out
 
 
 def _failure(entry: dict[str, Any]) -> Failure:

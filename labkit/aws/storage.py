@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import posixpath
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -11,37 +9,10 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from labkit.errors import AwsError, InvalidInput, NotFound, TooLarge
+from labkit.errors import AwsError, NotFound, TooLarge
 
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9._\-][A-Za-z0-9._\- /()+=@,]*$")
 MISSING_CODES = ("NoSuchKey", "404", "NotFound", "NoSuchBucket")
 READ_PIECE = 1 << 20  # bytes asked of the network per read when filling a buffer
-
-
-def safe_key(prefix: str, name: str) -> str:
-    """``prefix + name`` where ``name`` is a relative path that stays inside ``prefix``.
-
-    Rejects empty names, absolute paths, ``..`` segments, backslashes and control characters with
-    :class:`InvalidInput`. A name that already starts with ``prefix`` is accepted as a full key.
-    """
-    if not isinstance(name, str) or not name.strip():
-        raise InvalidInput(f"image name must be a non-empty string, got {name!r}")
-    if name.startswith(prefix):
-        name = name[len(prefix):]
-    if len(name) > 512:
-        raise InvalidInput("image name is longer than 512 characters")
-    if name.startswith("/") or "\\" in name or any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise InvalidInput(f"image name {name!r} is not allowed: absolute paths, backslashes and control "
-                           "characters are refused")
-    parts = name.split("/")
-    if any(p in ("", ".", "..") for p in parts):
-        raise InvalidInput(f"image name {name!r} is not allowed: empty, '.' or '..' path segments are refused")
-    if not _SAFE_NAME.match(name):
-        raise InvalidInput(f"image name {name!r} has characters outside letters, digits and ._-/()+=@, and space")
-    key = prefix + name
-    if posixpath.normpath(key) != key.rstrip("/") or not key.startswith(prefix):
-        raise InvalidInput(f"image name {name!r} escapes {prefix}")
-    return key
 
 
 @dataclass(frozen=True)
@@ -117,6 +88,51 @@ class Bucket:
             return NotFound(f"{where} does not exist")
         return AwsError.from_client_error(exc, what)
 
+    # -- the bucket itself -------------------------------------------------------------------------------
+    def present(self) -> bool:
+        """Does the bucket exist (and may we see it)?"""
+        try:
+            self.s3.head_bucket(Bucket=self.name)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in MISSING_CODES:
+                return False
+            raise AwsError.from_client_error(exc, f"looking at bucket {self.name}") from exc
+        return True
+
+    def create(self, region: str) -> None:
+        kwargs: dict[str, Any] = {"Bucket": self.name}
+        if region != "us-east-1":
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
+        try:
+            self.s3.create_bucket(**kwargs)
+        except ClientError as exc:
+            raise AwsError.from_client_error(exc, f"creating bucket {self.name}") from exc
+
+    def secure(self, expire_prefix: str, expire_days: int) -> None:
+        """Block public access, encrypt by default, expire objects under ``expire_prefix`` after some days."""
+        try:
+            self.s3.put_public_access_block(Bucket=self.name, PublicAccessBlockConfiguration={
+                "BlockPublicAcls": True, "IgnorePublicAcls": True,
+                "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
+            self.s3.put_bucket_encryption(Bucket=self.name, ServerSideEncryptionConfiguration={
+                "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
+            self.s3.put_bucket_lifecycle_configuration(Bucket=self.name, LifecycleConfiguration={"Rules": [{
+                "ID": "labkit-expire-payloads", "Status": "Enabled", "Filter": {"Prefix": expire_prefix},
+                "Expiration": {"Days": expire_days},
+                "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}}]})
+        except ClientError as exc:
+            raise AwsError.from_client_error(exc, f"configuring bucket {self.name}") from exc
+
+    def destroy(self) -> int:
+        """Delete every object, then the bucket; returns the number of objects deleted."""
+        count = self.delete_prefix("")
+        try:
+            self.s3.delete_bucket(Bucket=self.name)
+        except ClientError as exc:
+            raise self._error(exc, f"deleting bucket {self.name}") from exc
+        return count
+
+    # -- objects -----------------------------------------------------------------------------------------
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         try:
             self.s3.put_object(Bucket=self.name, Key=key, Body=data, ContentType=content_type)

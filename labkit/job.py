@@ -1,0 +1,103 @@
+"""What a submitted job hands back: a :class:`Job` (a future for the worker's reply) and, for image jobs,
+an :class:`ImageResult` naming the processed image in the bucket."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import io
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from labkit.errors import JobTimeout, RemoteJobError
+from labkit.protocol import JobResult, load_result
+
+if TYPE_CHECKING:
+    from labkit.client import Lab
+
+DEFAULT_TIMEOUT = 120.0
+
+
+class Job:
+    """A submitted job: ``result(timeout)`` waits for the worker's answer."""
+
+    def __init__(self, lab: Lab, job_id: str, kind: str) -> None:
+        self.lab = lab
+        self.id = job_id
+        self.kind = kind
+        self.submitted = time.time()
+        self.finished: float | None = None
+        self.reply: JobResult | None = None
+        self._future: cf.Future[JobResult] = cf.Future()
+
+    def __repr__(self) -> str:
+        state = "done" if self.done() else "pending"
+        return f"<Job {self.kind} {self.id[:8]} {state}>"
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    @property
+    def latency(self) -> float | None:
+        """Seconds from submit to the result's arrival."""
+        return None if self.finished is None else self.finished - self.submitted
+
+    def _resolve(self, reply: JobResult) -> None:
+        self.finished = time.time()
+        self.reply = reply
+        if not self._future.done():
+            self._future.set_result(reply)
+
+    def _fail(self, exc: BaseException) -> None:
+        if not self._future.done():
+            self._future.set_exception(exc)
+
+    def result(self, timeout: float | None = DEFAULT_TIMEOUT) -> Any:
+        """The job's result (a dict; an :class:`ImageResult` for image jobs).
+
+        Raises :class:`RemoteJobError` when the worker answered with an error, and
+        :class:`JobTimeout` when nothing arrived within ``timeout`` seconds.
+        """
+        try:
+            reply = self._future.result(timeout=timeout)
+        except cf.TimeoutError:
+            raise JobTimeout(f"no result for {self.kind} job {self.id} after {timeout:.0f} s: is a worker "
+                             "running? (`labkit status`)") from None
+        if not reply.ok:
+            err = reply.error or {}
+            raise RemoteJobError(err.get("message", "unknown error"), err.get("code", "internal"), self.id)
+        content = load_result(reply, self.lab.bucket)
+        if self.kind == "image":
+            return ImageResult(self.lab, content or {})
+        return content
+
+
+@dataclass
+class ImageResult:
+    """A processed image in the bucket: ``download``, ``open`` or ``url`` it."""
+
+    lab: Lab
+    info: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        return self.info["key"]
+
+    def __getitem__(self, name: str) -> Any:
+        return self.info[name]
+
+    def download(self, dest: str | Path | None = None) -> Path:
+        """Save to ``dest`` (a file or a folder; default: the current folder); returns the path."""
+        return self.lab.download_image(self.key, dest)
+
+    def open(self) -> Any:
+        """The result as a PIL image."""
+        from PIL import Image
+        img = Image.open(io.BytesIO(self.lab.bucket.get(self.key)))
+        img.load()
+        return img
+
+    def url(self, expires: int = 900) -> str:
+        """A presigned URL that reads the image for ``expires`` seconds."""
+        return self.lab.bucket.presign(self.key, expires)

@@ -1,0 +1,188 @@
+"""Child processes on this machine: start one, tell whether it still runs, stop it, and give it the
+environment that points it at a set of :class:`~labkit.config.Settings`.
+
+    child = Child.spawn(python_module("worker", "--burst"), env=settings_env(settings), log=path)
+    child.wait_log("serving", timeout=30)
+    child.stop()                       # SIGTERM, then SIGKILL after the timeout
+
+A child is recorded by its pid *and* its start time (``Child.record()``, kept in the state file), so a
+pid reused by another program after a reboot is never taken for ours. ``labkit up``/``down``, the demo,
+the benchmark and the tests all start and stop their processes here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from labkit.config import Settings
+from labkit.errors import LabkitError
+from labkit.waiting import poll, wait_for
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    """The command line that runs ``python -m module args`` with this Python."""
+    return [sys.executable, "-m", module, *args]
+
+
+def settings_env(settings: Settings, extra: Mapping[str, str] | None = None,
+                 base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``base`` (default: this process's environment) plus the variables that point a labkit child
+    process at ``settings``: endpoint, region, queue and bucket names, state folder, job modules."""
+    env = dict(os.environ if base is None else base)
+    env.update({
+        "LABKIT_REQUEST_QUEUE": settings.request_queue, "LABKIT_RESPONSE_QUEUE": settings.response_queue,
+        "LABKIT_IMAGE_INBOX": settings.image_inbox, "LABKIT_IMAGE_OUTBOX": settings.image_outbox,
+        "LABKIT_STATE_DIR": str(settings.state_dir), "AWS_REGION": settings.region, "PYTHONUNBUFFERED": "1",
+    })
+    # An endpoint or bucket left unset here must not be inherited from the shell either.
+    for var, value in (("LABKIT_ENDPOINT_URL", settings.endpoint_url), ("LABKIT_BUCKET", settings.bucket),
+                       ("LABKIT_JOB_MODULES", ",".join(settings.job_modules))):
+        if value:
+            env[var] = value
+        else:
+            env.pop(var, None)
+    env.pop("AWS_ENDPOINT_URL", None)
+    env.pop("AWS_DEFAULT_REGION", None)
+    env.update(extra or {})
+    return env
+
+
+def start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (from /proc), or None when unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, reaped or not, counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass(eq=False)
+class Child:
+    """A process started on this machine (by this process, or found again through its record)."""
+
+    pid: int
+    start: str | None = None
+    log: Path | None = None
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _log_file: IO[bytes] | None = field(default=None, repr=False)
+
+    @classmethod
+    def spawn(cls, args: Sequence[str], env: Mapping[str, str] | None = None, log: str | Path | None = None,
+              cwd: str | Path | None = None, detach: bool = True) -> Child:
+        """Start ``args`` with stdin closed and output appended to ``log`` (default: discarded).
+
+        ``detach``: a session of its own, so that a Ctrl-C in the terminal reaches only the parent,
+        which then stops its children in order.
+        """
+        log_path = Path(log) if log is not None else None
+        out: Any = subprocess.DEVNULL
+        log_file = None
+        if log_path is not None:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            log_file = out = open(log_path, "ab")  # noqa: SIM115 (closed in stop)
+        proc = subprocess.Popen(list(args), env=dict(env) if env is not None else None, cwd=cwd, stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=detach)
+        return cls(proc.pid, start_time(proc.pid), log_path, proc, log_file)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any] | None) -> Child | None:
+        """The child a state-file record names (``{"pid", "start", "log"}``), or None for no record."""
+        if not record or not isinstance(record.get("pid"), int) or record["pid"] <= 0:
+            return None
+        log = record.get("log")
+        return cls(record["pid"], record.get("start"), Path(log) if log else None)
+
+    def record(self) -> dict[str, Any]:
+        """What the state file keeps of this child (no environment: it may hold credentials)."""
+        return {"pid": self.pid, "start": self.start, "log": str(self.log) if self.log else None}
+
+    def alive(self) -> bool:
+        """Does this process still run (and is it still ours, not a reused pid)?"""
+        if self.proc is not None:
+            return self.proc.poll() is None
+        if not pid_alive(self.pid):
+            return False
+        now = start_time(self.pid)
+        return self.start is None or now is None or now == self.start
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def signal(self, sig: int) -> bool:
+        """Send ``sig`` if the process runs; True when it was sent."""
+        if not self.alive():
+            return False
+        try:
+            os.kill(self.pid, sig)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds. True when it was running."""
+        running = self.signal(signal.SIGTERM)
+        if running:
+            for _ in poll(0.05, timeout):
+                if not self.alive():
+                    break
+            else:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
+        if self.proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=10)
+        self.close_log()
+        return running
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Wait for the process to end; its exit status (None when not started by this process)."""
+        if self.proc is not None:
+            return self.proc.wait(timeout=timeout)
+        wait_for(lambda: not self.alive(), timeout if timeout is not None else 1e9, f"process {self.pid} to end")
+        return None
+
+    def close_log(self) -> None:
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    @property
+    def output(self) -> str:
+        """What the process wrote to its log so far."""
+        return self.log.read_text(errors="replace") if self.log and self.log.exists() else ""
+
+    def wait_log(self, text: str, timeout: float = 30.0) -> None:
+        """Wait until ``text`` appears in the log; :class:`LabkitError` with the log's tail when the
+        process ends first or ``timeout`` passes."""
+        for _ in poll(0.05, timeout):
+            if text in self.output:
+                return
+            if not self.alive():
+                break
+        raise LabkitError(f"process {self.pid} never logged {text!r} (exit status {self.returncode}); "
+                          f"{self.log}:\n{self.output[-3000:]}")
