@@ -23,6 +23,19 @@ def choose_local(settings: Settings, local: bool | None) -> bool:
     return settings.endpoint_url is None and not credentials_configured()
 
 
+BACKENDS = ("local", "aws", "auto")
+
+
+def resolve_backend(backend: str, settings: Settings) -> str:
+    """"local" or "aws". "auto": local when the state file points at the emulator or when neither an
+    endpoint nor AWS credentials are configured; AWS otherwise."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "auto":
+        return "local" if settings.is_local or choose_local(settings, None) else "aws"
+    return backend
+
+
 def running(records: list[dict[str, Any]] | None) -> list[Child]:
     """The recorded processes that still run (and are still ours)."""
     children = [Child.from_record(r) for r in records or []]

@@ -12,7 +12,7 @@ import nbformat
 import pytest
 from PIL import Image
 
-from labkit import notebooks
+from labkit import runner
 from labkit.cli import main
 from labkit.jobs.numbers import parse_text
 from tests.conftest import FAKE_KEY_ID, FAKE_SECRET, ROOT
@@ -53,7 +53,7 @@ def test_notebook_starts_with_a_parameters_cell(path):
 
 @pytest.mark.parametrize("name", [n for n in OURS if (ROOT / "notebooks" / f"{n}.ipynb").exists()])
 def test_our_notebooks_declare_the_common_parameters(name):
-    declared = notebooks.declared_parameters(ROOT / "notebooks" / f"{name}.ipynb")
+    declared = runner.declared_parameters(ROOT / "notebooks" / f"{name}.ipynb")
     assert set(declared) >= COMMON
     assert declared["interactive"] is True  # a person stepping through gets the widgets
 
@@ -61,23 +61,23 @@ def test_our_notebooks_declare_the_common_parameters(name):
 def test_runner_finds_every_numbered_notebook_in_order(tmp_path):
     for name in ("99_teardown", "03_ec2_worker", "00_setup", "notes", "1_bad"):
         (tmp_path / f"{name}.ipynb").write_text("{}")
-    assert [p.stem for p in notebooks.find_notebooks(tmp_path)] == ["00_setup", "03_ec2_worker", "99_teardown"]
-    assert [p.stem for p in notebooks.find_notebooks(tmp_path, ["03"])] == ["03_ec2_worker"]
-    assert [p.stem for p in notebooks.find_notebooks(tmp_path, ["9*", "setup"])] == ["00_setup", "99_teardown"]
+    assert [p.stem for p in runner.find_notebooks(tmp_path)] == ["00_setup", "03_ec2_worker", "99_teardown"]
+    assert [p.stem for p in runner.find_notebooks(tmp_path, ["03"])] == ["03_ec2_worker"]
+    assert [p.stem for p in runner.find_notebooks(tmp_path, ["9*", "setup"])] == ["00_setup", "99_teardown"]
 
 
 @pytest.mark.parametrize("text, value", [("1000", 1000), ("1_000_000", 1_000_000), ("0.5", 0.5), ("true", True),
                                          ("False", False), ("none", None), ("gradient", "gradient"),
                                          ('["grayscale", "thumbnail:64"]', ["grayscale", "thumbnail:64"])])
 def test_parameter_values(text, value):
-    assert notebooks.parse_value(text) == value
+    assert runner.parse_value(text) == value
 
 
 def test_parameter_values_take_the_type_of_the_default():
-    declared = notebooks.declared_parameters(ROOT / "notebooks" / "01_numbers.ipynb")
+    declared = runner.declared_parameters(ROOT / "notebooks" / "01_numbers.ipynb")
     assert declared["random_length"] == 1_000_000 and declared["backend"] == "local"
-    assert notebooks._coerce(notebooks.parse_value("1e6"), declared["random_length"]) == 1_000_000
-    assert notebooks._coerce(2.5, 1) == 2.5  # not lossless: kept, the notebook names the problem
+    assert runner._coerce(runner.parse_value("1e6"), declared["random_length"]) == 1_000_000
+    assert runner._coerce(2.5, 1) == 2.5  # not lossless: kept, the notebook names the problem
 
 
 def test_unknown_parameter_is_refused_before_anything_starts(tmp_path, capsys):
@@ -95,7 +95,7 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     lines: list[str] = []
     only = [n for n in OURS if (ROOT / "notebooks" / f"{n}.ipynb").exists()]
-    report = notebooks.run_notebooks(out=out, parameters=SMALL, only=only, echo=lines.append)
+    report = runner.run_notebooks(out=out, parameters=SMALL, only=only, echo=lines.append)
     return report, lines, out
 
 
@@ -142,7 +142,7 @@ def test_run_folder_latest_link_and_figures(run):
         assert f.stat().st_size > 10_000
         with Image.open(f) as im:
             assert (im.format, im.size) == ("PNG", (800, 450))
-    text = notebooks.format_report(report)
+    text = runner.format_report(report)
     assert f"{len(report.notebooks)} of {len(report.notebooks)} notebooks ran without error" in text
     assert "nothing left running" in text
     for f in expected:
@@ -236,13 +236,13 @@ def test_a_failing_notebook_stops_the_run_but_teardown_runs_and_nothing_is_left(
     _notebook(books / "50_after.ipynb", 'print("should not run")')
     _notebook(books / "99_last.ipynb", "import sys\nprint(sys.executable)")
     # When they run
-    report = notebooks.run_notebooks(out=tmp_path / "runs", folder=books, workers=0, echo=lambda s: None)
+    report = runner.run_notebooks(out=tmp_path / "runs", folder=books, workers=0, echo=lambda s: None)
     # Then the failure is reported with its cell, the next notebook is skipped, the last one runs
     assert [(n.name, n.status) for n in report.notebooks] == [("00_boom", "failed"), ("50_after", "skipped"),
                                                               ("99_last", "ok")]
     assert "RuntimeError: boom" in report.notebooks[0].error
     assert not report.ok
-    assert "FAILED 00_boom" in notebooks.format_report(report)
+    assert "FAILED 00_boom" in runner.format_report(report)
     # and the emulator is stopped
     assert report.processes_left == [] and report.stopped["emulator_stopped"]
     # The kernel is this Python (the project's venv), not another one on the PATH

@@ -1,0 +1,68 @@
+"""Commands for the EC2 worker fleet: deploy, undeploy."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from labkit.cli.common import confirm, print_changes, say, settings
+
+Add = Any
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from labkit import fleet
+    from labkit.aws.clients import Clients
+    s = settings(args)
+    autoscale = fleet.parse_autoscale(args.autoscale) if args.autoscale else None
+    open_ssh = fleet.is_open_cidr(args.ssh_cidr)
+    if open_ssh and not args.yes and not confirm(
+            f"Open SSH (port 22) to the whole internet ({args.ssh_cidr})? Type 'open' to confirm: ", "open",
+            f"--ssh-cidr {args.ssh_cidr} opens SSH to the whole internet: give your own address range, use Session "
+            "Manager, or add --yes to confirm that you mean it"):
+        print("nothing deployed")
+        return 1
+    if s.is_local:
+        say("on the emulator the resources are created but no instance boots: the local workers from `labkit up` "
+            "do the work")
+    else:
+        say(f"deploying EC2 workers in {s.region}: instances cost money while they run (`labkit undeploy` removes "
+            "them; see docs/aws.md for prices)")
+    spec = fleet.FleetSpec(workers=args.workers, instance_type=args.instance_type, autoscale=autoscale,
+                           ssh_cidr=args.ssh_cidr, key_name=args.key_name, instance_profile=args.instance_profile,
+                           concurrency=args.concurrency, allow_open_ssh=open_ssh)
+    clients = Clients(s)
+    report = fleet.deploy(clients, spec, progress=say)
+    print_changes(created=report.created, updated=report.updated, deleted=report.deleted, note=report.notes)
+    print(fleet.format_status(fleet.fleet_status(clients)))
+    return 0
+
+
+def cmd_undeploy(args: argparse.Namespace) -> int:
+    from labkit import fleet
+    from labkit.aws.clients import Clients
+    clients = Clients(settings(args))
+    report = fleet.undeploy(clients, progress=say)
+    print_changes(deleted=report.deleted, note=report.notes)
+    print(f"the worker fleet for bucket {clients.bucket_name()} is gone")
+    return 0
+
+
+def register(add: Add) -> None:
+    sp = add("deploy", cmd_deploy, "run workers on EC2: a least-privilege instance role, a security group with no "
+             "inbound rule, N instances or an Auto Scaling group sized by the queues' backlog")
+    sp.add_argument("--workers", type=int, default=1, metavar="N", help="instances to run (default 1)")
+    sp.add_argument("--instance-type", default="t3.micro", metavar="TYPE", help="EC2 instance type (default "
+                    "t3.micro; Graviton types like t4g.micro get the arm64 image)")
+    sp.add_argument("--autoscale", metavar="MIN:MAX", help="an Auto Scaling group instead of --workers: MIN "
+                    "instances when idle (0 is fine), up to MAX while requests wait")
+    sp.add_argument("--ssh-cidr", metavar="CIDR", help="open SSH from this range only (e.g. 203.0.113.7/32); "
+                    "default: no inbound rule at all, reach instances with Session Manager")
+    sp.add_argument("--key-name", metavar="NAME", help="EC2 key pair for SSH (needed with --ssh-cidr)")
+    sp.add_argument("--instance-profile", metavar="NAME", help="use this existing instance profile instead of "
+                    "creating a role (for accounts that may not create IAM roles)")
+    sp.add_argument("--concurrency", type=int, default=4, metavar="N", help="jobs at once per instance (default 4)")
+    sp.add_argument("--yes", action="store_true", help="confirm opening SSH to the whole internet without asking")
+
+    add("undeploy", cmd_undeploy, "terminate the EC2 workers and delete everything `deploy` made (role, profile, "
+        "security group, launch template, group, alarms, wheels)")

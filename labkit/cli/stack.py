@@ -1,0 +1,123 @@
+"""Commands that start, show and stop labkit: up, down, status, worker, emulator, teardown."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from labkit.cli.common import confirm, print_changes, print_json, print_tables, say, settings
+from labkit.config import read_state
+from labkit.presenters import status_tables
+
+Add = Any  # the parser-adding function of labkit.cli.build_parser
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from labkit import local
+    s = settings(args)
+    use_local = True if args.local else (False if args.aws else None)
+    if local.choose_local(s, use_local) is False:
+        say(f"using real AWS in {s.region}: queues and a bucket will be created (they cost money while they hold "
+            "data; `labkit teardown` deletes them)")
+    out = local.up(s, use_local, workers=args.workers, concurrency=args.concurrency)
+    report, state = out["report"], out["state"]
+    print_changes(created=report.created, updated=report.updated)
+    where = state["endpoint_url"] or f"AWS {state['region']}"
+    print(f"labkit is up on {where}: bucket {state['bucket']}, {len(state['workers'])} local worker(s)")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from labkit import local
+    out = local.down(settings(args))
+    print(f"stopped {len(out['workers_stopped'])} worker(s)"
+          + (", the emulator" if out["emulator_stopped"] else "")
+          + (f"; deleted {len(out['reply_queues_deleted'])} leftover reply queue(s)"
+             if out["reply_queues_deleted"] else ""))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from labkit.client import Lab
+    with Lab(settings(args)) as lab:
+        st = lab.status()
+        if read_state(lab.settings.state_dir).get("fleet"):
+            from labkit import fleet
+            st["fleet"] = fleet.fleet_status(lab.clients)
+    if args.json:
+        print_json(st)
+        return 0
+    print_tables(*status_tables(st))
+    if "fleet" in st:
+        from labkit import fleet
+        print(fleet.format_status(st["fleet"]))
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from worker.loop import run_worker
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout)
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+    lanes = tuple(r.strip() for r in args.queues.split(",") if r.strip())
+    return run_worker(settings(args), roles=lanes, concurrency=args.concurrency, burst=args.burst,
+                      poll_wait=args.poll_wait, job_timeout=args.job_timeout, log_to_s3=args.log_to_s3)
+
+
+def cmd_emulator(args: argparse.Namespace) -> int:
+    from labkit.emulator import serve
+    serve(args.port, Path(args.ready_file) if args.ready_file else None)
+    return 0
+
+
+def cmd_teardown(args: argparse.Namespace) -> int:
+    from labkit.teardown import teardown
+    s = settings(args)
+    if not s.is_local and not args.yes and not confirm(
+            f"Delete labkit's worker fleet, queues and bucket in {s.region}? [y/N] ", "y|yes",
+            "teardown on real AWS deletes the worker fleet, the queues and the bucket with its images: add --yes "
+            "to confirm"):
+        print("nothing deleted")
+        return 1
+    report = teardown(s, keep_bucket=args.keep_bucket, progress=say)
+    print_changes(deleted=report.deleted, note=report.notes)
+    if report.left:
+        print(f"still there (SQS may list a deleted queue for up to 60 s): {', '.join(report.left)}")
+    return 0
+
+
+def register(add: Add) -> None:
+    sp = add("up", cmd_up, "start the emulator if local, provision queues and bucket, start local workers")
+    g = sp.add_mutually_exclusive_group()
+    g.add_argument("--local", action="store_true", help="use the embedded emulator (default when no AWS "
+                   "credentials and no endpoint are configured)")
+    g.add_argument("--aws", action="store_true", help="use real AWS with your configured credentials")
+    sp.add_argument("--workers", type=int, default=1, metavar="N", help="local worker processes (default 1)")
+    sp.add_argument("--concurrency", type=int, default=4, metavar="N", help="jobs at once per worker (default 4)")
+
+    add("down", cmd_down, "stop what `up` started (workers, emulator); keep nothing running")
+
+    sp = add("status", cmd_status, "endpoint, queues with depths, bucket, workers, the EC2 fleet if deployed")
+    sp.add_argument("--json", action="store_true", help="print JSON")
+
+    sp = add("worker", cmd_worker, "run a worker in the foreground (same as `python -m worker`)")
+    sp.add_argument("--queues", default="numbers,images", help="which request queues to serve: numbers, "
+                    "images or both (default numbers,images)")
+    sp.add_argument("--concurrency", type=int, default=4, metavar="N", help="jobs at once (default 4)")
+    sp.add_argument("--burst", action="store_true", help="exit once the queues are empty")
+    sp.add_argument("--poll-wait", type=int, default=10, metavar="S",
+                    help="long-poll seconds per receive, 0-20 (default 10; a stop waits at most this long)")
+    sp.add_argument("--job-timeout", type=float, default=600, metavar="S",
+                    help="abandon a job with an error reply after S seconds (default 600)")
+    sp.add_argument("--log-to-s3", action="store_true", help="also write job log lines to the bucket under logs/")
+
+    sp = add("emulator", cmd_emulator, "run the embedded emulator in the foreground (127.0.0.1 only)", parents=[])
+    sp.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    sp.add_argument("--ready-file", help=argparse.SUPPRESS)
+
+    sp = add("teardown", cmd_teardown, "undeploy the EC2 fleet, stop local workers, delete every queue and the "
+             "bucket provisioning created, stop the emulator")
+    sp.add_argument("--yes", action="store_true", help="do not ask for confirmation (real AWS)")
+    sp.add_argument("--keep-bucket", action="store_true", help="keep the bucket and its objects")

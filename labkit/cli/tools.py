@@ -1,0 +1,94 @@
+"""Commands that run the whole kit: run-notebooks, bench, demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from labkit.cli.common import int_list, print_json
+
+Add = Any
+
+
+def cmd_run_notebooks(args: argparse.Namespace) -> int:
+    from labkit.runner import main_run
+    return main_run(aws=args.aws, pairs=args.parameter, out=args.out, only=args.only)
+
+
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from labkit import bench
+    if args.sweep:
+        rows = bench.sweep(windows=args.sweep_windows, workers=args.sweep_workers, jobs=args.jobs or 500,
+                           aws=args.aws, log=_log)
+        if args.json:
+            print_json(rows)
+        else:
+            print(bench.format_sweep(rows))
+        return 0
+    only = tuple(x.strip() for x in args.only.split(",") if x.strip()) if args.only else None
+    sizes = {"jobs": args.jobs, "window": args.window, "workers": args.workers, "concurrency": args.concurrency,
+             "big": args.big, "images": args.images, "only": only}
+    plan = bench.Plan.quick(**sizes) if args.quick else bench.Plan.full(**sizes)
+    report = bench.run_bench(plan, aws=args.aws, log=_log)
+    if args.json:
+        print_json(report.to_dict())
+    else:
+        print(bench.format_table(report))
+    wrong = [f"{r.name} ({r.jobs - r.correct} of {r.jobs})" for r in report.results.values() if r.correct < r.jobs]
+    if wrong:
+        print("labkit: error: wrong or missing results in " + ", ".join(wrong), file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from labkit.demo import run_demo
+    return run_demo(random_length=args.random_length)
+
+
+def register(add: Add) -> None:
+    sp = add("run-notebooks", cmd_run_notebooks, "execute the notebooks in order with papermill (emulator and a "
+             "local worker started and stopped for you); executed notebooks and figures go to runs/<time>/",
+             parents=[])
+    sp.add_argument("--aws", action="store_true", help="run against real AWS with your credentials (creates queues "
+                    "and a bucket that cost money; 99_teardown deletes them)")
+    sp.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                    help="set a notebook parameter, repeatable (e.g. -p random_length 1000000 -p batch_jobs 500); "
+                    "it goes to the notebooks that declare it")
+    sp.add_argument("--out", default="runs", metavar="DIR", help="where run folders go (default runs/; "
+                    "runs/latest points at the newest)")
+    sp.add_argument("--only", action="append", metavar="PATTERN", help="run only the notebooks matching PATTERN "
+                    "(a glob or part of the name, e.g. 01 or numbers), repeatable")
+
+    sp = add("bench", cmd_bench, "measure throughput, latency and big jobs against a floor taken in the same run "
+             "(see docs/benchmark.md)", parents=[])
+    sp.add_argument("--jobs", type=int, metavar="N", help="small number jobs for throughput (default 2000; "
+                    "--quick 200)")
+    sp.add_argument("--window", type=int, metavar="W", help="jobs in flight (default: the client's own, 20 on the "
+                    "emulator, adaptive from 200 on AWS)")
+    sp.add_argument("--workers", type=int, metavar="K", help="worker processes (default 1)")
+    sp.add_argument("--concurrency", type=int, metavar="C", help="jobs at once per worker (default 4)")
+    sp.add_argument("--big", type=int, metavar="N", help="length of the big random list (default 10000000)")
+    sp.add_argument("--images", type=int, metavar="N", help="1080p images to process (default 50)")
+    sp.add_argument("--only", metavar="LIST", help="scenarios to run, comma-separated: floor, labkit, round_trip, "
+                    "original, big, images (default all)")
+    sp.add_argument("--quick", action="store_true", help="a small run (seconds, for tests and notebooks)")
+    sp.add_argument("--json", action="store_true", help="print the results as JSON")
+    sp.add_argument("--aws", action="store_true", help="run on real AWS (creates and deletes its own queues and "
+                    "bucket; costs a few cents)")
+    sp.add_argument("--sweep", action="store_true", help="instead: throughput and latency against the window "
+                    "and the number of workers")
+    sp.add_argument("--sweep-windows", type=int_list, default=(10, 20, 40, 80), metavar="LIST",
+                    help="windows for --sweep (default 10,20,40,80)")
+    sp.add_argument("--sweep-workers", type=int_list, default=(1, 2), metavar="LIST",
+                    help="worker counts for --sweep (default 1,2)")
+
+    sp = add("demo", cmd_demo, "the whole thing on the embedded emulator: start, send jobs, print, stop",
+             parents=[])
+    sp.add_argument("--random-length", type=int, default=100_000, metavar="N",
+                    help="length of the random list (default 100000)")

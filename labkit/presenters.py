@@ -1,0 +1,119 @@
+"""What the CLI prints and the notebook panels show, built once: tables and one-line notes that render
+as aligned text in a terminal and as HTML in a notebook.
+
+    for table in status_tables(lab.status()):
+        print(table)                 # the CLI
+    panel.show(*status_tables(st))   # a widget: the same tables, as HTML
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from labkit.local import running
+
+
+class Table:
+    """A small table that shows as HTML in notebooks and as aligned text everywhere else.
+
+    ``headers=None`` makes a two-column "name: value" table without a header row."""
+
+    def __init__(self, rows: Sequence[Sequence[Any]], headers: Sequence[str] | None = None,
+                 title: str | None = None) -> None:
+        self.headers = None if headers is None else [str(h) for h in headers]
+        self.rows = [["" if v is None else cell(v) for v in row] for row in rows]
+        self.title = title
+
+    def __str__(self) -> str:
+        lines = ([self.headers] if self.headers else []) + self.rows
+        ncols = max((len(r) for r in lines), default=0)
+        widths = [max((len(r[i]) for r in lines if i < len(r)), default=0) for i in range(ncols)]
+
+        def line(values: Sequence[str]) -> str:
+            return "  ".join(str(v).ljust(w) for v, w in zip(values, widths, strict=False)).rstrip()
+
+        out = [self.title] if self.title else []
+        if self.headers:
+            out += [line(self.headers), "  ".join("-" * w for w in widths)]
+        out += [line(r) for r in self.rows]
+        return "\n".join(out)
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        head = ""
+        if self.headers:
+            head = "<thead><tr>" + "".join(f"<th style='text-align:left'>{html.escape(h)}</th>"
+                                           for h in self.headers) + "</tr></thead>"
+        body = "".join("<tr>" + "".join(f"<td style='text-align:left'>{html.escape(v)}</td>" for v in r) + "</tr>"
+                       for r in self.rows)
+        caption = f"<caption style='text-align:left'><b>{html.escape(self.title)}</b></caption>" if self.title else ""
+        return f"<table>{caption}{head}<tbody>{body}</tbody></table>"
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        return {"text/plain": str(self), "text/html": self._repr_html_()}
+
+
+class Note:
+    """One line (or a few) of text: ``kind`` is "info", "ok", "warning" or "error" (colours the HTML)."""
+
+    COLORS = {"info": "inherit", "ok": "#1a7f37", "warning": "#9a6700", "error": "#cf222e"}
+
+    def __init__(self, text: str, kind: str = "info") -> None:
+        self.text = text
+        self.kind = kind
+
+    def __str__(self) -> str:
+        prefix = {"warning": "WARNING: ", "error": "error: "}.get(self.kind, "")
+        return prefix + self.text
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        color = self.COLORS.get(self.kind, "inherit")
+        weight = "bold" if self.kind in ("warning", "error") else "normal"
+        body = html.escape(str(self)).replace("\n", "<br>")
+        return {"text/plain": str(self), "text/html": f"<div style='color:{color};font-weight:{weight}'>{body}</div>"}
+
+
+def cell(value: Any) -> str:
+    """A table cell: thousands separators, six significant digits, yes/no."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 1e15:
+            return f"{int(value):,}"
+        return f"{value:,.6g}"
+    return str(value)
+
+
+def status_tables(status: dict[str, Any]) -> list[Table]:
+    """``Lab.status()`` as tables: queues with their depths, then endpoint, bucket and workers."""
+    queues = []
+    for name, q in status["queues"].items():
+        if "error" in q:
+            queues.append([name, q.get("role", ""), q["error"], "", ""])
+            continue
+        dl = q.get("dead_letter")
+        queues.append([name, q["role"], q["visible"], q["in_flight"], "" if dl is None else dl])
+    b = status.get("bucket") or {}
+    if b and "error" not in b:
+        contents = ", ".join(f"{k} {v}" for k, v in sorted(b["by_prefix"].items())) or "empty"
+        bucket_line = f"{b['name']} ({b['objects']} objects: {contents})"
+    else:
+        bucket_line = f"{b.get('name', '?')} ({b.get('error', 'unknown')})"
+    alive = running(status.get("workers", []))
+    workers = f"{len(alive)} local running" + "".join(f", pid {c.pid} (log {c.log})" for c in alive)
+    other = [["endpoint", status["endpoint"]], ["bucket", bucket_line],
+             ["reply queues", status.get("reply_queues", 0)], ["workers", workers]]
+    return [Table(queues, ["queue", "role", "visible", "in flight", "dead-letter"], "Queues"),
+            Table(other, None, "Resources")]
+
+
+def changes_table(title: str, **lines: Iterable[str]) -> Table:
+    """What a provisioning, deploy or teardown step did: one row per resource, by kind of change
+    (``changes_table("Provisioning", created=[...], updated=[...])``)."""
+    rows = [[change, line] for change, items in lines.items() for line in items]
+    return Table(rows or [["-", "nothing to do"]], ["change", "resource"], title)

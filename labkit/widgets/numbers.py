@@ -1,0 +1,179 @@
+"""Panels for number jobs: :class:`NumbersPanel` (one list) and :class:`BatchPanel` (many jobs)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import ipywidgets as W
+import numpy as np
+
+from labkit import plots
+from labkit.client import ARRAY_THRESHOLD, Job, Lab
+from labkit.config import PAYLOADS_PREFIX
+from labkit.errors import LabkitError
+from labkit.jobs.numbers import PRESET
+from labkit.presenters import Note, Table
+from labkit.widgets.base import Panel
+
+
+class NumbersPanel(Panel):
+    """The original lab's client options: type numbers, the preset list, or a random list of any length
+    (long lists travel through S3). ``send()`` shows the result as a table and a histogram."""
+
+    MODES = (("type numbers", "typed"), ("preset list", "preset"), ("random list", "random"))
+    PURGE = (("all four queues", "all"), ("requests", "requests"), ("responses", "responses"),
+             ("image inbox", "inbox"), ("image outbox", "outbox"))
+
+    def __init__(self, lab: Lab, text: str = "1, 5, 22, 33, 9", random_length: int = 1000,
+                 timeout: float = 120.0) -> None:
+        super().__init__()
+        self.lab = lab
+        self.timeout = timeout
+        self.seed: int | None = None
+        self.mode = W.ToggleButtons(options=self.MODES, value="typed", description="send")
+        self.text = W.Textarea(value=text, placeholder="numbers, separated by commas or spaces: 1, 5, 22.5, -3",
+                               description="numbers", layout=W.Layout(width="60%"))
+        self.length = W.FloatLogSlider(value=random_length, base=10, min=0, max=7, step=0.01,
+                                       description="length", readout_format=",.0f",
+                                       layout=W.Layout(width="60%"))
+        self.send_button = W.Button(description="Send", button_style="primary", icon="paper-plane")
+        self.purge_queue = W.Dropdown(options=self.PURGE, value="all", description="purge")
+        self.purge_button = W.Button(description="Purge", button_style="warning", icon="eraser",
+                                     tooltip="delete every message in the queue (SQS allows one purge a minute)")
+        self._button(self.send_button, self.send)
+        self._button(self.purge_button, self.purge)
+        self.values_sent: Any = None
+        self.result: dict[str, Any] | None = None
+        self.job: Job | None = None
+        self.figure: Any = None
+        self.box = W.VBox([self.mode, self.text, self.length, self.send_button,
+                           W.HBox([self.purge_queue, self.purge_button]), self.out])
+
+    @property
+    def random_length(self) -> int:
+        return max(1, int(round(self.length.value)))
+
+    def values(self) -> list[int | float] | np.ndarray:
+        """The list the current choice sends: the typed numbers, the preset, or a new random list."""
+        from labkit.jobs.numbers import parse_text
+        if self.mode.value == "preset":
+            return list(PRESET)
+        if self.mode.value == "random":
+            return self.lab.random_numbers(self.random_length, seed=self.seed)
+        return parse_text(self.text.value)
+
+    def send(self) -> dict[str, Any]:
+        """Send the chosen list as a number job; show and return the worker's statistics."""
+        values = self.values()
+        t0 = time.perf_counter()
+        job = self.lab.numbers(values)
+        self.job, self.values_sent = job, values
+        result = job.result(timeout=self.timeout)
+        elapsed = time.perf_counter() - t0
+        self.result = result
+        via = self._route(job)
+        rows = [[k, result[k]] for k in ("count", "min", "max", "mean", "median", "sum", "std") if k in result]
+        rows += [["sent", via], ["round trip", f"{elapsed * 1000:,.0f} ms"]]
+        if job.reply is not None and job.reply.worker:
+            rows.append(["worker", job.reply.worker])
+        self.show(Table(rows, ["statistic", "value"], f"Number job {job.id[:8]} ({self.mode.value} list)"))
+        self.figure = plots.numbers_histogram(values, result, title=f"{self._label()} of {len(values):,} numbers: "
+                                              "distribution and the worker's statistics")
+        self.show(self.figure)
+        return result
+
+    def _label(self) -> str:
+        return {"typed": "Typed list", "preset": "Preset list", "random": "Random list"}[self.mode.value]
+
+    def _route(self, job: Job) -> str:
+        """How the list travelled: inline in the message, or through S3 (claim check)."""
+        keys = [o.key for o in self.lab.bucket.list(f"{PAYLOADS_PREFIX}{job.id}")]
+        return f"through S3 (s3://{self.lab.bucket.name}/{keys[0]})" if keys else "inline in the SQS message"
+
+    def purge(self) -> list[str]:
+        """Empty the chosen queue (or all four); SQS allows one purge per queue a minute."""
+        names = self.lab.purge(self.purge_queue.value)
+        self.show(Note("purged " + ", ".join(names), "ok"))
+        return names
+
+
+@dataclass
+class BatchResult:
+    """What a batch of jobs measured: per-job latency and send time, totals."""
+
+    jobs: int
+    errors: int
+    elapsed_s: float
+    latencies_s: np.ndarray = field(repr=False)
+    sent_s: np.ndarray = field(repr=False)
+    window: int = 0
+
+    @property
+    def jobs_per_s(self) -> float:
+        return self.jobs / self.elapsed_s if self.elapsed_s > 0 else float("nan")
+
+    def percentile_ms(self, q: float) -> float:
+        return float(np.percentile(self.latencies_s, q) * 1000) if self.latencies_s.size else float("nan")
+
+    def table(self) -> Table:
+        rows = [["jobs", self.jobs], ["errors", self.errors], ["window (jobs in flight)", self.window],
+                ["elapsed", f"{self.elapsed_s:,.2f} s"], ["throughput", f"{self.jobs_per_s:,.1f} jobs/s"],
+                ["latency median", f"{self.percentile_ms(50):,.0f} ms"],
+                ["latency 95th percentile", f"{self.percentile_ms(95):,.0f} ms"],
+                ["latency max", f"{self.percentile_ms(100):,.0f} ms"]]
+        return Table(rows, None, "Batch")
+
+
+class BatchPanel(Panel):
+    """Send a batch of number jobs with a progress bar; plot round-trip latency."""
+
+    def __init__(self, lab: Lab, jobs: int = 200, list_length: int = 100, window: int | None = None,
+                 seed: int = 0) -> None:
+        super().__init__()
+        self.lab = lab
+        self.seed = seed
+        self.jobs = W.IntSlider(value=jobs, min=1, max=5000, description="jobs")
+        self.list_length = W.IntSlider(value=list_length, min=1, max=ARRAY_THRESHOLD, description="numbers/job")
+        self.window = W.IntSlider(value=window or lab.default_window(), min=1, max=500, description="in flight",
+                                  tooltip="jobs sent but not yet answered, at most")
+        self.send_button = W.Button(description="Send batch", button_style="primary", icon="paper-plane")
+        self.progress = W.IntProgress(value=0, min=0, max=jobs, description="done", bar_style="info")
+        self._button(self.send_button, self.send)
+        self.batch: BatchResult | None = None
+        self.figure: Any = None
+        self.box = W.VBox([self.jobs, self.list_length, self.window, self.send_button, self.progress, self.out])
+
+    def _on_progress(self, done: int, total: int) -> None:
+        self.progress.max = total
+        self.progress.value = done
+
+    def send(self) -> BatchResult:
+        """Send the batch (at most ``window`` jobs in flight), wait for every answer, plot latency."""
+        n, length = self.jobs.value, self.list_length.value
+        rng = np.random.default_rng(self.seed)
+        payloads = [{"numbers": rng.integers(-1000, 1000, size=length, endpoint=True).tolist()} for _ in range(n)]
+        self.progress.value, self.progress.bar_style = 0, "info"
+        t0 = time.time()
+        jobs = self.lab.submit_many("numbers", payloads, window=self.window.value, progress=False,
+                                    desc="number jobs", on_progress=self._on_progress)
+        elapsed = max(j.finished or t0 for j in jobs) - t0
+        errors = 0
+        for j in jobs:
+            try:
+                j.result(timeout=0)
+            except LabkitError:
+                errors += 1
+        ok = [j for j in jobs if j.latency is not None]
+        start = min(j.submitted for j in jobs)
+        self.batch = BatchResult(jobs=n, errors=errors, elapsed_s=elapsed,
+                                 latencies_s=np.array([j.latency for j in ok]),
+                                 sent_s=np.array([j.submitted - start for j in ok]), window=self.window.value)
+        self.progress.bar_style = "success" if not errors else "danger"
+        self.show(self.batch.table())
+        self.figure = plots.latency_figure(self.batch.latencies_s, self.batch.sent_s,
+                                           title=f"Round-trip latency of {n:,} number jobs "
+                                                 f"({length:,} numbers each, at most {self.window.value} in flight)")
+        self.show(self.figure)
+        return self.batch

@@ -1,0 +1,167 @@
+"""Panels that start and stop labkit: :class:`SetupPanel` and :class:`TeardownPanel`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as W
+
+from labkit import local, provision, teardown
+from labkit.aws.clients import Clients
+from labkit.client import Lab
+from labkit.config import Settings
+from labkit.errors import ConfigError
+from labkit.local import resolve_backend
+from labkit.presenters import Note, Table, changes_table, status_tables
+from labkit.widgets.base import Panel
+
+
+class SetupPanel(Panel):
+    """Choose the backend, start the emulator and local workers if local, provision, show status.
+
+    On real AWS, ``plan()`` warns what will be created (and that it costs money until torn down)
+    before ``start()`` creates anything.
+    """
+
+    def __init__(self, state_dir: str | Path = ".labkit", backend: str = "local", workers: int = 1,
+                 concurrency: int = 4) -> None:
+        super().__init__()
+        self.state_dir = Path(state_dir)
+        self.backend = W.ToggleButtons(options=[("embedded emulator", "local"), ("AWS", "aws")],
+                                       value=resolve_backend(backend, self.settings()), description="backend")
+        self.workers = W.IntSlider(value=workers, min=0, max=8, description="local workers")
+        self.concurrency = concurrency
+        self.start_button = W.Button(description="Start", button_style="primary", icon="play",
+                                     tooltip="start the emulator (local), provision queues and bucket, start workers")
+        self.status_button = W.Button(description="Refresh status", icon="refresh")
+        self._button(self.start_button, self.start)
+        self._button(self.status_button, self.status)
+        self.backend.observe(lambda _: self._label(), "value")
+        self._label()
+        self.box = W.VBox([self.backend, self.workers, W.HBox([self.start_button, self.status_button]), self.out])
+
+    def _label(self) -> None:
+        aws = self.backend.value == "aws"
+        self.start_button.description = "Create on AWS" if aws else "Start"
+        self.start_button.button_style = "warning" if aws else "primary"
+
+    def settings(self) -> Settings:
+        return Settings.load(state_dir=self.state_dir)
+
+    @property
+    def is_aws(self) -> bool:
+        return self.backend.value == "aws"
+
+    def plan(self) -> dict[str, Any]:
+        """What ``start()`` will use and create; on AWS, a warning that it costs money until torn down."""
+        s = self.settings()
+        names = list(provision.queue_attributes(s))
+        if self.is_aws:
+            from labkit.aws.clients import Clients
+            self._check_aws(s)
+            bucket = Clients(s).bucket_name()
+            where = f"AWS region {s.region}" + (f" (endpoint {s.endpoint_url})" if s.endpoint_url else "")
+        else:
+            bucket = s.bucket or "labkit-<account>-<region> (in the emulator)"
+            where = "the embedded emulator on 127.0.0.1 (nothing leaves this machine, nothing costs money)"
+        plan = {"backend": self.backend.value, "where": where, "queues": names, "bucket": bucket,
+                "workers": self.workers.value}
+        rows = [["where", where], ["queues", ", ".join(names)], ["bucket", bucket],
+                ["local workers", self.workers.value]]
+        self.show(Table(rows, None, "Plan"))
+        if self.is_aws:
+            self.show(Note(
+                f"this creates real resources in your AWS account ({s.region}): {len(names)} SQS queues "
+                f"({', '.join(names)}) and the S3 bucket {bucket}. They cost money while they exist and hold "
+                "data (SQS requests, S3 storage and requests) until you tear them down with "
+                "99_teardown.ipynb or `labkit teardown`.", "warning"))
+        return plan
+
+    def _check_aws(self, s: Settings) -> None:
+        if s.is_local:
+            raise ConfigError(f"{s.state_file} points at the embedded emulator ({s.endpoint_url}): stop it "
+                              "first (99_teardown.ipynb or `labkit down`), or use backend 'local'")
+
+    def start(self) -> dict[str, Any]:
+        """Start (or find running) the emulator and workers, provision; returns what changed."""
+        s = self.settings()
+        if self.is_aws:
+            self._check_aws(s)
+        out = local.up(s, local=not self.is_aws, workers=self.workers.value, concurrency=self.concurrency)
+        report, state = out["report"], out["state"]
+        already = [f"{len(report.unchanged)} resources"] if report.unchanged else []
+        self.show(changes_table("Provisioning", created=report.created, updated=report.updated,
+                                **{"already there": already}))
+        where = state.get("endpoint_url") or f"AWS {state['region']}"
+        self.show(Note(f"labkit is up on {where}: bucket {state['bucket']}, "
+                          f"{len(state['workers'])} local worker(s)", "ok"))
+        return {"backend": "local" if state.get("local") else "aws", "endpoint": state.get("endpoint_url"),
+                "bucket": state["bucket"], "created": list(report.created), "workers": len(state["workers"])}
+
+    def status(self) -> dict[str, Any]:
+        """Show queues (visible / in flight / dead-letter), bucket and workers; returns ``Lab.status()``."""
+        with Lab(self.settings()) as lab:
+            st = lab.status()
+        st["workers_running"] = len(local.running(st.get("workers", [])))
+        self.show(*status_tables(st))
+        return st
+
+
+class TeardownPanel(Panel):
+    """Delete every resource labkit made (the EC2 fleet too), stop local workers and the emulator, and
+    show that nothing is left: :func:`labkit.teardown.teardown`, as ``labkit teardown`` does. On AWS, the
+    notebook asks for a click before anything is deleted."""
+
+    def __init__(self, state_dir: str | Path = ".labkit", backend: str = "local", keep_bucket: bool = False) -> None:
+        super().__init__()
+        self.state_dir = Path(state_dir)
+        self.backend = resolve_backend(backend, self.settings())
+        self.keep_bucket = W.Checkbox(value=keep_bucket, description="keep the bucket and its objects")
+        self.teardown_button = W.Button(description="Delete everything", button_style="danger", icon="trash")
+        self._button(self.teardown_button, self.teardown)
+        self.box = W.VBox([self.keep_bucket, self.teardown_button, self.out])
+
+    def settings(self) -> Settings:
+        return Settings.load(state_dir=self.state_dir)
+
+    @property
+    def is_aws(self) -> bool:
+        return self.backend == "aws"
+
+    def _checked(self) -> Settings:
+        s = self.settings()
+        if self.is_aws and s.is_local:
+            raise ConfigError(f"{s.state_file} points at the embedded emulator ({s.endpoint_url}): use backend "
+                              "'local' to tear it down")
+        return s
+
+    def plan(self) -> list[str]:
+        """Show and return the resources that exist now (what ``teardown()`` deletes)."""
+        s = self.settings()
+        left = self.leftovers()
+        where = f"AWS {s.region}" if self.is_aws else (s.endpoint_url or "the embedded emulator (not running)")
+        self.show(Table([[x] for x in left] or [["(nothing)"]], ["resource"], f"labkit resources on {where}"))
+        return left
+
+    def leftovers(self) -> list[str]:
+        """labkit's queues (dead-letter and reply queues too) and bucket that exist."""
+        s = self._checked()
+        return provision.existing(Clients(s)) if teardown.reachable(s) else []
+
+    def teardown(self) -> dict[str, Any]:
+        """Delete everything and stop local processes; returns what was deleted and what is left (``left``
+        and ``processes_left`` are empty when all went)."""
+        report = teardown.teardown(self._checked(), keep_bucket=self.keep_bucket.value,
+                                   forget_wait=90 if self.is_aws else 0)
+        self.show(changes_table("Teardown", deleted=report.deleted, note=report.notes))
+        running = ", ".join(map(str, report.processes_left))
+        rows = [["labkit queues and bucket", ", ".join(report.left) if report.left else "none left"],
+                ["local workers", f"{report.workers_stopped} stopped" + (f"; still running: {running}"
+                                                                          if running else "")],
+                ["emulator", "stopped" if report.emulator_stopped else "was not running"]]
+        self.show(Table(rows, None, "What is left after teardown"))
+        self.show(Note("nothing is left: no queue, no bucket, no labkit process" if report.ok else
+                       "something is still there: see the table above", "ok" if report.ok else "warning"))
+        return {"deleted": report.deleted, "left": report.left, "processes_left": report.processes_left,
+                "workers_stopped": report.workers_stopped, "emulator_stopped": report.emulator_stopped}
