@@ -668,20 +668,20 @@ def test_genuine_decompression_bomb_is_too_large() -> None:
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
 
 
-def test_pillows_bomb_warning_is_too_large() -> None:
-    with pytest.raises(TooLarge, match="100 megapixels, over the limit of 40 megapixels"):
-        process(png_claiming(10000, 10000), [])
-    with pytest.raises(TooLarge, match="decompression bomb|too large to decode safely"):
-        process(png_claiming(10000, 10000), [], max_pixels=200_000_000)
-
-
-def test_pixel_limit_is_checked_before_decoding() -> None:
+@pytest.mark.parametrize(("side", "message", "higher_limit", "then", "then_message"), [
+    # Over our limit, then over Pillow's own bomb limit
+    (10000, "100 megapixels, over the limit of 40 megapixels", 200_000_000, TooLarge,
+     "decompression bomb|too large to decode safely"),
     # The file only holds pixel data for a tiny image: decoding it would fail as truncated.
-    message = r"^image is 8000x8000 = 64 megapixels, over the limit of 40 megapixels$"
+    (8000, r"^image is 8000x8000 = 64 megapixels, over the limit of 40 megapixels$", 100_000_000, InvalidInput,
+     "not a readable image"),
+], ids=["pillows-bomb-warning", "before-decoding"])
+def test_pixel_limit_is_checked_before_decoding(side: int, message: str, higher_limit: int, then: type,
+                                                then_message: str) -> None:
     with pytest.raises(TooLarge, match=message):
-        process(png_claiming(8000, 8000), [])
-    with pytest.raises(InvalidInput, match="not a readable image"):
-        process(png_claiming(8000, 8000), [], max_pixels=100_000_000)
+        process(png_claiming(side, side), [])
+    with pytest.raises(then, match=then_message):
+        process(png_claiming(side, side), [], max_pixels=higher_limit)
 
 
 def test_small_pixel_limit() -> None:
