@@ -18,7 +18,7 @@ import os
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,6 +34,9 @@ from labkit.jobs import numbers as numbers_job
 from labkit.keys import safe_key
 from labkit.protocol import JobRequest, encode_request
 from labkit.replies import Replies
+
+if TYPE_CHECKING:
+    from labkit.jobs.image_ops import Pipeline  # imported when used: Pillow loads only for image jobs
 
 # Above this many items a number list travels as a compact .npy object through S3.
 ARRAY_THRESHOLD = 10_000
@@ -220,14 +223,20 @@ class Lab:
             raise InvalidInput(f"folder must be 'unprocessed' or 'processed', got {folder!r}")
         return self.bucket.list(prefixes[folder])
 
-    def image(self, image: str | Path | bytes | Any, ops: Sequence[dict[str, Any] | str] = (),
+    def image(self, image: str | Path | bytes | Any, ops: Sequence[dict[str, Any] | str] | Pipeline = (),
               format: str = "png", quality: int | None = None, name: str | None = None,
               output: str | None = None) -> Job:
-        """Process an image: uploads it first unless it names an object already in the bucket."""
+        """Process an image: uploads it first unless it names an object already in the bucket.
+
+        ``ops`` are specs (``"resize:256x"``), protocol dicts, or a pipeline from ``validate_ops``; they,
+        ``format`` and ``quality`` are checked once here, so mistakes fail before anything is uploaded
+        (the worker checks them again: it trusts no message)."""
         from labkit.jobs import images
-        op_list = images.validate_ops([images.parse_op_spec(o) if isinstance(o, str) else o for o in ops])
+        pipeline = images.parse_ops(ops)
+        images.check_output(format, quality)
         key = self._image_key(image, name)
-        payload: dict[str, Any] = {"bucket": self.bucket.name, "key": key, "ops": op_list, "format": format}
+        payload: dict[str, Any] = {"bucket": self.bucket.name, "key": key, "ops": pipeline.to_list(),
+                                   "format": format}
         if quality is not None:
             payload["quality"] = quality
         if output is not None:

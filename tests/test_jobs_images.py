@@ -17,17 +17,21 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image, ImageDraw, ImageFile, ImageOps
+from PIL import Image, ImageChops, ImageDraw, ImageFile, ImageOps, ImageStat, JpegImagePlugin
 
 from labkit.errors import InvalidInput, TooLarge
 from labkit.jobs.images import (
     MAX_OPS,
     OPS,
     ImageOutput,
+    Op,
+    Pipeline,
+    check_output,
     describe_ops,
     format_for_key,
     legacy_bw,
     parse_op_spec,
+    parse_ops,
     process,
     validate_ops,
 )
@@ -664,20 +668,20 @@ def test_genuine_decompression_bomb_is_too_large() -> None:
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
 
 
-def test_pillows_bomb_warning_is_too_large() -> None:
-    with pytest.raises(TooLarge, match="100 megapixels, over the limit of 40 megapixels"):
-        process(png_claiming(10000, 10000), [])
-    with pytest.raises(TooLarge, match="decompression bomb|too large to decode safely"):
-        process(png_claiming(10000, 10000), [], max_pixels=200_000_000)
-
-
-def test_pixel_limit_is_checked_before_decoding() -> None:
+@pytest.mark.parametrize(("side", "message", "higher_limit", "then", "then_message"), [
+    # Over our limit, then over Pillow's own bomb limit
+    (10000, "100 megapixels, over the limit of 40 megapixels", 200_000_000, TooLarge,
+     "decompression bomb|too large to decode safely"),
     # The file only holds pixel data for a tiny image: decoding it would fail as truncated.
-    message = r"^image is 8000x8000 = 64 megapixels, over the limit of 40 megapixels$"
+    (8000, r"^image is 8000x8000 = 64 megapixels, over the limit of 40 megapixels$", 100_000_000, InvalidInput,
+     "not a readable image"),
+], ids=["pillows-bomb-warning", "before-decoding"])
+def test_pixel_limit_is_checked_before_decoding(side: int, message: str, higher_limit: int, then: type,
+                                                then_message: str) -> None:
     with pytest.raises(TooLarge, match=message):
-        process(png_claiming(8000, 8000), [])
-    with pytest.raises(InvalidInput, match="not a readable image"):
-        process(png_claiming(8000, 8000), [], max_pixels=100_000_000)
+        process(png_claiming(side, side), [])
+    with pytest.raises(then, match=then_message):
+        process(png_claiming(side, side), [], max_pixels=higher_limit)
 
 
 def test_small_pixel_limit() -> None:
@@ -924,6 +928,168 @@ def test_describe_ops() -> None:
     assert by_name["thumbnail"]["params"][0]["default"] == 256
     for d in described:  # every example parses
         assert parse_op_spec(d["example"])["op"] == d["name"]
+
+
+# ------------------------------------------------------------------------------------------------------
+# Pipelines: validated once per side
+
+
+def test_validate_ops_returns_a_pipeline_that_serialises_to_the_protocol() -> None:
+    pipeline = validate_ops([{"op": "Greyscale"}, {"op": "thumbnail", "size": 64.0}])
+    assert isinstance(pipeline, Pipeline) and len(pipeline) == 2
+    assert pipeline.to_list() == [{"op": "grayscale"}, {"op": "thumbnail", "size": 64}]
+    assert json.loads(json.dumps(pipeline.to_list())) == pipeline
+    assert validate_ops(pipeline) is pipeline
+    assert validate_ops(pipeline.to_list()) == pipeline  # normalizing is idempotent
+    with pytest.raises(TypeError):
+        pipeline.steps[0].params["size"] = 1  # type: ignore[index]  # read-only once checked
+
+
+def count_validations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the ops ``Op.validate`` checks from now on."""
+    seen: list[str] = []
+    original = Op.validate
+
+    def counting(self: Op, params: dict) -> dict:
+        seen.append(self.name)
+        return original(self, params)
+
+    monkeypatch.setattr(Op, "validate", counting)
+    return seen
+
+
+def test_process_does_not_check_a_pipeline_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    pipeline = validate_ops([{"op": "grayscale"}, {"op": "resize", "width": 32}])
+    seen = count_validations(monkeypatch)
+    assert process(encode(gradient()), pipeline).width == 32
+    assert seen == []
+    process(encode(gradient()), pipeline.to_list())  # a raw list is checked, once per op
+    assert seen == ["grayscale", "resize"]
+
+
+def test_parse_ops_checks_specs_and_dicts_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = count_validations(monkeypatch)
+    pipeline = parse_ops(["resize:256x", {"op": "blur"}, "threshold:9"])
+    assert pipeline == [{"op": "resize", "width": 256}, {"op": "blur", "radius": 2}, {"op": "bw", "level": 9}]
+    assert seen == ["resize", "blur", "bw"]
+    assert parse_ops(pipeline) is pipeline
+    with pytest.raises(InvalidInput, match="ops must be a list"):
+        parse_ops("grayscale")
+    with pytest.raises(InvalidInput, match=r"too many ops: 21 \(at most 20\)"):
+        parse_ops(["flip"] * 21)
+    with pytest.raises(InvalidInput, match="^ops\\[1\\]: unknown op 'melt'"):
+        parse_ops(["flip", {"op": "melt"}])
+
+
+def test_check_output_is_the_one_quality_rule() -> None:
+    assert check_output("JPG", 95) == "jpeg" and check_output("webp", 100) == "webp"
+    assert check_output(None, 100) is None and check_output("png", None) == "png"
+    with pytest.raises(InvalidInput, match="^quality must be an integer from 1 to 95 for jpeg, got 96$"):
+        check_output("jpeg", 96)
+    with pytest.raises(InvalidInput, match="^quality must be an integer from 1 to 100 for webp, got 101$"):
+        check_output("webp", 101)
+    with pytest.raises(InvalidInput, match="unknown output format"):
+        check_output("svg")
+
+
+@relaxed
+@given(w=st.integers(1, 300), h=st.integers(1, 300), box=st.integers(1, 320),
+       side=st.sampled_from(["size", "width", "height"]))
+def test_thumbnail_is_pillows_thumbnail(w: int, h: int, box: int, side: str) -> None:
+    img = Image.effect_noise((w, h), 50)
+    expected = img.copy()
+    expected.thumbnail({"size": (box, box), "width": (box, h), "height": (w, box)}[side], Image.Resampling.LANCZOS)
+    out = OPS["thumbnail"].apply(img, **{side: box})
+    assert out.size == expected.size == OPS["thumbnail"].output_size(img.size, {side: box})
+    assert out.tobytes() == expected.tobytes()
+
+
+# ------------------------------------------------------------------------------------------------------
+# JPEG draft: decoding smaller when the result is smaller
+
+
+def photo(w: int = 800, h: int = 600) -> Image.Image:
+    """Gradients and noise, like a photo: red grows to the right, blue downwards, green is noise."""
+    ramp = Image.linear_gradient("L")
+    return Image.merge("RGB", [ramp.rotate(90).resize((w, h)), Image.effect_noise((w, h), 20),
+                               ramp.resize((w, h))])
+
+
+@pytest.fixture
+def drafts(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
+    """(format, mode, size) of every ``Image.draft`` call from now on, by JPEG or any other image."""
+    calls: list[tuple] = []
+    for cls in (Image.Image, JpegImagePlugin.JpegImageFile):
+        def spy(self: Image.Image, mode: str | None, size: tuple | None, _original=cls.draft) -> object:
+            calls.append((self.format, mode, size))
+            return _original(self, mode, size)
+
+        monkeypatch.setattr(cls, "draft", spy)
+    return calls
+
+
+def differences(a: Image.Image, b: Image.Image) -> tuple[float, int]:
+    """(mean, largest) absolute difference of two images of the same size and mode, over all bands."""
+    diff = ImageChops.difference(a, b)
+    stat = ImageStat.Stat(diff)
+    return sum(stat.mean) / len(stat.mean), max(hi for _, hi in stat.extrema)
+
+
+@pytest.mark.parametrize(("ops", "size", "mode", "draft"), [
+    ([{"op": "grayscale"}, {"op": "thumbnail", "size": 100}], (100, 75), "L", ("L", (100, 75))),
+    ([{"op": "thumbnail", "size": 150}], (150, 113), "RGB", (None, (150, 113))),
+    ([{"op": "mirror"}, {"op": "greyscale"}, {"op": "resize", "width": 200}], (200, 150), "L", ("L", (200, 150))),
+    ([{"op": "resize", "height": 290}, {"op": "blur"}], (387, 290), "RGB", (None, (387, 290))),
+    ([{"op": "grayscale"}, {"op": "blur"}], (800, 600), "L", ("L", None)),
+], ids=["grayscale-thumbnail", "thumbnail", "mirror-grayscale-resize", "resize-blur", "grayscale-only"])
+def test_jpeg_is_decoded_smaller_when_the_result_is_smaller(ops: list, size: tuple, mode: str, draft: tuple,
+                                                           drafts: list) -> None:
+    data = encode(photo(), "JPEG", quality=90)
+    result = process(data, ops, "png")
+    # Then the draft was used, and the result has the size and mode of a full decode
+    assert drafts == [("JPEG", *draft)]
+    out = decode(result.data)
+    assert (result.width, result.height) == out.size == size and result.mode == out.mode == mode
+    full = decode(data)
+    for spec in ops:
+        full = OPS[spec["op"]].apply(full, **{k: v for k, v in spec.items() if k != "op"})
+    # And it looks the same: libjpeg's reduced decode (and its luma) differ from Pillow's by a few levels
+    mean, largest = differences(out, full)
+    assert mean < 1.5 and largest <= 10
+
+
+def test_jpeg_draft_keeps_the_exif_orientation(drafts: list) -> None:
+    # Stored 60x40 with a red block top-left, shown 40x60 with it top-right
+    result = process(exif_rotated_jpeg(), [{"op": "thumbnail", "size": 20}], "png")
+    assert drafts == [("JPEG", None, (20, 13))]  # asked in the file's own orientation
+    out = decode(result.data)
+    assert out.size == (13, 20)
+    assert close(pixel(out, (11, 1)), (255, 0, 0), 60) and close(pixel(out, (1, 1)), (255, 255, 255), 40)
+
+
+@pytest.mark.parametrize(("data", "ops"), [
+    (lambda: encode(photo()), [{"op": "grayscale"}, {"op": "thumbnail", "size": 100}]),  # not a JPEG
+    (lambda: encode(photo(), "WEBP"), [{"op": "thumbnail", "size": 100}]),
+    (lambda: encode(photo(), "JPEG"), [{"op": "crop", "left": 0, "top": 0, "right": 400, "bottom": 300},
+                                       {"op": "thumbnail", "size": 100}]),
+    (lambda: encode(photo(), "JPEG"), [{"op": "rotate", "degrees": 90}, {"op": "thumbnail", "size": 100}]),
+    (lambda: encode(photo(), "JPEG"), [{"op": "sharpen"}, {"op": "grayscale"}, {"op": "thumbnail", "size": 99}]),
+    (lambda: encode(photo(), "JPEG"), [{"op": "thumbnail", "size": 500}]),  # less than half: full decode
+    (lambda: encode(photo(), "JPEG"), [{"op": "resize", "width": 100, "height": 500}]),  # taller
+    (lambda: encode(photo(), "JPEG"), []),
+    (cmyk_jpeg, [{"op": "grayscale"}]),  # libjpeg only gives "L" from YCbCr
+], ids=["png", "webp", "crop-first", "rotate-first", "sharpen-first", "small-reduction", "one-side-larger",
+        "no-ops", "cmyk-grayscale"])
+def test_full_resolution_decoding_when_the_ops_need_it(data: object, ops: list, drafts: list) -> None:
+    result = process(data(), ops, "png")  # type: ignore[operator]
+    assert drafts == []
+    assert result.width > 0
+
+
+def test_jpeg_pixel_limit_is_checked_before_any_draft(drafts: list) -> None:
+    with pytest.raises(TooLarge, match=r"^image is 800x600 = 0\.48 megapixels, over the limit of 0\.1 megapixels$"):
+        process(encode(photo(), "JPEG"), [{"op": "thumbnail", "size": 100}], max_pixels=100_000)
+    assert drafts == []
 
 
 # ------------------------------------------------------------------------------------------------------

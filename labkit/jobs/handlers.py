@@ -41,9 +41,9 @@ def image_job(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
     source = safe_key(UNPROCESSED_PREFIX, payload.get("key", ""))
     if payload.get("output") is not None:
         safe_key(PROCESSED_PREFIX, payload["output"])  # refuse a bad output name before any work
-    ops = images.validate_ops(payload.get("ops", []))
+    pipeline = images.validate_ops(payload.get("ops", []))  # checked once, before any download
     data = store.get(source, max_bytes=limits.max_image_bytes)
-    out = images.process(data, ops, payload.get("format", "png"), quality=payload.get("quality"),
+    out = images.process(data, pipeline, payload.get("format", "png"), quality=payload.get("quality"),
                          max_pixels=limits.max_image_pixels, max_bytes=limits.max_image_bytes, source_name=source)
     target = output_key(source, out.format, payload.get("output"))
     store.put(target, out.data, out.content_type)
