@@ -110,9 +110,10 @@ def ensure(clients: Clients) -> Report:
 
 # -- reply queues ------------------------------------------------------------------------------------------
 
-def create_reply_queue(clients: Clients) -> Queue:
-    """A new reply queue for one client: ``labkit-reply-<random>``, long polls, messages kept an hour."""
-    name = REPLY_QUEUE_PREFIX + uuid.uuid4().hex[:16]
+def create_reply_queue(clients: Clients, suffix: str | None = None) -> Queue:
+    """A new reply queue for one client: ``labkit-reply-<suffix>`` (default: a random one), long polls,
+    messages kept an hour."""
+    name = REPLY_QUEUE_PREFIX + (suffix or uuid.uuid4().hex[:16])
     attrs = {"MessageRetentionPeriod": str(REPLY_RETENTION), "ReceiveMessageWaitTimeSeconds": "20"}
     return Queue.create(clients.sqs, name, attrs, TAGS)
 

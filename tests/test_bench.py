@@ -16,6 +16,7 @@ from labkit import bench
 from labkit.aws.clients import CallCounter, Clients
 from labkit.client import Window
 from labkit.errors import InvalidInput
+from labkit.flow import adaptive_window
 from tests.conftest import ROOT, settings_env
 
 # -- the call counter -------------------------------------------------------------------------------
@@ -121,7 +122,7 @@ def test_window_must_be_positive():
 
 def test_lab_default_windows(lab):
     assert lab.settings.is_local
-    flow = lab.adaptive_window()
+    flow = adaptive_window(lab.settings.is_local)
     assert (flow.size, flow.low, flow.high) == (20, 20, 20)  # narrow and fixed on the emulator
     aws = Window(200, low=10, high=1000)
     assert (aws.low, aws.high) == (10, 1000)

@@ -1,0 +1,81 @@
+"""The bench's child processes, ``python -m labkit.bench worker|serve ... --counts FILE`` (internal):
+a real labkit worker, or a floor/original server, each writing its API call counts to FILE when sent
+SIGUSR1 (see :mod:`labkit.bench.counts`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from labkit.aws.clients import Clients
+from labkit.aws.queues import Queue
+from labkit.bench.counts import CountsFile
+from labkit.bench.floor import serve_floor
+from labkit.bench.original import serve_original
+from labkit.config import Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m labkit.bench", description="bench child processes (internal)")
+    p.add_argument("role", choices=["worker", "serve"])
+    p.add_argument("pattern", nargs="?", choices=["floor", "original"])
+    p.add_argument("--counts", required=True, type=Path)
+    p.add_argument("--queues", default="numbers")
+    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--poll-wait", type=int, default=1)
+    p.add_argument("--queue")
+    p.add_argument("--reply")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one child until SIGTERM; its exit status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout)
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+    settings = Settings.load()
+    if args.role == "worker":
+        return _worker(settings, args)
+    return _serve(settings, args)
+
+
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    """The real worker (what ``python -m worker`` runs), plus a report of its API calls."""
+    from worker.loop import Worker
+    roles = tuple(r.strip() for r in args.queues.split(",") if r.strip())
+    w = Worker(settings, roles=roles, concurrency=args.concurrency, poll_wait=args.poll_wait)
+    counts = CountsFile(args.counts, w.clients.counter.snapshot)
+    w.install_signal_handlers()
+    counts.install()
+    counts.write()  # ready: the bench warms every worker up with a job before it counts
+    code = w.run()
+    counts.write()
+    return code
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    """A floor or original server: its queues looked up, then ready, then serving until SIGTERM/SIGINT."""
+    clients = Clients(settings)
+    counts = CountsFile(args.counts, clients.counter.snapshot)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    counts.install()
+    requests = Queue.by_name(clients.sqs, args.queue)  # connected before reporting ready
+    replies = Queue.by_name(clients.sqs, args.reply) if args.pattern == "original" else None
+    counts.write()
+    if replies is None:
+        serve_floor(requests, stop, args.poll_wait)
+    else:
+        serve_original(requests, replies, stop)
+    counts.write()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
