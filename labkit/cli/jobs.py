@@ -34,8 +34,9 @@ def cmd_submit_numbers(args: argparse.Namespace) -> int:
 
 def cmd_submit_image(args: argparse.Namespace) -> int:
     from labkit.client import Lab
-    from labkit.jobs.images import parse_op_spec
-    ops = [parse_op_spec(s) for s in args.op]
+    from labkit.jobs.images import check_output, parse_ops
+    ops = parse_ops(args.op)
+    check_output(args.format, args.quality)
     path = Path(args.path)
     with Lab(settings(args)) as lab:
         if path.is_dir():
@@ -50,7 +51,7 @@ def cmd_submit_image(args: argparse.Namespace) -> int:
     return 0
 
 
-def _submit_folder(lab: Any, folder: Path, ops: list[dict[str, Any]], args: argparse.Namespace) -> int:
+def _submit_folder(lab: Any, folder: Path, ops: Any, args: argparse.Namespace) -> int:
     """Every image in ``folder`` as one batch with a progress bar; results into the ``--out`` folder."""
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
@@ -61,7 +62,8 @@ def _submit_folder(lab: Any, folder: Path, ops: list[dict[str, Any]], args: argp
             raise LabkitError(f"--out {out_dir} is a file: a folder of images needs a folder to download into")
         out_dir.mkdir(parents=True, exist_ok=True)
     keys = [lab.upload_image(p) for p in files]
-    payloads = [{"bucket": lab.bucket.name, "key": k, "ops": ops, "format": args.format} for k in keys]
+    payloads = [{"bucket": lab.bucket.name, "key": k, "ops": ops.to_list(), "format": args.format}
+                | ({"quality": args.quality} if args.quality is not None else {}) for k in keys]
     jobs = lab.submit_many("image", payloads, progress=True, desc="images")
     failed = 0
     used: set[str] = set()

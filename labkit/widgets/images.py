@@ -110,16 +110,11 @@ class ImagePanel(Panel):
     def add_op(self, op: str | dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Append an operation: a spec like ``"thumbnail:128"`` or ``{"op": "blur", "radius": 3}``, or
         (no argument) the one chosen in the widgets. Validated now, so mistakes show at once."""
-        from labkit.jobs.images import parse_op_spec, validate_ops
+        from labkit.jobs.images import parse_ops
         if op is None:
             params = {k: _read_param(w) for k, w in self.param_widgets.items()}
-            item = {"op": self.op.value, **{k: v for k, v in params.items() if v is not None}}
-        elif isinstance(op, str):
-            item = parse_op_spec(op)
-        else:
-            item = dict(op)
-        validate_ops([item])
-        self.pipeline.append(item)
+            op = {"op": self.op.value, **{k: v for k, v in params.items() if v is not None}}
+        self.pipeline += parse_ops([op]).to_list()
         self._render_pipeline()
         if self._to_widget:
             self.show(Note(f"operations: {format_ops(self.pipeline)}"))
