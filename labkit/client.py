@@ -36,7 +36,7 @@ from labkit.protocol import JobRequest, encode_request
 from labkit.replies import Replies
 
 if TYPE_CHECKING:
-    from labkit.jobs.image_ops import Pipeline  # imported when used: Pillow loads only for image jobs
+    from labkit.jobs.image_pipeline import Pipeline  # imported when used: Pillow loads only for image jobs
 
 # Above this many items a number list travels as a compact .npy object through S3.
 ARRAY_THRESHOLD = 10_000

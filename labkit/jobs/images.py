@@ -24,20 +24,8 @@ from PIL import Image, ImageOps
 
 from labkit.errors import InvalidInput, JobError, TooLarge
 from labkit.jobs.image_modes import flatten, resamplable, to_8bit
-from labkit.jobs.image_ops import (
-    MAX_OPS,
-    MAX_SIDE,
-    OPS,
-    Op,
-    Param,
-    Pipeline,
-    describe_ops,
-    megapixels,
-    parse_op_spec,
-    parse_ops,
-    show,
-    validate_ops,
-)
+from labkit.jobs.image_ops import MAX_OPS, MAX_SIDE, OPS, Op, Param, megapixels, show
+from labkit.jobs.image_pipeline import Pipeline, describe_ops, parse_op_spec, parse_ops, validate_ops
 from labkit.keys import format_for_key
 
 __all__ = [

@@ -1,0 +1,118 @@
+"""The layout docs/architecture.md describes, checked: small modules and functions, no import cycle,
+job code that loads without boto3, no AWS client call outside labkit/aws/."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+SOURCES = sorted(p for d in ("labkit", "worker") for p in (ROOT / d).rglob("*.py") if "__pycache__" not in p.parts)
+MAX_LINES, MAX_FUNCTION = 500, 80
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def top_level_imports(path: Path) -> set[str]:
+    """labkit/worker modules imported at module level (not inside functions, not under TYPE_CHECKING)."""
+    tree = ast.parse(path.read_text())
+    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    out: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            continue
+        for sub in ast.walk(node) if not isinstance(node, ast.FunctionDef | ast.ClassDef) else []:
+            if isinstance(sub, ast.Import):
+                out |= {a.name for a in sub.names}
+            elif isinstance(sub, ast.ImportFrom):
+                base = sub.module or ""
+                if sub.level:
+                    base = ".".join(package.split(".")[: len(package.split(".")) - sub.level + 1] + ([base] if base else []))
+                out.add(base)
+                out |= {f"{base}.{a.name}" for a in sub.names}
+    return {m for m in out if m.split(".")[0] in ("labkit", "worker")}
+
+
+def test_no_module_over_500_lines_and_no_function_over_80():
+    long_files = [f"{p.relative_to(ROOT)} ({n} lines)" for p in SOURCES if (n := len(p.read_text().splitlines())) > MAX_LINES]
+    long_functions = []
+    for p in SOURCES:
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                n = node.end_lineno - node.lineno + 1
+                if n > MAX_FUNCTION:
+                    long_functions.append(f"{p.relative_to(ROOT)}:{node.lineno} {node.name} ({n} lines)")
+    assert not long_files, long_files
+    assert not long_functions, long_functions
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle in ``graph`` (module -> modules it imports), or None."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> list[str] | None:
+        state[m] = 1
+        stack.append(m)
+        for n in sorted(graph.get(m, ())):
+            if state.get(n) == 1:
+                return stack[stack.index(n):] + [n]
+            if n in graph and not state.get(n):
+                found = visit(n)
+                if found:
+                    return found
+        stack.pop()
+        state[m] = 2
+        return None
+
+    for m in sorted(graph):
+        if not state.get(m):
+            found = visit(m)
+            if found:
+                return found
+    return None
+
+
+def test_no_import_cycle():
+    modules = {module_name(p): p for p in SOURCES}
+    graph = {m: {i for i in top_level_imports(p) if i in modules and i != m} for m, p in modules.items()}
+    # A package imports its own modules to re-export them; that is not a cycle back from them.
+    for m in graph:
+        graph[m] = {i for i in graph[m] if not (modules[m].name == "__init__.py" and i.startswith(m + "."))}
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph) or [])
+
+
+def test_the_cycle_check_can_fail():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+@pytest.mark.parametrize("module", ["labkit.jobs.numbers", "labkit.jobs.images", "labkit.jobs.handlers",
+                                    "labkit.kinds", "labkit.protocol", "labkit.keys"])
+def test_core_modules_load_without_boto3(module):
+    code = f"import sys, {module}; print(sorted(m for m in ('boto3', 'botocore', 'labkit.client') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_aws_clients_are_called_only_in_labkit_aws():
+    # A call on a boto3 client looks like `<x>.sqs.<op>(`, `<x>.s3.<op>(`, or `clients("ec2")`.
+    offenders = []
+    for p in SOURCES:
+        rel = p.relative_to(ROOT).as_posix()
+        if rel.startswith("labkit/aws/"):
+            continue
+        for i, line in enumerate(p.read_text().splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if any(f".{svc}." in code and "(" in code.split(f".{svc}.", 1)[1] for svc in ("sqs", "s3")) \
+                    or "clients(\"" in code or "ctx(\"" in code or "get_paginator(" in code:
+                offenders.append(f"{rel}:{i}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)
