@@ -111,10 +111,16 @@ def test_script_refuses_to_run_without_its_settings(tmp_path: Path) -> None:
 
 # -- the real thing, in a sandbox ------------------------------------------------------------------
 
+def outside_env() -> dict[str, str]:
+    """This environment without PYTHONPATH or LABKIT_JOB_MODULES: the sandbox must run what the wheel
+    installed there, not this checkout."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LABKIT_JOB_MODULES")}
+
+
 def sandbox_env(root: Path, emulator_url: str, **extra: str) -> dict[str, str]:
     """The knobs bootstrap.sh documents for a sandbox; AWS_ENDPOINT_URL keeps any stray AWS call on the
     emulator (this machine must never talk to real AWS)."""
-    return {**os.environ, "LABKIT_ROOT": str(root), "LABKIT_SKIP_SYSTEM": "1", "LABKIT_PYTHON": sys.executable,
+    return {**outside_env(), "LABKIT_ROOT": str(root), "LABKIT_SKIP_SYSTEM": "1", "LABKIT_PYTHON": sys.executable,
             # Reuse this environment's numpy, boto3, Pillow instead of downloading them.
             "LABKIT_EXTRA_SITE": sysconfig.get_paths()["purelib"], "LABKIT_PIP_OPTIONS": "--no-deps",
             "AWS_ENDPOINT_URL": emulator_url, "AWS_EC2_METADATA_DISABLED": "true", **extra}
@@ -148,7 +154,7 @@ def test_bootstrap_builds_the_worker_in_a_sandbox_and_its_unit_processes_a_job(
     venv_python = root / "opt/labkit/venv/bin/python"
     where = subprocess.run([str(venv_python), "-c", "import labkit.fleet, worker.loop; "
                             "print(labkit.fleet.__file__); print(worker.loop.__file__)"],
-                           capture_output=True, text=True, cwd="/")
+                           capture_output=True, text=True, cwd="/", env=outside_env())
     assert where.returncode == 0, where.stderr
     assert all(line.startswith(str(root / "opt/labkit/venv")) for line in where.stdout.splitlines())
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from labkit import fleet, iam
+from labkit import fleet
 from labkit.aws.clients import Clients
 from labkit.config import (
     ARTIFACTS_PREFIX,
@@ -92,12 +92,12 @@ def expected_grants(s: Settings, bucket: str) -> dict[str, set[str]]:
         f"{b}/{PROCESSED_PREFIX}*": {"s3:PutObject"},
         f"{b}/{LOGS_PREFIX}*": {"s3:PutObject"},
         b: {"s3:ListBucket"},
-        "*": set(iam.SESSION_MANAGER_ACTIONS),
+        "*": set(fleet.policy.SESSION_MANAGER_ACTIONS),
     }
 
 
 def assert_least_privilege(policy: dict[str, Any], s: Settings, bucket: str) -> None:
-    grants = iam.grants(policy)
+    grants = fleet.policy.grants(policy)
     assert grants == expected_grants(s, bucket)
     for st in policy["Statement"]:
         assert st["Effect"] == "Allow" and "NotAction" not in st and "NotResource" not in st
@@ -105,7 +105,7 @@ def assert_least_privilege(policy: dict[str, Any], s: Settings, bucket: str) -> 
         resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
         for action in actions:
             assert "*" not in action, f"wildcard action {action}"
-            assert action in iam.WHY, f"{action} has no documented reason"
+            assert action in fleet.policy.WHY, f"{action} has no documented reason"
             if action.startswith(("sqs:", "s3:")):
                 assert "*" not in resources, f"{action} on every resource"
                 # No dead-letter queue: SQS redrives by itself, the worker never touches them.
@@ -119,14 +119,15 @@ def test_worker_policy_grants_exactly_what_the_worker_does(emulator, tmp_path: P
     s = Settings.load(state_dir=tmp_path, env={}, region="eu-west-1", request_queue="rq", image_inbox="ii",
                       response_queue="rs", image_outbox="io")
     # When the policy is built
-    policy = iam.worker_policy(s, "labkit-test-bucket", ACCOUNT)
+    policy = fleet.policy.worker_policy(s, "labkit-test-bucket", ACCOUNT)
     # Then it names every resource, in that region and account, action by action
     assert_least_privilege(policy, s, "labkit-test-bucket")
     assert json.loads(json.dumps(policy)) == policy
     # And the trust policy lets EC2, and only EC2, assume the role
-    trust = iam.trust_policy("eu-west-1")["Statement"]
+    trust = fleet.policy.trust_policy("eu-west-1")["Statement"]
     assert trust == [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]
-    assert iam.partition("cn-north-1") == "aws-cn" and iam.partition("us-gov-west-1") == "aws-us-gov"
+    assert fleet.policy.partition("cn-north-1") == "aws-cn"
+    assert fleet.policy.partition("us-gov-west-1") == "aws-us-gov"
 
 
 def test_names_are_deterministic_and_fit_iam_limits() -> None:
@@ -182,7 +183,7 @@ def test_the_wheel_is_complete_reproducible_and_leaves_no_build_junk(tmp_path: P
     assert a.read_bytes() == b.read_bytes()  # reproducible: the build id is the content's hash
     with zipfile.ZipFile(a) as zf:
         names = set(zf.namelist())
-        assert {"labkit/fleet.py", "labkit/iam.py", "worker/__main__.py", "worker/loop.py",
+        assert {"labkit/fleet/__init__.py", "labkit/fleet/policy.py", "worker/__main__.py", "worker/loop.py",
                 "worker/deploy/bootstrap.sh", "worker/deploy/labkit-worker.service"} <= names
         assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
         info = "labkit-0.1.0.dist-info/"
@@ -217,7 +218,7 @@ def test_deploy_creates_a_least_privilege_fleet_converges_and_undeploy_leaves_no
     assert {"Key": fleet.FLEET_TAG, "Value": names.fleet} in role["Tags"]
     trust = role["AssumeRolePolicyDocument"]
     trust = json.loads(trust) if isinstance(trust, str) else trust
-    assert trust["Statement"] == iam.trust_policy()["Statement"]
+    assert trust["Statement"] == fleet.policy.trust_policy()["Statement"]
     assert iam_client.list_role_policies(RoleName=names.role)["PolicyNames"] == [fleet.POLICY_NAME]
     assert iam_client.list_attached_role_policies(RoleName=names.role)["AttachedPolicies"] == []
     doc = iam_client.get_role_policy(RoleName=names.role, PolicyName=fleet.POLICY_NAME)["PolicyDocument"]
@@ -374,7 +375,7 @@ def test_an_existing_instance_profile_is_used_and_left_alone(settings: Settings)
     names = fleet.FleetNames(settings.bucket or "")
     iam_client = clients("iam")
     mine = f"classroom-{names.fleet}"
-    iam_client.create_role(RoleName=mine, AssumeRolePolicyDocument=json.dumps(iam.trust_policy()))
+    iam_client.create_role(RoleName=mine, AssumeRolePolicyDocument=json.dumps(fleet.policy.trust_policy()))
     iam_client.create_instance_profile(InstanceProfileName=mine)
     iam_client.add_role_to_instance_profile(InstanceProfileName=mine, RoleName=mine)
     try:
