@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import subprocess
 import sys
@@ -202,6 +203,25 @@ def test_the_wheel_is_complete_reproducible_and_leaves_no_build_junk(tmp_path: P
     assert {p.name for p in ROOT.iterdir()} - before == set()  # no build/, dist/ or new egg-info
 
 
+def test_job_modules_go_into_the_wheel_as_top_level_modules(tmp_path: Path) -> None:
+    # Given a job module file, and one named like labkit's own package
+    mine = tmp_path / "mykinds.py"
+    mine.write_text("KINDS = 1\n")
+    clash = tmp_path / "labkit.py"
+    clash.write_text("")
+    # When the wheel is built with the first one
+    wheel = fleet.build_wheel(tmp_path / "w", job_modules=(str(mine),))
+    # Then it sits at the top, recorded and named as a top-level module
+    with zipfile.ZipFile(wheel) as zf:
+        assert zf.read("mykinds.py") == b"KINDS = 1\n"
+        info = "labkit-0.1.0.dist-info/"
+        assert "mykinds.py" in zf.read(info + "RECORD").decode()
+        assert zf.read(info + "top_level.txt").decode().split() == ["labkit", "mykinds", "worker"]
+    # And the one that labkit's package would hide is refused
+    with pytest.raises(ConfigError, match="clash"):
+        fleet.build_wheel(tmp_path / "x", job_modules=(str(clash),))
+
+
 # -- against the emulator --------------------------------------------------------------------------
 
 def test_deploy_creates_a_least_privilege_fleet_converges_and_undeploy_leaves_nothing(settings: Settings) -> None:
@@ -343,6 +363,28 @@ def test_autoscale_group_follows_the_request_queues_backlog(settings: Settings) 
     # When undeployed, the group, its template and alarms go with the rest
     fleet.undeploy(clients)
     assert nothing_left(found := leftovers(clients, names)), found
+
+
+def test_deploy_ships_the_job_modules_and_names_them_in_the_user_data(settings: Settings) -> None:
+    # Given settings naming a user job module by its path (LABKIT_JOB_MODULES)
+    module = ROOT / "notebooks" / "kinds" / "wordcount.py"
+    s = settings.replace(job_modules=(str(module),))
+    clients = Clients(s)
+    # When the fleet is deployed
+    fleet.deploy(clients, fleet.FleetSpec(workers=1))
+    try:
+        # Then the uploaded wheel holds the module, byte for byte, as a top-level module
+        key = read_state(s.state_dir)["fleet"]["wheel"]
+        data = clients.s3.get_object(Bucket=s.bucket, Key=key)["Body"].read()
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            assert zf.read("wordcount.py") == module.read_bytes()
+        # And the instances' user data has the worker load it by its import name
+        script = fleet.fleet_user_data(clients)
+        assert ': "${LABKIT_JOB_MODULES:=wordcount}"' in script
+        assert str(module) not in script
+    finally:
+        fleet.undeploy(clients)
+    assert nothing_left(found := leftovers(clients, fleet.FleetNames(s.bucket or ""))), found
 
 
 def test_ssh_opens_only_to_the_given_range_and_closes_again(settings: Settings) -> None:

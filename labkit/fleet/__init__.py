@@ -2,7 +2,8 @@
 
 What ``deploy`` makes:
 
-- the project's wheel, uploaded to ``artifacts/labkit/<build>/`` in the bucket;
+- the project's wheel, with the job modules of ``LABKIT_JOB_MODULES`` beside labkit, uploaded to
+  ``artifacts/labkit/<build>/`` in the bucket;
 - an IAM role and instance profile (``labkit-worker-…``, path ``/labkit/``) with the inline policy of
   :func:`labkit.fleet.policy.worker_policy`, unless ``instance_profile`` names an existing profile to use;
 - a security group with no inbound rule (SSH only with ``ssh_cidr``) and outbound HTTPS only;

@@ -55,10 +55,10 @@ def deploy(clients: Clients, spec: FleetSpec | None = None, progress: Progress |
 
 
 def _ship_wheel(run: Run) -> tuple[str, str]:
-    """Build the wheel (labkit, worker) and upload it; returns its key and SHA-256."""
+    """Build the wheel (labkit, worker, the job modules) and upload it; returns its key and SHA-256."""
     run.say("building the labkit wheel")
     with tempfile.TemporaryDirectory(prefix="labkit-wheel-") as tmp:
-        wheel = build_wheel(tmp)
+        wheel = build_wheel(tmp, run.clients.settings.job_modules)
         key, sha, uploaded = upload_wheel(run.clients, wheel)
     (run.report.created if uploaded else run.report.unchanged).append(f"wheel s3://{run.names.fleet}/{key}")
     return key, sha

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from labkit import kinds
 from labkit.config import Settings
 from labkit.errors import ConfigError
 from labkit.fleet.wheel import PACKAGES_ROOT
@@ -21,13 +22,15 @@ def bootstrap_template() -> str:
 
 def user_data_values(settings: Settings, bucket: str, wheel_key: str, wheel_sha256: str,
                      concurrency: int = 4) -> dict[str, str]:
-    """The bootstrap script's settings for this fleet: names and region, never a credential."""
+    """The bootstrap script's settings for this fleet: names and region, never a credential. The job
+    modules are named as the wheel holds them (top-level modules)."""
     return {
         "AWS_REGION": settings.region, "LABKIT_BUCKET": bucket,
         "LABKIT_REQUEST_QUEUE": settings.request_queue, "LABKIT_RESPONSE_QUEUE": settings.response_queue,
         "LABKIT_IMAGE_INBOX": settings.image_inbox, "LABKIT_IMAGE_OUTBOX": settings.image_outbox,
         "LABKIT_WHEEL_KEY": wheel_key, "LABKIT_WHEEL_SHA256": wheel_sha256,
         "LABKIT_CONCURRENCY": str(concurrency), "LABKIT_ENDPOINT_URL": settings.endpoint_url or "",
+        "LABKIT_JOB_MODULES": ",".join(kinds.module_names(settings.job_modules)),
     }
 
 

@@ -1,4 +1,4 @@
-"""The wheel the instances install: labkit and worker as this machine has them."""
+"""The wheel the instances install: labkit and worker as this machine has them, and the user's job modules."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import hashlib
 import importlib.metadata
 import os
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 
+from labkit import kinds
 from labkit.aws.clients import Clients
 from labkit.aws.storage import Bucket
 from labkit.config import ARTIFACTS_PREFIX
@@ -47,13 +49,23 @@ def _installed() -> importlib.metadata.Distribution:
     return dists[0]
 
 
-def _sources() -> list[Entry]:
-    """labkit's and worker's files."""
+def _sources(job_modules: Iterable[str]) -> list[Entry]:
+    """labkit's and worker's files, then the job modules' as top-level modules (a job module that is
+    part of labkit adds nothing; one that labkit or worker would hide or replace is refused)."""
     entries: list[Entry] = []
     for package in PACKAGES:
         for name, path in _package_files(package):
             mode = 0o755 if os.access(path, os.X_OK) and path.suffix == ".sh" else 0o644
             entries.append((name, path.read_bytes(), mode))
+    have = {name: data for name, data, _ in entries}
+    for name, path in kinds.module_files(job_modules):
+        data = path.read_bytes()
+        if have.get(name) == data:
+            continue
+        if name in have or _top_level(name) in PACKAGES:
+            raise ConfigError(f"job module {path} would clash with labkit's own {name} in the wheel: rename it")
+        entries.append((name, data, 0o644))
+        have[name] = data
     return entries
 
 
@@ -78,15 +90,16 @@ def _dist_info(dist: importlib.metadata.Distribution, entries: list[Entry]) -> l
     return out
 
 
-def build_wheel(dest_dir: str | Path) -> Path:
-    """Package the installed labkit (``labkit`` and ``worker``, with the installed metadata) as a wheel.
+def build_wheel(dest_dir: str | Path, job_modules: Iterable[str] = ()) -> Path:
+    """Package the installed labkit (``labkit`` and ``worker``, with the installed metadata) as a wheel,
+    with the files of ``job_modules`` (``LABKIT_JOB_MODULES``) as top-level modules beside them.
 
     Works the same from a source checkout (editable install) and from an installed wheel, needs no
     network and writes nothing outside ``dest_dir``. The archive is reproducible: the same sources
     give the same bytes, hence the same SHA-256 (which names the build).
     """
     dist = _installed()
-    entries = _sources()
+    entries = _sources(job_modules)
     entries += _dist_info(dist, entries)
     dest = Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
