@@ -19,11 +19,12 @@ from labkit import fleet
 from labkit.aws.clients import Clients
 from labkit.client import Lab
 from labkit.config import LOGS_PREFIX, Settings, read_state
-from tests.conftest import FAKE_KEY_ID, FAKE_SECRET
+from tests.conftest import FAKE_KEY_ID, FAKE_SECRET, ROOT
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 SCRIPT = fleet.DEPLOY_DIR / "bootstrap.sh"
 UNIT = fleet.DEPLOY_DIR / "labkit-worker.service"
+USER_KINDS = ROOT / "notebooks" / "kinds" / "wordcount.py"  # job kinds wordcount and histogram
 
 
 def tool(name: str) -> str:
@@ -111,10 +112,16 @@ def test_script_refuses_to_run_without_its_settings(tmp_path: Path) -> None:
 
 # -- the real thing, in a sandbox ------------------------------------------------------------------
 
+def outside_env() -> dict[str, str]:
+    """This environment without PYTHONPATH or LABKIT_JOB_MODULES: the sandbox must run what the wheel
+    installed there, not this checkout."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LABKIT_JOB_MODULES")}
+
+
 def sandbox_env(root: Path, emulator_url: str, **extra: str) -> dict[str, str]:
     """The knobs bootstrap.sh documents for a sandbox; AWS_ENDPOINT_URL keeps any stray AWS call on the
     emulator (this machine must never talk to real AWS)."""
-    return {**os.environ, "LABKIT_ROOT": str(root), "LABKIT_SKIP_SYSTEM": "1", "LABKIT_PYTHON": sys.executable,
+    return {**outside_env(), "LABKIT_ROOT": str(root), "LABKIT_SKIP_SYSTEM": "1", "LABKIT_PYTHON": sys.executable,
             # Reuse this environment's numpy, boto3, Pillow instead of downloading them.
             "LABKIT_EXTRA_SITE": sysconfig.get_paths()["purelib"], "LABKIT_PIP_OPTIONS": "--no-deps",
             "AWS_ENDPOINT_URL": emulator_url, "AWS_EC2_METADATA_DISABLED": "true", **extra}
@@ -128,7 +135,9 @@ def env_file(path: Path) -> dict[str, str]:
 @pytest.mark.slow
 def test_bootstrap_builds_the_worker_in_a_sandbox_and_its_unit_processes_a_job(
         emulator, settings: Settings, tmp_path: Path) -> None:
-    # Given a fleet deployed on the emulator: the wheel is in the bucket, the instance holds the user data
+    # Given a fleet deployed on the emulator with a job module of the user's (LABKIT_JOB_MODULES): the wheel
+    # is in the bucket, the instance holds the user data
+    settings = settings.replace(job_modules=(str(USER_KINDS),))
     clients = Clients(settings)
     fleet.deploy(clients, fleet.FleetSpec(workers=1, concurrency=2))
     instance = fleet.fleet_status(clients)["instances"][0]["id"]  # type: ignore[index]
@@ -146,20 +155,21 @@ def test_bootstrap_builds_the_worker_in_a_sandbox_and_its_unit_processes_a_job(
     wheel = root / "opt/labkit/wheels" / Path(record["wheel"]).name
     assert wheel.read_bytes() == clients.s3.get_object(Bucket=settings.bucket, Key=record["wheel"])["Body"].read()
     venv_python = root / "opt/labkit/venv/bin/python"
-    where = subprocess.run([str(venv_python), "-c", "import labkit.fleet, worker.loop; "
-                            "print(labkit.fleet.__file__); print(worker.loop.__file__)"],
-                           capture_output=True, text=True, cwd="/")
+    where = subprocess.run([str(venv_python), "-c", "import labkit.fleet, worker.loop, wordcount; "
+                            "print(labkit.fleet.__file__); print(worker.loop.__file__); print(wordcount.__file__)"],
+                           capture_output=True, text=True, cwd="/", env=outside_env())
     assert where.returncode == 0, where.stderr
+    assert len(where.stdout.splitlines()) == 3
     assert all(line.startswith(str(root / "opt/labkit/venv")) for line in where.stdout.splitlines())
 
-    # And the environment file holds names and region, no secret
+    # And the environment file holds names and region (and the job module's import name), no secret
     env = env_file(root / "etc/labkit/worker.env")
     assert env == {
         "AWS_REGION": settings.region, "AWS_DEFAULT_REGION": settings.region, "LABKIT_BUCKET": settings.bucket,
         "LABKIT_REQUEST_QUEUE": settings.request_queue, "LABKIT_RESPONSE_QUEUE": settings.response_queue,
         "LABKIT_IMAGE_INBOX": settings.image_inbox, "LABKIT_IMAGE_OUTBOX": settings.image_outbox,
         "LABKIT_CONCURRENCY": "2", "LABKIT_STATE_DIR": "/var/lib/labkit", "PYTHONUNBUFFERED": "1",
-        "LABKIT_ENDPOINT_URL": emulator.url}
+        "LABKIT_ENDPOINT_URL": emulator.url, "LABKIT_JOB_MODULES": "wordcount"}
     text = (root / "etc/labkit/worker.env").read_text()
     assert FAKE_KEY_ID not in text and FAKE_SECRET not in text and "SECRET" not in text
     # And the unit is the one shipped in the wheel
@@ -167,9 +177,10 @@ def test_bootstrap_builds_the_worker_in_a_sandbox_and_its_unit_processes_a_job(
     assert unit_path.read_text() == UNIT.read_text()
 
     # When the unit's ExecStart runs as systemd would (its environment file, its working directory),
-    # mapped into the sandbox, with --burst, after a job was sent
+    # mapped into the sandbox, with --burst, after a number job and a job of the user's own kind were sent
     with Lab(settings) as lab:
         job = lab.numbers([4, 8, 15, 16, 23, 42])
+        words = lab.submit("wordcount", {"text": "To be, or not to be"})
         svc = read_unit(unit_path.read_text())["Service"]
         argv = [re.sub(r"\$\{(\w+)\}", lambda m: env[m.group(1)], a) for a in shlex.split(svc["ExecStart"])]
         argv[0] = str(root) + argv[0]
@@ -186,6 +197,11 @@ def test_bootstrap_builds_the_worker_in_a_sandbox_and_its_unit_processes_a_job(
         result = job.result(timeout=30)
         assert result["count"] == 6 and result["min"] == 4 and result["max"] == 42 and result["median"] == 15.5
         assert job.reply is not None and job.reply.worker.endswith(f":{worker.pid}")
+        # And the wordcount job too, by the module the wheel shipped
+        assert words.result(timeout=30) == {"words": 6, "distinct": 4,
+                                            "top": [["to", 2], ["be", 2], ["or", 1], ["not", 1]]}
+        assert words.reply is not None and words.reply.worker.endswith(f":{worker.pid}")
+        assert "add the kind(s) histogram, wordcount" in output
     logs = clients.s3.list_objects_v2(Bucket=settings.bucket, Prefix=LOGS_PREFIX).get("Contents", [])
     assert logs, output
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from labkit import fleet, iam
+from labkit import fleet
 from labkit.aws.clients import Clients
 from labkit.config import (
     ARTIFACTS_PREFIX,
@@ -92,12 +93,12 @@ def expected_grants(s: Settings, bucket: str) -> dict[str, set[str]]:
         f"{b}/{PROCESSED_PREFIX}*": {"s3:PutObject"},
         f"{b}/{LOGS_PREFIX}*": {"s3:PutObject"},
         b: {"s3:ListBucket"},
-        "*": set(iam.SESSION_MANAGER_ACTIONS),
+        "*": set(fleet.policy.SESSION_MANAGER_ACTIONS),
     }
 
 
 def assert_least_privilege(policy: dict[str, Any], s: Settings, bucket: str) -> None:
-    grants = iam.grants(policy)
+    grants = fleet.policy.grants(policy)
     assert grants == expected_grants(s, bucket)
     for st in policy["Statement"]:
         assert st["Effect"] == "Allow" and "NotAction" not in st and "NotResource" not in st
@@ -105,7 +106,7 @@ def assert_least_privilege(policy: dict[str, Any], s: Settings, bucket: str) -> 
         resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
         for action in actions:
             assert "*" not in action, f"wildcard action {action}"
-            assert action in iam.WHY, f"{action} has no documented reason"
+            assert action in fleet.policy.WHY, f"{action} has no documented reason"
             if action.startswith(("sqs:", "s3:")):
                 assert "*" not in resources, f"{action} on every resource"
                 # No dead-letter queue: SQS redrives by itself, the worker never touches them.
@@ -119,14 +120,15 @@ def test_worker_policy_grants_exactly_what_the_worker_does(emulator, tmp_path: P
     s = Settings.load(state_dir=tmp_path, env={}, region="eu-west-1", request_queue="rq", image_inbox="ii",
                       response_queue="rs", image_outbox="io")
     # When the policy is built
-    policy = iam.worker_policy(s, "labkit-test-bucket", ACCOUNT)
+    policy = fleet.policy.worker_policy(s, "labkit-test-bucket", ACCOUNT)
     # Then it names every resource, in that region and account, action by action
     assert_least_privilege(policy, s, "labkit-test-bucket")
     assert json.loads(json.dumps(policy)) == policy
     # And the trust policy lets EC2, and only EC2, assume the role
-    trust = iam.trust_policy("eu-west-1")["Statement"]
+    trust = fleet.policy.trust_policy("eu-west-1")["Statement"]
     assert trust == [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]
-    assert iam.partition("cn-north-1") == "aws-cn" and iam.partition("us-gov-west-1") == "aws-us-gov"
+    assert fleet.policy.partition("cn-north-1") == "aws-cn"
+    assert fleet.policy.partition("us-gov-west-1") == "aws-us-gov"
 
 
 def test_names_are_deterministic_and_fit_iam_limits() -> None:
@@ -182,7 +184,7 @@ def test_the_wheel_is_complete_reproducible_and_leaves_no_build_junk(tmp_path: P
     assert a.read_bytes() == b.read_bytes()  # reproducible: the build id is the content's hash
     with zipfile.ZipFile(a) as zf:
         names = set(zf.namelist())
-        assert {"labkit/fleet.py", "labkit/iam.py", "worker/__main__.py", "worker/loop.py",
+        assert {"labkit/fleet/__init__.py", "labkit/fleet/policy.py", "worker/__main__.py", "worker/loop.py",
                 "worker/deploy/bootstrap.sh", "worker/deploy/labkit-worker.service"} <= names
         assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
         info = "labkit-0.1.0.dist-info/"
@@ -201,6 +203,25 @@ def test_the_wheel_is_complete_reproducible_and_leaves_no_build_junk(tmp_path: P
     assert {p.name for p in ROOT.iterdir()} - before == set()  # no build/, dist/ or new egg-info
 
 
+def test_job_modules_go_into_the_wheel_as_top_level_modules(tmp_path: Path) -> None:
+    # Given a job module file, and one named like labkit's own package
+    mine = tmp_path / "mykinds.py"
+    mine.write_text("KINDS = 1\n")
+    clash = tmp_path / "labkit.py"
+    clash.write_text("")
+    # When the wheel is built with the first one
+    wheel = fleet.build_wheel(tmp_path / "w", job_modules=(str(mine),))
+    # Then it sits at the top, recorded and named as a top-level module
+    with zipfile.ZipFile(wheel) as zf:
+        assert zf.read("mykinds.py") == b"KINDS = 1\n"
+        info = "labkit-0.1.0.dist-info/"
+        assert "mykinds.py" in zf.read(info + "RECORD").decode()
+        assert zf.read(info + "top_level.txt").decode().split() == ["labkit", "mykinds", "worker"]
+    # And the one that labkit's package would hide is refused
+    with pytest.raises(ConfigError, match="clash"):
+        fleet.build_wheel(tmp_path / "x", job_modules=(str(clash),))
+
+
 # -- against the emulator --------------------------------------------------------------------------
 
 def test_deploy_creates_a_least_privilege_fleet_converges_and_undeploy_leaves_nothing(settings: Settings) -> None:
@@ -217,7 +238,7 @@ def test_deploy_creates_a_least_privilege_fleet_converges_and_undeploy_leaves_no
     assert {"Key": fleet.FLEET_TAG, "Value": names.fleet} in role["Tags"]
     trust = role["AssumeRolePolicyDocument"]
     trust = json.loads(trust) if isinstance(trust, str) else trust
-    assert trust["Statement"] == iam.trust_policy()["Statement"]
+    assert trust["Statement"] == fleet.policy.trust_policy()["Statement"]
     assert iam_client.list_role_policies(RoleName=names.role)["PolicyNames"] == [fleet.POLICY_NAME]
     assert iam_client.list_attached_role_policies(RoleName=names.role)["AttachedPolicies"] == []
     doc = iam_client.get_role_policy(RoleName=names.role, PolicyName=fleet.POLICY_NAME)["PolicyDocument"]
@@ -344,6 +365,28 @@ def test_autoscale_group_follows_the_request_queues_backlog(settings: Settings) 
     assert nothing_left(found := leftovers(clients, names)), found
 
 
+def test_deploy_ships_the_job_modules_and_names_them_in_the_user_data(settings: Settings) -> None:
+    # Given settings naming a user job module by its path (LABKIT_JOB_MODULES)
+    module = ROOT / "notebooks" / "kinds" / "wordcount.py"
+    s = settings.replace(job_modules=(str(module),))
+    clients = Clients(s)
+    # When the fleet is deployed
+    fleet.deploy(clients, fleet.FleetSpec(workers=1))
+    try:
+        # Then the uploaded wheel holds the module, byte for byte, as a top-level module
+        key = read_state(s.state_dir)["fleet"]["wheel"]
+        data = clients.s3.get_object(Bucket=s.bucket, Key=key)["Body"].read()
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            assert zf.read("wordcount.py") == module.read_bytes()
+        # And the instances' user data has the worker load it by its import name
+        script = fleet.fleet_user_data(clients)
+        assert ': "${LABKIT_JOB_MODULES:=wordcount}"' in script
+        assert str(module) not in script
+    finally:
+        fleet.undeploy(clients)
+    assert nothing_left(found := leftovers(clients, fleet.FleetNames(s.bucket or ""))), found
+
+
 def test_ssh_opens_only_to_the_given_range_and_closes_again(settings: Settings) -> None:
     clients = Clients(settings)
     names = fleet.FleetNames(settings.bucket or "")
@@ -374,7 +417,7 @@ def test_an_existing_instance_profile_is_used_and_left_alone(settings: Settings)
     names = fleet.FleetNames(settings.bucket or "")
     iam_client = clients("iam")
     mine = f"classroom-{names.fleet}"
-    iam_client.create_role(RoleName=mine, AssumeRolePolicyDocument=json.dumps(iam.trust_policy()))
+    iam_client.create_role(RoleName=mine, AssumeRolePolicyDocument=json.dumps(fleet.policy.trust_policy()))
     iam_client.create_instance_profile(InstanceProfileName=mine)
     iam_client.add_role_to_instance_profile(InstanceProfileName=mine, RoleName=mine)
     try:

@@ -30,6 +30,8 @@ umask 022
 : "${LABKIT_WHEEL_SHA256:=}"
 : "${LABKIT_CONCURRENCY:=4}"
 : "${LABKIT_ENDPOINT_URL:=}"
+# Your job modules (LABKIT_JOB_MODULES), by import name: the wheel holds them as top-level modules.
+: "${LABKIT_JOB_MODULES:=}"
 # -- end of settings --------------------------------------------------------------------------------
 
 ROOT="${LABKIT_ROOT:-}"
@@ -118,6 +120,9 @@ log "writing $ETC/worker.env"
     echo "PYTHONUNBUFFERED=1"
     if [ -n "$LABKIT_ENDPOINT_URL" ]; then
         echo "LABKIT_ENDPOINT_URL=$LABKIT_ENDPOINT_URL"
+    fi
+    if [ -n "$LABKIT_JOB_MODULES" ]; then
+        echo "LABKIT_JOB_MODULES=$LABKIT_JOB_MODULES"
     fi
 } > "$ETC/worker.env.tmp"
 chmod 0644 "$ETC/worker.env.tmp"

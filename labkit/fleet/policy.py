@@ -10,7 +10,9 @@ Every SQS and S3 statement names its resources; only the Session Manager stateme
 
 from __future__ import annotations
 
+import json
 from typing import Any
+from urllib.parse import unquote
 
 from labkit.config import (
     ARTIFACTS_PREFIX,
@@ -63,10 +65,12 @@ def partition(region: str) -> str:
 
 
 def queue_arn(region: str, account: str, name: str) -> str:
+    """The ARN of queue ``name``."""
     return f"arn:{partition(region)}:sqs:{region}:{account}:{name}"
 
 
 def bucket_arn(region: str, bucket: str, key_pattern: str | None = None) -> str:
+    """The ARN of the bucket, or of its keys matching ``key_pattern``."""
     base = f"arn:{partition(region)}:s3:::{bucket}"
     return base if key_pattern is None else f"{base}/{key_pattern}"
 
@@ -130,3 +134,12 @@ def grants(policy: dict[str, Any]) -> dict[str, set[str]]:
         for r in resources:
             out.setdefault(r, set()).update(actions)
     return out
+
+
+def normal_doc(doc: Any) -> str | None:
+    """A JSON document in one comparable form: IAM returns policies as dicts or URL-encoded JSON text."""
+    if doc is None:
+        return None
+    if isinstance(doc, str):
+        doc = json.loads(unquote(doc) if doc.startswith("%") else doc)
+    return json.dumps(doc, sort_keys=True)

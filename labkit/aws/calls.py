@@ -1,0 +1,65 @@
+"""One way to call EC2, IAM, SSM, Auto Scaling and CloudWatch: :func:`call` turns botocore's ``ClientError``
+into :class:`~labkit.errors.AwsError` (AWS's error code kept in ``.code``), and :func:`is_denied` and
+:func:`is_missing` tell a refusal or a missing resource from any other failure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from labkit.errors import AwsError
+
+DENIED = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"})
+
+
+def error_code(exc: BaseException) -> str:
+    """AWS's error code of an :class:`AwsError` or a botocore ``ClientError``; "" for anything else."""
+    if isinstance(exc, AwsError):
+        return exc.code or ""
+    return (getattr(exc, "response", None) or {}).get("Error", {}).get("Code") or ""
+
+
+def is_denied(exc: BaseException) -> bool:
+    """The caller may not do this (IAM, EC2 and the others each spell it their own way)."""
+    return error_code(exc) in DENIED
+
+
+def is_missing(exc: BaseException) -> bool:
+    """The resource does not exist: IAM's ``NoSuchEntity``, EC2's ``*.NotFound`` and ``*NotFoundException``."""
+    code = error_code(exc)
+    return code == "NoSuchEntity" or "NotFound" in code
+
+
+def call(client: Any, operation: str, what: str = "", **kwargs: Any) -> dict[str, Any]:
+    """``client.<operation>(**kwargs)``; a ``ClientError`` becomes :class:`AwsError` saying ``what`` failed."""
+    try:
+        return getattr(client, operation)(**kwargs)
+    except ClientError as exc:
+        raise AwsError.from_client_error(exc, what or operation) from exc
+
+
+def find(client: Any, operation: str, key: str, what: str = "", **kwargs: Any) -> Any:
+    """``response[key]`` of the call, or None when AWS says the resource does not exist."""
+    try:
+        return call(client, operation, what, **kwargs)[key]
+    except AwsError as exc:
+        if is_missing(exc):
+            return None
+        raise
+
+
+def pages(client: Any, operation: str, key: str, what: str = "", **kwargs: Any) -> list[Any]:
+    """Every item under ``key`` in every page of a paginated operation."""
+    out: list[Any] = []
+    try:
+        for page in client.get_paginator(operation).paginate(**kwargs):
+            out += page.get(key, [])
+    except ClientError as exc:
+        raise AwsError.from_client_error(exc, what or operation) from exc
+    return out
+
+
+def hinted(exc: AwsError, hint: str) -> AwsError:
+    """The same error (code and operation kept) with advice for the user after its message."""
+    return AwsError(f"{exc}; {hint}", code=exc.code, operation=exc.operation)

@@ -1,0 +1,154 @@
+"""The ``autoscale=(min, max)`` fleet: a launch template, an Auto Scaling group in the default subnets, and two
+CloudWatch alarms on the request queues: a backlog adds instances (step scaling), idle minutes bring the
+group back to its minimum."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from labkit import kinds
+from labkit.config import Settings
+from labkit.errors import ConfigError
+from labkit.fleet.names import MODE_TAG
+from labkit.fleet.policy import normal_doc
+from labkit.fleet.run import Run
+from labkit.fleet.spec import FleetSpec
+
+WARMUP = 180  # seconds from launch to a serving worker (dnf, venv, wheels): an estimate, not a measurement
+IDLE_MINUTES = 15
+# Scale out by backlog (visible requests, both queues): 1-9 → +1 instance, 10-99 → +2, 100 or more → +4.
+SCALE_OUT_STEPS = [(0, 9, 1), (9, 99, 2), (99, None, 4)]
+VERSION_NOTE = "labkit deploy"
+
+
+# -- the launch template --------------------------------------------------------------------------------
+
+def ensure_launch_template(run: Run, launch: dict[str, Any]) -> None:
+    """The launch template with ``launch`` as its default version (a new version only when it differs)."""
+    name = run.names.launch_template
+    data = {**launch, "UserData": base64.b64encode(launch["UserData"].encode()).decode()}
+    current = run.ec2.launch_template_data(name) if run.ec2.launch_template(name) else None
+    if current is None:
+        run.ec2.create_launch_template(name, data, run.names.tags(), VERSION_NOTE)
+        run.report.created.append(f"launch template {name}")
+    elif normal_doc(_comparable(current)) == normal_doc(_comparable(data)):
+        run.report.unchanged.append(f"launch template {name}")
+    else:
+        version = run.ec2.add_launch_template_version(name, data, VERSION_NOTE)
+        run.report.updated.append(f"launch template {name} (version {version}: new instances use it)")
+
+
+def _comparable(data: dict[str, Any]) -> dict[str, Any]:
+    keys = ("ImageId", "InstanceType", "SecurityGroupIds", "IamInstanceProfile", "UserData", "KeyName")
+    out = {k: data.get(k) for k in keys}
+    tags = {(t["Key"], t["Value"]) for spec in data.get("TagSpecifications", []) for t in spec.get("Tags", [])}
+    out["Tags"] = sorted(tags)
+    out["HttpTokens"] = (data.get("MetadataOptions") or {}).get("HttpTokens")
+    return out
+
+
+def delete_launch_template(run: Run) -> None:
+    if run.ec2.launch_template(run.names.launch_template) is not None:
+        run.ec2.delete_launch_template(run.names.launch_template)
+        run.report.deleted.append(f"launch template {run.names.launch_template}")
+
+
+# -- the group ------------------------------------------------------------------------------------------
+
+def ensure_group(run: Run, spec: FleetSpec, subnets: list[str]) -> None:
+    """The group, sized ``spec.autoscale``, launching from the template."""
+    name = run.names.group
+    size = spec.autoscale or (0, 1)
+    template = {"LaunchTemplateName": run.names.launch_template, "Version": "$Latest"}
+    group = run.scaling.group(name)
+    if group is None:
+        if not subnets:
+            raise ConfigError("the default VPC has no default subnets to launch instances in")
+        tags = run.names.tags(Name=run.names.stem, **{MODE_TAG: "autoscale"})
+        run.after_propagation(lambda: run.scaling.create_group(name, template, size, subnets, WARMUP, tags),
+                              "creating the Auto Scaling group")
+        run.report.created.append(f"auto scaling group {name} (min {size[0]}, max {size[1]})")
+    elif (group["MinSize"], group["MaxSize"]) != size:
+        desired = min(max(group["DesiredCapacity"], size[0]), size[1])
+        run.scaling.resize_group(name, template, size, desired)
+        run.report.updated.append(f"auto scaling group {name} (min {size[0]}, max {size[1]})")
+    else:
+        run.report.unchanged.append(f"auto scaling group {name} (min {size[0]}, max {size[1]})")
+
+
+def delete_group(run: Run, why: str = "") -> bool:
+    """Delete the Auto Scaling group (its instances and scaling policies with it); wait until gone."""
+    name = run.names.group
+    if run.scaling.group(name) is None:
+        return False
+    run.scaling.delete_group(name)
+    run.wait(lambda: run.scaling.group(name, deleting=True) is None, 900,
+             f"auto scaling group {name} to terminate its instances")
+    run.report.deleted.append(f"auto scaling group {name}{why}")
+    return True
+
+
+# -- scaling policies and alarms ------------------------------------------------------------------------
+
+def _queue_metrics(settings: Settings, metric_names: list[str]) -> tuple[list[dict[str, Any]], str]:
+    """CloudWatch metric queries for the request queues, and an expression summing them (gaps as 0)."""
+    queries, ids = [], []
+    for i, (metric, queue) in enumerate((m, q) for m in metric_names
+                                        for q in kinds.request_queues(settings).values()):
+        qid = f"m{i}"
+        ids.append(f"FILL({qid}, 0)")
+        queries.append({"Id": qid, "ReturnData": False, "MetricStat": {
+            "Metric": {"Namespace": "AWS/SQS", "MetricName": metric,
+                       "Dimensions": [{"Name": "QueueName", "Value": queue}]},
+            "Period": 60, "Stat": "Maximum"}})
+    return queries, " + ".join(ids)
+
+
+def _scaling_policies(run: Run, spec: FleetSpec) -> tuple[str, str]:
+    """Step scaling out on the backlog, back to MIN in one step; returns their ARNs (out, in)."""
+    lo, _ = spec.autoscale or (0, 1)
+    group = run.names.group
+    steps = [{"MetricIntervalLowerBound": float(a), **({"MetricIntervalUpperBound": float(b)} if b else {}),
+              "ScalingAdjustment": n} for a, b, n in SCALE_OUT_STEPS]
+    out = run.scaling.put_policy(group, run.names.policy_out, PolicyType="StepScaling",
+                                 AdjustmentType="ChangeInCapacity", MetricAggregationType="Maximum",
+                                 EstimatedInstanceWarmup=WARMUP, StepAdjustments=steps)
+    back = run.scaling.put_policy(group, run.names.policy_in, PolicyType="SimpleScaling",
+                                  AdjustmentType="ExactCapacity", ScalingAdjustment=lo, Cooldown=300)
+    return out, back
+
+
+def ensure_scaling(run: Run, spec: FleetSpec) -> list[str]:
+    """Step scaling on the backlog, back to MIN after idle minutes; returns the alarm names."""
+    settings, names = run.clients.settings, run.names
+    out_arn, in_arn = _scaling_policies(run, spec)
+    existing = {a["AlarmName"] for a in run.alarms.existing(names.alarms)}
+    backlog, backlog_expr = _queue_metrics(settings, ["ApproximateNumberOfMessagesVisible"])
+    run.alarms.put(
+        names.alarm_backlog, AlarmActions=[out_arn], Tags=names.tags(),
+        AlarmDescription="labkit: requests are waiting: add worker instances (step scaling)",
+        Metrics=[*backlog, {"Id": "backlog", "Expression": backlog_expr, "Label": "requests waiting",
+                            "ReturnData": True}],
+        ComparisonOperator="GreaterThanOrEqualToThreshold", Threshold=1.0, EvaluationPeriods=1,
+        DatapointsToAlarm=1, TreatMissingData="notBreaching")
+    work, work_expr = _queue_metrics(settings, ["ApproximateNumberOfMessagesVisible",
+                                                "ApproximateNumberOfMessagesNotVisible"])
+    # No data means an inactive queue (SQS stops reporting after hours of silence): idle, too.
+    run.alarms.put(
+        names.alarm_idle, AlarmActions=[in_arn], Tags=names.tags(),
+        AlarmDescription=f"labkit: no request waiting or running for {IDLE_MINUTES} minutes: back to MIN workers",
+        Metrics=[*work, {"Id": "work", "Expression": work_expr, "Label": "requests waiting or running",
+                         "ReturnData": True}],
+        ComparisonOperator="LessThanOrEqualToThreshold", Threshold=0.0, EvaluationPeriods=IDLE_MINUTES,
+        DatapointsToAlarm=IDLE_MINUTES, TreatMissingData="breaching")
+    for alarm in names.alarms:
+        (run.report.unchanged if alarm in existing else run.report.created).append(f"alarm {alarm}")
+    return names.alarms
+
+
+def delete_alarms(run: Run) -> None:
+    found = [a["AlarmName"] for a in run.alarms.existing(run.names.alarms)]
+    if found:
+        run.alarms.delete(found)
+        run.report.deleted += [f"alarm {n}" for n in found]

@@ -1,0 +1,137 @@
+"""The two verbs that change a fleet: :func:`deploy` (create, or converge on the request) and :func:`undeploy`
+(delete all of it, found by names and tags)."""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from labkit import provision
+from labkit.aws.clients import Clients
+from labkit.config import read_state, update_state
+from labkit.errors import ConfigError
+from labkit.fleet import autoscale, instances, network, roles
+from labkit.fleet.names import FleetNames
+from labkit.fleet.policy import worker_policy
+from labkit.fleet.run import FleetReport, Progress, Run
+from labkit.fleet.spec import FleetSpec
+from labkit.fleet.userdata import render_user_data, user_data_values
+from labkit.fleet.wheel import WHEEL_PREFIX, build_wheel, delete_wheels, upload_wheel
+
+
+def deploy(clients: Clients, spec: FleetSpec | None = None, progress: Progress | None = None) -> FleetReport:
+    """Create or converge the worker fleet for ``clients.settings``; record it in the state file."""
+    spec = spec or FleetSpec()
+    spec.validate()
+    settings = clients.settings
+    report = FleetReport()
+    provision.ensure_queues(clients, report)
+    provision.ensure_bucket(clients, report)
+    run = Run(clients, FleetNames(clients.bucket_name()), report, progress)
+    if spec.key_name and not run.ec2.key_pair_exists(spec.key_name):
+        raise ConfigError(f"there is no key pair named {spec.key_name!r} in {settings.region}")
+    ami = instances.latest_ami(run, spec.instance_type)
+    key, sha = _ship_wheel(run)
+    profile = _instance_profile(run, spec)
+    vpc, subnets = network.default_vpc(run)
+    gid = network.ensure_security_group(run, spec, vpc)
+    user_data = render_user_data(user_data_values(settings, run.names.fleet, key, sha, spec.concurrency))
+    build = sha[:16]
+    mode = "autoscale" if spec.autoscale else "instances"
+    launch = instances.launch_data(run, spec, ami, gid, user_data, profile, build, mode)
+    if spec.autoscale:
+        alarms = _as_group(run, spec, launch, subnets)
+    else:
+        alarms = _as_instances(run, spec, launch, build, subnets)
+    report.fleet = {
+        **_record(run, spec, profile), "mode": mode, "security_group": gid, "alarms": alarms,
+        "ami": ami, "wheel": key, "build": build,
+        "deployed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    update_state(settings.state_dir, fleet=report.fleet)
+    return report
+
+
+def _ship_wheel(run: Run) -> tuple[str, str]:
+    """Build the wheel (labkit, worker, the job modules) and upload it; returns its key and SHA-256."""
+    run.say("building the labkit wheel")
+    with tempfile.TemporaryDirectory(prefix="labkit-wheel-") as tmp:
+        wheel = build_wheel(tmp, run.clients.settings.job_modules)
+        key, sha, uploaded = upload_wheel(run.clients, wheel)
+    (run.report.created if uploaded else run.report.unchanged).append(f"wheel s3://{run.names.fleet}/{key}")
+    return key, sha
+
+
+def _instance_profile(run: Run, spec: FleetSpec) -> str:
+    """The profile the instances get: the user's own (checked), or labkit's role and profile (converged)."""
+    if spec.instance_profile:
+        roles.check_existing_profile(run, spec.instance_profile)
+        return spec.instance_profile
+    document = worker_policy(run.clients.settings, run.names.fleet, run.clients.account_id())
+    roles.ensure_role(run, document)
+    roles.ensure_profile(run)
+    return run.names.profile
+
+
+def _as_group(run: Run, spec: FleetSpec, launch: dict[str, Any], subnets: list[str]) -> list[str]:
+    """An Auto Scaling group replaces the fixed instances; returns its alarms."""
+    instances.terminate(run, instances.instances(run, instances.LIVE, "instances"),
+                        "replaced by the auto scaling group")
+    autoscale.ensure_launch_template(run, launch)
+    autoscale.ensure_group(run, spec, subnets)
+    return autoscale.ensure_scaling(run, spec)
+
+
+def _as_instances(run: Run, spec: FleetSpec, launch: dict[str, Any], build: str, subnets: list[str]) -> list[str]:
+    """Fixed instances replace an Auto Scaling group; no alarms."""
+    autoscale.delete_alarms(run)
+    autoscale.delete_group(run, " (replaced by instances)")
+    autoscale.delete_launch_template(run)
+    instances.converge_instances(run, spec, launch, build, subnets)
+    return []
+
+
+def _record(run: Run, spec: FleetSpec, profile: str) -> dict[str, Any]:
+    """The parts of the state file's record that follow from the request."""
+    names, owned = run.names, not spec.instance_profile
+    return {
+        "name": names.fleet, "region": run.clients.settings.region, "instance_type": spec.instance_type,
+        "workers": None if spec.autoscale else spec.workers,
+        "autoscale": list(spec.autoscale) if spec.autoscale else None, "concurrency": spec.concurrency,
+        "role": names.role if owned else None, "instance_profile": profile, "profile_owned": owned,
+        "ssh_cidr": spec.ssh_cidr, "key_name": spec.key_name,
+        "launch_template": names.launch_template if spec.autoscale else None,
+        "auto_scaling_group": names.group if spec.autoscale else None,
+    }
+
+
+def undeploy(clients: Clients, progress: Progress | None = None) -> FleetReport:
+    """Delete everything :func:`deploy` made for this bucket: group, alarms, instances, launch template,
+    security group, role and profile (only labkit's own), the wheels. Safe to run when nothing exists."""
+    settings = clients.settings
+    record = read_state(settings.state_dir).get("fleet") or {}
+    bucket = clients.bucket_name()
+    run = Run(clients, FleetNames(record.get("name") or bucket), FleetReport(fleet=record), progress)
+    autoscale.delete_group(run)
+    autoscale.delete_alarms(run)
+    autoscale.delete_launch_template(run)
+    _terminate_all(run)
+    network.delete_security_group(run)
+    roles.delete_roles(run)
+    count = delete_wheels(clients, bucket)
+    if count:
+        run.report.deleted.append(f"{count} wheel(s) under s3://{bucket}/{WHEEL_PREFIX}")
+    if Path(settings.state_dir).exists():
+        update_state(settings.state_dir, fleet=None)
+    return run.report
+
+
+def _terminate_all(run: Run) -> None:
+    """Terminate every instance of the fleet and wait until they are gone."""
+    found = instances.instances(run, instances.NOT_TERMINATED)
+    if found:
+        instances.terminate(run, found, "undeploy")
+        run.wait(lambda: not instances.instances(run, instances.NOT_TERMINATED), 900,
+                 f"{len(found)} instance(s) to terminate")

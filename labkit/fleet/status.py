@@ -1,0 +1,80 @@
+"""The fleet as it is now: :func:`fleet_status`, what its instances were launched with, and a few lines for a
+terminal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from labkit.aws.clients import Clients
+from labkit.aws.ec2 import Ec2, decode_user_data
+from labkit.config import read_state
+from labkit.fleet.instances import NOT_TERMINATED, instances, tag
+from labkit.fleet.names import BUILD_TAG, FleetNames
+from labkit.fleet.network import find_security_group
+from labkit.fleet.run import Run
+
+
+def _names(clients: Clients) -> tuple[FleetNames, dict[str, Any]]:
+    """The fleet's names (from the state file's record, else the bucket) and that record."""
+    record = read_state(clients.settings.state_dir).get("fleet") or {}
+    return FleetNames(record.get("name") or clients.bucket_name()), record
+
+
+def fleet_status(clients: Clients) -> dict[str, Any] | None:
+    """The fleet as it is now: instances (id, type, state, launch time), the group and alarms; None when
+    there is no fleet."""
+    names, record = _names(clients)
+    run = Run(clients, names)
+    found = instances(run, NOT_TERMINATED)
+    group = run.scaling.group(names.group)
+    alarms = run.alarms.existing(names.alarms)
+    sg = find_security_group(run)
+    if not (found or group or sg):
+        return None  # a record without resources is stale (say, the emulator it was made on has stopped)
+    return {
+        "name": names.fleet, "mode": record.get("mode") or ("autoscale" if group else "instances"),
+        "build": record.get("build"), "instance_profile": record.get("instance_profile"),
+        "security_group": sg["GroupId"] if sg else None,
+        "instances": [_instance(i) for i in found],
+        "group": None if group is None else {"name": group["AutoScalingGroupName"], "min": group["MinSize"],
+                                             "max": group["MaxSize"], "desired": group["DesiredCapacity"]},
+        "alarms": [{"name": a["AlarmName"], "state": a["StateValue"]} for a in alarms],
+    }
+
+
+def _instance(i: dict[str, Any]) -> dict[str, Any]:
+    return {"id": i["InstanceId"], "type": i["InstanceType"], "state": i["State"]["Name"],
+            "launched": i["LaunchTime"].isoformat(timespec="seconds"),
+            "zone": i.get("Placement", {}).get("AvailabilityZone"), "build": tag(i, BUILD_TAG)}
+
+
+def instance_user_data(clients: Clients, instance_id: str) -> str:
+    """What an instance was launched with: the bootstrap script with its settings (no secret in it)."""
+    return Ec2(clients("ec2")).user_data(instance_id)
+
+
+def fleet_user_data(clients: Clients) -> str:
+    """The fleet's user data: the first instance's, else the launch template's ("" when there is neither)."""
+    status = fleet_status(clients)
+    if status and status["instances"]:
+        return instance_user_data(clients, status["instances"][0]["id"])
+    names, _ = _names(clients)
+    data = Ec2(clients("ec2")).launch_template_data(names.launch_template)
+    return decode_user_data((data or {}).get("UserData"))
+
+
+def format_status(status: dict[str, Any] | None) -> str:
+    """A few lines for a terminal: the group, the alarms, one line per instance."""
+    if status is None:
+        return "fleet      none (labkit deploy starts one)"
+    lines = [f"fleet      {status['name']} ({status['mode']}, build {status.get('build') or '?'})"]
+    g = status.get("group")
+    if g:
+        lines.append(f"  group    {g['name']}: min {g['min']}, max {g['max']}, desired {g['desired']}")
+    for a in status.get("alarms", []):
+        lines.append(f"  alarm    {a['name']}: {a['state']}")
+    if not status["instances"]:
+        lines.append("  no instances")
+    for i in status["instances"]:
+        lines.append(f"  {i['id']:<21}{i['type']:<11}{i['state']:<10}launched {i['launched']}  {i['zone'] or ''}")
+    return "\n".join(lines)

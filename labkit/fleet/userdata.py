@@ -1,0 +1,55 @@
+"""User data: ``worker/deploy/bootstrap.sh`` with its settings lines filled in (names and region, no secret)."""
+
+from __future__ import annotations
+
+import re
+
+from labkit import kinds
+from labkit.config import Settings
+from labkit.errors import ConfigError
+from labkit.fleet.wheel import PACKAGES_ROOT
+
+DEPLOY_DIR = PACKAGES_ROOT / "worker" / "deploy"
+USER_DATA_LIMIT = 16 * 1024  # EC2's limit, before base64
+SETTINGS_LINE = re.compile(r'^: "\$\{([A-Z0-9_]+):=[^}]*\}"$', re.M)
+SAFE_VALUE = re.compile(r"^[A-Za-z0-9._:/@+=,-]*$")
+
+
+def bootstrap_template() -> str:
+    """The bootstrap script as shipped (``worker/deploy/bootstrap.sh``)."""
+    return (DEPLOY_DIR / "bootstrap.sh").read_text()
+
+
+def user_data_values(settings: Settings, bucket: str, wheel_key: str, wheel_sha256: str,
+                     concurrency: int = 4) -> dict[str, str]:
+    """The bootstrap script's settings for this fleet: names and region, never a credential. The job
+    modules are named as the wheel holds them (top-level modules)."""
+    return {
+        "AWS_REGION": settings.region, "LABKIT_BUCKET": bucket,
+        "LABKIT_REQUEST_QUEUE": settings.request_queue, "LABKIT_RESPONSE_QUEUE": settings.response_queue,
+        "LABKIT_IMAGE_INBOX": settings.image_inbox, "LABKIT_IMAGE_OUTBOX": settings.image_outbox,
+        "LABKIT_WHEEL_KEY": wheel_key, "LABKIT_WHEEL_SHA256": wheel_sha256,
+        "LABKIT_CONCURRENCY": str(concurrency), "LABKIT_ENDPOINT_URL": settings.endpoint_url or "",
+        "LABKIT_JOB_MODULES": ",".join(kinds.module_names(settings.job_modules)),
+    }
+
+
+def render_user_data(values: dict[str, str]) -> str:
+    """The bootstrap script with its settings lines (``: "${NAME:=…}"``) filled in from ``values``."""
+    template = bootstrap_template()
+    known = set(SETTINGS_LINE.findall(template))
+    missing = set(values) - known
+    if missing:
+        raise ConfigError(f"bootstrap.sh has no settings line for {', '.join(sorted(missing))}")
+    for name, value in values.items():
+        if not SAFE_VALUE.match(value):
+            raise ConfigError(f"{name}={value!r} has characters that cannot go into the bootstrap script")
+
+    def fill(m: re.Match[str]) -> str:
+        name = m.group(1)
+        return f': "${{{name}:={values[name]}}}"' if name in values else m.group(0)
+
+    text = SETTINGS_LINE.sub(fill, template)
+    if len(text.encode()) > USER_DATA_LIMIT:
+        raise ConfigError(f"the user data is {len(text.encode())} bytes, over EC2's limit of {USER_DATA_LIMIT}")
+    return text
