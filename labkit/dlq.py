@@ -13,27 +13,18 @@ in both queues, and the client drops the duplicate reply by id.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from labkit import kinds
 from labkit.aws.clients import Clients
 from labkit.aws.queues import MAX_BATCH, NON_EXISTENT, Message, Queue
-from labkit.config import DLQ_SUFFIX, Settings
+from labkit.config import DLQ_SUFFIX
 from labkit.errors import AwsError, ConfigError
+from labkit.protocol import peek
 
 # Hold received dead letters this long while showing or moving them (released or deleted before).
 HOLD_SECONDS = 60
-ROLES = {"requests": "request_queue", "numbers": "request_queue", "inbox": "image_inbox", "images": "image_inbox"}
-
-
-def source_name(settings: Settings, queue: str) -> str:
-    """The request queue meant by ``queue``: a name, its ``-dlq`` name, or a role (requests, inbox)."""
-    if queue in ROLES:
-        return getattr(settings, ROLES[queue])
-    if queue.endswith(DLQ_SUFFIX):
-        return queue[: -len(DLQ_SUFFIX)]
-    return queue
 
 
 @dataclass(frozen=True)
@@ -50,13 +41,7 @@ class DeadLetter:
 
     @classmethod
     def from_message(cls, m: Message) -> DeadLetter:
-        fields: dict[str, Any] = {}
-        try:
-            data = json.loads(m.body, parse_int=str, parse_float=str, parse_constant=str)
-        except (ValueError, RecursionError):
-            data = None
-        if isinstance(data, dict):
-            fields = {k: data[k] for k in ("id", "kind", "reply_to") if isinstance(data.get(k), str)}
+        fields = peek(m.body) or {}
         return cls(m.message_id, m.body, m.receive_count, m.sent_at, fields.get("id"), fields.get("kind"),
                    fields.get("reply_to"))
 
@@ -79,15 +64,15 @@ class DeadLetters:
 
     def __init__(self, clients: Clients, queue: str) -> None:
         settings = clients.settings
-        name = source_name(settings, queue)
+        name = kinds.source_queue(settings, queue)
         self.source = Queue.by_name(clients.sqs, name)
         try:
             self.dlq = Queue.by_name(clients.sqs, name + DLQ_SUFFIX)
         except AwsError as exc:
             if exc.code != NON_EXISTENT[0]:
                 raise
-            raise ConfigError(f"queue {name!r} has no dead-letter queue: request queues have one "
-                              f"({settings.request_queue}, {settings.image_inbox})") from exc
+            names = ", ".join(kinds.request_queues(settings).values())
+            raise ConfigError(f"queue {name!r} has no dead-letter queue: request queues have one ({names})") from exc
 
     def count(self) -> int:
         """Dead letters waiting (approximate, as SQS counts)."""

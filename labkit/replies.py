@@ -6,7 +6,6 @@ once). The queue is made on first use and deleted by :meth:`Replies.close`.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterable
 
 from labkit import provision
@@ -32,6 +31,7 @@ class Replies:
         self._queue: Queue | None = None
         self._listener: threading.Thread | None = None
         self._closed = False
+        self._stopped = threading.Event()  # set by close(): cuts an outage's backoff short
 
     @property
     def queue(self) -> Queue:
@@ -64,6 +64,7 @@ class Replies:
             if self._closed:
                 return
             self._closed = True
+            self._stopped.set()
             self._wake.notify_all()
         if self._listener is not None:
             self._listener.join(timeout=RECEIVE_WAIT + 5)
@@ -97,7 +98,7 @@ class Replies:
                 backoff = 0.5
             except Exception:
                 # An outage: the replies stay in the queue; try again with backoff.
-                time.sleep(backoff)
+                self._stopped.wait(backoff)
                 backoff = min(backoff * 2, 10)
 
     def _dispatch(self, body: str) -> None:

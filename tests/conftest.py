@@ -4,6 +4,7 @@ bucket of its own (unique names) and real worker processes."""
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,6 +91,32 @@ def start_worker(settings: Settings, tmp_path: Path) -> Iterator:
     yield start
     for w in started:
         w.terminate()
+
+
+FAUXQS_DIR = ROOT / "tests" / "emulators"
+
+
+def require_tool(available: bool, what: str) -> None:
+    """Skip a test whose outside tool is missing on a developer's machine; in CI (CI=true) fail it,
+    since .ci/run installs every tool."""
+    if not available:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"{what} is not installed, and CI must run this test: see .ci/run")
+        pytest.skip(f"{what} is not installed (.ci/run installs it)")
+
+
+@pytest.fixture(scope="session")
+def fauxqs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a fauxqs server (an independent SQS/S3 emulator) on 127.0.0.1, for the session."""
+    installed = shutil.which("node") is not None and (FAUXQS_DIR / "node_modules" / "fauxqs").is_dir()
+    require_tool(installed, "fauxqs (npm)")
+    log = tmp_path_factory.mktemp("fauxqs") / "fauxqs.log"
+    child = Child.spawn(["node", str(FAUXQS_DIR / "fauxqs.mjs")], log=log, cwd=FAUXQS_DIR, detach=False)
+    try:
+        child.wait_log("fauxqs listening on ", timeout=30)
+        yield child.output.split("fauxqs listening on ", 1)[1].split()[0]
+    finally:
+        child.stop(10)
 
 
 @pytest.fixture

@@ -19,9 +19,8 @@ from labkit import fleet
 from labkit.aws.clients import Clients
 from labkit.client import Lab
 from labkit.config import LOGS_PREFIX, Settings, read_state
-from tests.conftest import FAKE_KEY_ID, FAKE_SECRET, ROOT
+from tests.conftest import FAKE_KEY_ID, FAKE_SECRET, ROOT, require_tool
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 SCRIPT = fleet.DEPLOY_DIR / "bootstrap.sh"
 UNIT = fleet.DEPLOY_DIR / "labkit-worker.service"
 USER_KINDS = ROOT / "notebooks" / "kinds" / "wordcount.py"  # job kinds wordcount and histogram
@@ -30,11 +29,8 @@ USER_KINDS = ROOT / "notebooks" / "kinds" / "wordcount.py"  # job kinds wordcoun
 def tool(name: str) -> str:
     """The path of a linter; skipped where it is not installed, except in CI, where that is a failure."""
     path = shutil.which(name)
-    if path is None:
-        if IN_CI:
-            pytest.fail(f"{name} is not installed: CI must install it (apt-get install -y {name})")
-        pytest.skip(f"{name} is not installed")
-    return path
+    require_tool(path is not None, f"{name} (apt-get install -y {name})")
+    return str(path)
 
 
 def read_unit(text: str) -> configparser.ConfigParser:

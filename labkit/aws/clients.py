@@ -106,9 +106,6 @@ class Clients:
     def account_id(self) -> str:
         return self("sts").get_caller_identity()["Account"]
 
-    def has_credentials(self) -> bool:
-        return self._session.get_credentials() is not None
-
 
 def credentials_configured(env: dict[str, str] | None = None) -> bool:
     """True when AWS credentials are configured in the environment or in ~/.aws.
