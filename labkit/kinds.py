@@ -263,8 +263,6 @@ def _load_file(path: Path) -> None:
     if not path.is_file():
         raise ConfigError(f"job module file {path} does not exist")
     name = f"labkit_job_module_{path.stem}"
-    if name in sys.modules and getattr(sys.modules[name], "__file__", None) == str(path.resolve()):
-        return
     spec = importlib.util.spec_from_file_location(name, path.resolve())
     if spec is None or spec.loader is None:
         raise ConfigError(f"{path} is not a Python module")

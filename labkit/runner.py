@@ -218,6 +218,7 @@ def run_notebooks(out: str | Path = "runs", aws: bool = False, parameters: dict[
         echo(f"running {len(books)} notebooks against {where} with {workers} local worker(s) into {run_dir}")
         for path in books:
             params = {**common, **{k: str(run_dir / sub) for k, sub in RUN_FOLDERS.items() if k in declared[path]},
+                      **({"notebook_dir": str(path.parent)} if "notebook_dir" in declared[path] else {}),
                       **{k: _coerce(v, declared[path].get(k)) for k, v in parameters.items() if k in declared[path]}}
             failed = any(n.status == "failed" for n in report.notebooks)
             run = _execute(path, run_dir, params, sockets, skip=failed and not path.name.startswith("99"))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ from labkit.jobs.numbers import parse_text
 from tests.conftest import FAKE_KEY_ID, FAKE_SECRET, ROOT
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-OURS = ["00_setup", "01_numbers", "02_images", "04_benchmark", "99_teardown"]
+OURS = ["00_setup", "01_numbers", "02_images", "04_benchmark", "06_custom_kinds", "99_teardown"]
 COMMON = {"backend", "state_dir", "interactive", "figures_dir"}
 # Small sizes: the whole run takes seconds. random_length is over 10,000 so the list goes through S3.
 SMALL = {"random_length": 20_000, "batch_jobs": 20, "batch_list_length": 10, "numbers_text": "7 3 3 10 -2",
@@ -26,7 +27,7 @@ SMALL = {"random_length": 20_000, "batch_jobs": 20, "batch_list_length": 10, "nu
          "round_trips": 3,
          "scenarios": ["floor", "labkit", "round_trip"]}
 FIGURES = ["01-batch-latency.png", "01-numbers-preset.png", "01-numbers-random.png", "01-numbers-typed.png",
-           "02-image-side-by-side.png", "04-bench-scenarios.png", "04-bench-sweep.png"]
+           "02-image-side-by-side.png", "04-bench-scenarios.png", "04-bench-sweep.png", "06-histogram.png"]
 
 
 # -- committed notebooks: clean, parameterised -------------------------------------------------------
@@ -136,7 +137,7 @@ def test_run_folder_latest_link_and_figures(run):
     report, lines, out = run
     assert report.run_dir.parent == out.resolve()
     assert (out / "latest").resolve() == report.run_dir
-    expected = [f for f in FIGURES if f.startswith(("01", "02")) or (ROOT / "notebooks/04_benchmark.ipynb").exists()]
+    expected = [f for f in FIGURES if not f.startswith("04") or (ROOT / "notebooks/04_benchmark.ipynb").exists()]
     assert [f.name for f in report.figures] == expected
     for f in report.figures:
         assert f.stat().st_size > 10_000
@@ -267,3 +268,16 @@ def test_benchmark_notebook_results(run):
     assert points == {(p, w, k) for p in ("labkit", "floor") for w in SMALL["windows"] for k in SMALL["worker_counts"]}
     assert all(r["correct"] == r["jobs"] == SMALL["bench_jobs"] for r in s["sweep"])
     assert s["jobs"] == sum(r["jobs"] for r in s["scenarios"]) + len(points) * SMALL["bench_jobs"]
+
+
+@pytest.mark.slow
+def test_custom_kinds_notebook_results(run):
+    # The notebook restarted the local worker with notebooks/kinds/wordcount.py and sent one job per kind.
+    report, *_ = run
+    s = summary(report, "06_custom_kinds")
+    text = runner.declared_parameters(ROOT / "notebooks" / "06_custom_kinds.ipynb")["text"]
+    words = re.findall(r"[\w']+", text.lower())
+    assert (s["wordcount"]["words"], s["wordcount"]["distinct"]) == (len(words), len(set(words)))
+    assert sum(s["histogram_counts"]) == runner.declared_parameters(
+        ROOT / "notebooks" / "06_custom_kinds.ipynb")["histogram_length"]
+    assert s["unknown"].startswith("unknown_kind: unknown job kind 'translate'") and "wordcount" in s["unknown"]
