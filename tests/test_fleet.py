@@ -80,7 +80,8 @@ def user_data(clients: Clients, instance_id: str) -> str:
 def expected_grants(s: Settings, bucket: str) -> dict[str, set[str]]:
     q = f"arn:aws:sqs:{s.region}:{ACCOUNT}:"
     b = f"arn:aws:s3:::{bucket}"
-    consume = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueUrl"}
+    consume = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueUrl",
+               "sqs:GetQueueAttributes"}
     return {
         q + s.request_queue: consume,
         q + s.image_inbox: consume,
@@ -111,6 +112,9 @@ def assert_least_privilege(policy: dict[str, Any], s: Settings, bucket: str) -> 
                 assert "*" not in resources, f"{action} on every resource"
                 # No dead-letter queue: SQS redrives by itself, the worker never touches them.
                 assert not any(r.endswith("-dlq") for r in resources)
+            if action.startswith("s3:"):
+                # The bucket's name is predictable: only this account's bucket of that name.
+                assert st["Condition"] == {"StringEquals": {"s3:ResourceAccount": ACCOUNT}}, st
 
 
 # -- pure parts ------------------------------------------------------------------------------------
@@ -129,6 +133,49 @@ def test_worker_policy_grants_exactly_what_the_worker_does(emulator, tmp_path: P
     assert trust == [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]
     assert fleet.policy.partition("cn-north-1") == "aws-cn"
     assert fleet.policy.partition("us-gov-west-1") == "aws-us-gov"
+
+
+def test_deployer_policy_names_its_resources_and_gives_each_command_only_its_part(tmp_path: Path) -> None:
+    from labkit.fleet.deployer import COMMANDS, deployer_policy
+    s = Settings.load(state_dir=tmp_path, env={}, region="eu-west-1")
+    # When the policy for `up` alone is built
+    up = deployer_policy(s, "labkit-b", ACCOUNT, commands=["up"])
+    # Then it holds queue and bucket creation, on labkit's queues and bucket by name, nothing of EC2 or IAM
+    actions = {a for st in up["Statement"] for a in st["Action"]}
+    assert "sqs:CreateQueue" in actions and "s3:CreateBucket" in actions
+    assert not any(a.startswith(("ec2:", "iam:", "autoscaling:")) for a in actions)
+    # And every SQS, S3, IAM and SSM statement of the full policy names its resources (listing queues aside)
+    full = deployer_policy(s, "labkit-b", ACCOUNT)
+    for st in full["Statement"]:
+        if any(a.split(":")[0] in ("sqs", "s3", "iam", "ssm") for a in st["Action"]) and st["Action"] != [
+                "sqs:ListQueues"]:
+            if st["Action"] == ["iam:CreateServiceLinkedRole"]:
+                assert st["Condition"] == {"StringEquals": {"iam:AWSServiceName": "autoscaling.amazonaws.com"}}
+                continue
+            assert st["Resource"] != "*" and all(r != "*" for r in st["Resource"]), st
+            assert all(f":{ACCOUNT}:" in r or r.startswith("arn:aws:s3:::labkit-b") or ":ssm:eu-west-1::" in r
+                       for r in st["Resource"]), st
+    assert [st for st in full["Statement"] if st["Action"] == ["iam:PassRole"]][0]["Condition"] == {
+        "StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}
+    # And each command's policy is part of the full one
+    for cmd in COMMANDS:
+        part = deployer_policy(s, "labkit-b", ACCOUNT, commands=[cmd])["Statement"]
+        assert part and all(st in full["Statement"] for st in part)
+    with pytest.raises(ConfigError, match="no deployer policy for launch"):
+        deployer_policy(s, "labkit-b", ACCOUNT, commands=["launch"])
+
+
+def test_cli_prints_the_worker_and_deployer_policies(settings: Settings) -> None:
+    from labkit.fleet.deployer import deployer_policy
+    worker = labkit(settings, "policy", "worker")
+    assert worker.returncode == 0, worker.stderr
+    assert json.loads(worker.stdout) == fleet.policy.worker_policy(settings, settings.bucket or "", ACCOUNT)
+    up = labkit(settings, "policy", "deployer", "--command", "up", "--command", "teardown")
+    assert up.returncode == 0, up.stderr
+    assert json.loads(up.stdout) == deployer_policy(settings, settings.bucket or "", ACCOUNT,
+                                                      commands=["up", "teardown"])
+    bad = labkit(settings, "policy", "deployer", "--command", "launch")
+    assert bad.returncode == 1 and "no deployer policy for launch" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_names_are_deterministic_and_fit_iam_limits() -> None:

@@ -1,11 +1,11 @@
-"""Commands for the EC2 worker fleet: deploy, undeploy."""
+"""Commands for the EC2 worker fleet: deploy, undeploy, policy."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from labkit.cli.common import confirm, print_changes, say, settings
+from labkit.cli.common import confirm, print_changes, print_json, say, settings
 
 Add = Any
 
@@ -48,6 +48,19 @@ def cmd_undeploy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_policy(args: argparse.Namespace) -> int:
+    from labkit.aws.clients import Clients
+    from labkit.fleet import deployer, policy
+    s = settings(args)
+    clients = Clients(s)
+    bucket, account = clients.bucket_name(), clients.account_id()
+    if args.who == "worker":
+        print_json(policy.worker_policy(s, bucket, account))
+    else:
+        print_json(deployer.deployer_policy(s, bucket, account, commands=args.command or deployer.COMMANDS))
+    return 0
+
+
 def register(add: Add) -> None:
     sp = add("deploy", cmd_deploy, "run workers on EC2: a least-privilege instance role, a security group with no "
              "inbound rule, N instances or an Auto Scaling group sized by the queues' backlog")
@@ -66,3 +79,10 @@ def register(add: Add) -> None:
 
     add("undeploy", cmd_undeploy, "terminate the EC2 workers and delete everything `deploy` made (role, profile, "
         "security group, launch template, group, alarms, wheels)")
+
+    sp = add("policy", cmd_policy, "print an IAM policy for these queues and bucket: the worker instances' role "
+             "(worker), or what you need to run up, deploy, undeploy and teardown (deployer)")
+    sp.add_argument("who", choices=["worker", "deployer"], help="whose policy")
+    sp.add_argument("--command", action="append", metavar="CMD",
+                    help="deployer: only what this command needs (up, deploy, undeploy or teardown; repeatable; "
+                    "default: all four)")
