@@ -83,7 +83,7 @@ def test_unit_runs_the_worker_unprivileged_restarts_it_and_lets_jobs_finish() ->
     unit = read_unit(UNIT.read_text())
     svc = unit["Service"]
     assert svc["User"] == "labkit" and svc["Group"] == "labkit"
-    assert svc["Restart"] == "always" and unit["Unit"]["StartLimitIntervalSec"] == "0"
+    assert svc["Restart"] == "always"
     assert svc["KillSignal"] == "SIGTERM"
     assert svc["EnvironmentFile"] == "/etc/labkit/worker.env"
     argv = shlex.split(svc["ExecStart"])
@@ -95,6 +95,24 @@ def test_unit_runs_the_worker_unprivileged_restarts_it_and_lets_jobs_finish() ->
                       "PrivateTmp": "yes", "CapabilityBoundingSet": ""}.items():
         assert svc[key] == want, key
     assert unit["Install"]["WantedBy"] == "multi-user.target"
+
+
+def test_unit_watches_the_worker_powers_a_broken_instance_off_and_caps_its_memory() -> None:
+    unit = read_unit(UNIT.read_text())
+    svc = unit["Service"]
+    # The worker says when it serves and pings a watchdog (worker/health.py): a hung worker is restarted
+    assert svc["Type"] == "notify" and svc["NotifyAccess"] == "main"
+    watchdog = int(svc["WatchdogSec"])
+    assert 30 <= watchdog <= 300
+    assert int(svc["TimeoutStartSec"]) >= 60
+    # A worker that keeps failing powers the instance off (it terminates, and its group replaces it), but only
+    # after restarts enough to ride out a short outage
+    assert unit["Unit"]["FailureAction"] == "poweroff"
+    burst, window = int(unit["Unit"]["StartLimitBurst"]), int(unit["Unit"]["StartLimitIntervalSec"])
+    assert burst * int(svc["RestartSec"]) >= 120 and window >= burst * int(svc["RestartSec"])
+    # And its memory is capped below the machine's, the lower (high) limit being the one the worker reads
+    high, most = int(svc["MemoryHigh"].rstrip("%")), int(svc["MemoryMax"].rstrip("%"))
+    assert 50 <= high < most <= 90
 
 
 def test_script_refuses_to_run_without_its_settings(tmp_path: Path) -> None:

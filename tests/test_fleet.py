@@ -402,6 +402,15 @@ def test_autoscale_group_follows_the_request_queues_backlog(settings: Settings) 
                                                 ("ApproximateNumberOfMessagesNotVisible", settings.image_inbox)}
     assert idle["TreatMissingData"] == "breaching" and idle["Threshold"] == 0.0
 
+    # And both fit SQS's metric cadence (a point a minute, minutes late, with gaps): 5-minute windows, a missing
+    # window never read as "nothing waiting", idle only after 15 minutes of windows
+    for alarm in (backlog, idle):
+        assert {m["MetricStat"]["Period"] for m in alarm["Metrics"] if "MetricStat" in m} == {300}
+        expression = next(m["Expression"] for m in alarm["Metrics"] if "Expression" in m)
+        assert expression.startswith("SUM([") and "FILL" not in expression
+    assert (backlog["EvaluationPeriods"], backlog["DatapointsToAlarm"], backlog["TreatMissingData"]) == (1, 1, "ignore")
+    assert idle["EvaluationPeriods"] * 300 == 15 * 60 and idle["DatapointsToAlarm"] == idle["EvaluationPeriods"]
+
     # When deployed again unchanged, nothing changes; a new size only updates the group
     assert not fleet.deploy(clients, fleet.FleetSpec(autoscale=(0, 3), instance_type="t3.small")).changed
     resized = fleet.deploy(clients, fleet.FleetSpec(autoscale=(1, 4), instance_type="t3.small"))

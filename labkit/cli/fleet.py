@@ -30,11 +30,14 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             "them; see docs/aws.md for prices)")
     spec = fleet.FleetSpec(workers=args.workers, instance_type=args.instance_type, autoscale=autoscale,
                            ssh_cidr=args.ssh_cidr, key_name=args.key_name, instance_profile=args.instance_profile,
-                           concurrency=args.concurrency, allow_open_ssh=open_ssh)
+                           concurrency=args.concurrency, allow_open_ssh=open_ssh, wait=args.wait)
     clients = Clients(s)
     report = fleet.deploy(clients, spec, progress=say)
     print_changes(created=report.created, updated=report.updated, deleted=report.deleted, note=report.notes)
     print(fleet.format_status(fleet.fleet_status(clients)))
+    if args.wait and report.unhealthy:
+        say(f"{len(report.unhealthy)} instance(s) did not become healthy: {', '.join(report.unhealthy)}")
+        return 1
     return 0
 
 
@@ -76,6 +79,9 @@ def register(add: Add) -> None:
                     "creating a role (for accounts that may not create IAM roles)")
     sp.add_argument("--concurrency", type=int, default=4, metavar="N", help="jobs at once per instance (default 4)")
     sp.add_argument("--yes", action="store_true", help="confirm opening SSH to the whole internet without asking")
+    sp.add_argument("--wait", type=float, nargs="?", const=900.0, default=0.0, metavar="SECONDS",
+                    help="wait until every instance's worker reports healthy (default 900 s when given without a "
+                    "value); exit status 1 naming those that did not")
 
     add("undeploy", cmd_undeploy, "terminate the EC2 workers and delete everything `deploy` made (role, profile, "
         "security group, launch template, group, alarms, wheels)")
