@@ -7,6 +7,7 @@ import base64
 import hashlib
 import io
 import json
+import logging
 import subprocess
 import sys
 import zipfile
@@ -419,6 +420,39 @@ def test_autoscale_group_follows_the_request_queues_backlog(settings: Settings) 
     # When undeployed, the group, its template and alarms go with the rest
     fleet.undeploy(clients)
     assert nothing_left(found := leftovers(clients, names)), found
+
+
+def test_a_client_waiting_on_a_group_at_zero_says_it_waits_for_a_scale_out(
+        settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    from labkit.client import Lab
+    from labkit.errors import JobTimeout
+    clients = Clients(settings)
+    # Given workers as an Auto Scaling group of 0 to 3, at 0 now, and no worker anywhere
+    fleet.deploy(clients, fleet.FleetSpec(autoscale=(0, 3)))
+    try:
+        with Lab(settings) as lab, caplog.at_level(logging.WARNING, logger="labkit"):
+            # When a client waits for a result
+            with pytest.raises(JobTimeout) as info:
+                lab.numbers([1, 2]).result(timeout=2)
+            # Then it says, while waiting, that it waits for a scale-out, how long that takes and what to do
+            said = [r.getMessage() for r in caplog.records if "scale-out" in r.getMessage()]
+            assert len(said) == 1, said
+            assert "is at 0 instances" in said[0] and "5 to 10 minutes" in said[0]
+            assert "labkit deploy --autoscale 1:3" in said[0]
+            # And its timeout says so too
+            assert "waiting for a scale-out" in str(info.value)
+            # And it says it once per client, not once per job
+            with pytest.raises(JobTimeout):
+                lab.numbers([3]).result(timeout=2)
+            assert len([r for r in caplog.records if "scale-out" in r.getMessage()]) == 1
+    finally:
+        fleet.undeploy(clients)
+    # And a client with no Auto Scaling fleet says nothing of scaling and never asks Auto Scaling
+    with Lab(settings) as lab:
+        with pytest.raises(JobTimeout) as info:
+            lab.numbers([4]).result(timeout=1)
+        assert "scale" not in str(info.value) and "is a worker running" in str(info.value)
+        assert not any(call.startswith("autoscaling.") for call in lab.clients.counter.snapshot())
 
 
 def test_deploy_ships_the_job_modules_and_names_them_in_the_user_data(settings: Settings) -> None:
