@@ -214,14 +214,24 @@ def test_open_ssh_passes_only_when_confirmed() -> None:
 def test_user_data_is_the_bootstrap_script_with_its_settings_filled_in(tmp_path: Path) -> None:
     s = Settings.load(state_dir=tmp_path, env={}, bucket="labkit-b")
     values = fleet.user_data_values(s, "labkit-b", "artifacts/labkit/x/labkit-0.1.0-py3-none-any.whl", "ab" * 32, 6)
-    text = fleet.render_user_data(values)
+    text = fleet.render_user_data(values, requirements="# a comment\nsix==1.17.0 \\\n    --hash=sha256:" + "0" * 64)
     template = fleet.bootstrap_template()
-    changed = [(a, b) for a, b in zip(template.splitlines(), text.splitlines(), strict=True) if a != b]
-    # Only the settings lines differ, each now holding its value.
+    # The pinned requirements (comments dropped) are written into the quoted heredoc, nothing else is added
+    block = "PINNED=\"$(cat <<'LABKIT_REQUIREMENTS'\n"
+    assert block + "six==1.17.0 \\\n    --hash=sha256:" + "0" * 64 + "\nLABKIT_REQUIREMENTS\n" in text
+    pinned = ["six==1.17.0 \\", "    --hash=sha256:" + "0" * 64]
+    lines = text.splitlines()
+    start = lines.index(block.strip())
+    assert lines[start + 1:start + 3] == pinned
+    del lines[start + 1:start + 3]
+    changed = [(a, b) for a, b in zip(template.splitlines(), lines, strict=True) if a != b]
+    # And only the settings lines differ, each now holding its value.
     assert {b for _, b in changed} == {f': "${{{k}:={v}}}"' for k, v in values.items() if v}
     assert ': "${LABKIT_CONCURRENCY:=6}"' in text and ': "${LABKIT_ENDPOINT_URL:=}"' in text
     with pytest.raises(ConfigError, match="cannot go into"):
         fleet.render_user_data({**values, "LABKIT_BUCKET": "b$(reboot)"})
+    with pytest.raises(ConfigError, match="cannot go into"):
+        fleet.render_user_data(values, requirements="six==1.17.0\nLABKIT_REQUIREMENTS\n$(reboot)")
 
 
 def test_the_wheel_is_complete_reproducible_and_leaves_no_build_junk(tmp_path: Path) -> None:
