@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,15 +152,28 @@ def test_each_command_runs_with_only_the_deployer_policy_docs_list_for_it(iam: I
     # Given one user per command, each holding only that command's deployer policy
     s = names(iam, tmp_path / "state")
     users = {cmd: iam.user(f"{cmd}-{s.bucket}", command_policy(s, cmd)) for cmd in COMMANDS}
-    runs = [("up", ["up", "--workers", "0"]), ("deploy", ["deploy", "--workers", "1"]),
-            ("deploy", ["deploy", "--autoscale", "0:2"]), ("undeploy", ["undeploy"]),
-            ("deploy", ["deploy", "--workers", "1"]), ("teardown", ["teardown", "--yes"])]
-    for command, args in runs:
+
+    def run(command: str, *args: str) -> str:
         # When that user runs the command
         out = labkit_as(s, users[command], *args)
         # Then it succeeds
         assert out.returncode == 0, f"labkit {' '.join(args)}:\n{out.stdout}\n{out.stderr}"
         assert "Traceback" not in out.stderr
+        return out.stdout
+
+    run("up", "up", "--workers", "0")
+    run("deploy", "deploy", "--workers", "1")
+    # (a worker's heartbeat, as one on the instance writes it: deploy reads it to tell a healthy instance)
+    instance = iam.client("ec2").describe_instances(Filters=[
+        {"Name": f"tag:{fleet.FLEET_TAG}", "Values": [s.bucket or ""]}])["Reservations"][0]["Instances"][0]
+    beat = {"v": 1, "instance": instance["InstanceId"], "status": "serving", "at": time.time(), "jobs": 0}
+    iam.client("s3").put_object(Bucket=s.bucket, Key=f"logs/health/{instance['InstanceId']}.json",
+                                Body=json.dumps(beat).encode())
+    assert "worker serving" in run("deploy", "deploy", "--workers", "1")
+    run("deploy", "deploy", "--autoscale", "0:2")
+    run("undeploy", "undeploy")
+    run("deploy", "deploy", "--workers", "1")
+    run("teardown", "teardown", "--yes")
     # And everything is gone at the end
     assert s.bucket not in [b["Name"] for b in iam.client("s3").list_buckets()["Buckets"]]
     # And the emulator did enforce the policies: the `up` user may not deploy

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from labkit import kinds
-from labkit.config import ARTIFACTS_PREFIX, DLQ_SUFFIX, REPLY_QUEUE_PREFIX, Settings
+from labkit.config import ARTIFACTS_PREFIX, DLQ_SUFFIX, HEALTH_PREFIX, REPLY_QUEUE_PREFIX, Settings
 from labkit.errors import ConfigError
 from labkit.fleet.instances import AMI_PARAMETERS
 from labkit.fleet.policy import VERSION, bucket_arn, partition, queue_arn
@@ -96,6 +96,8 @@ GRANTS = (
           Names.bucket_only, "create the bucket: public access blocked, encrypted, payloads expiring"),
     Grant("WheelShip", ("deploy",), ("s3:GetObject", "s3:PutObject"), lambda n: n.objects(ARTIFACTS_PREFIX),
           "upload the labkit wheel the instances install (artifacts/)"),
+    Grant("HealthRead", ("deploy",), ("s3:GetObject",), lambda n: n.objects(HEALTH_PREFIX),
+          "read the workers' heartbeats (logs/health/), to report the instances that are not healthy"),
     Grant("FleetRead", ("deploy", "undeploy", "teardown"),
           ("ec2:DescribeInstances", "ec2:DescribeInstanceTypes", "ec2:DescribeKeyPairs", "ec2:DescribeLaunchTemplates",
            "ec2:DescribeLaunchTemplateVersions", "ec2:DescribeSecurityGroups", "ec2:DescribeSubnets",

@@ -74,18 +74,19 @@ def _span(seconds: float) -> str:
 
 
 def heartbeats(bucket: Bucket, instance_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """The latest heartbeat of each of ``instance_ids`` that has one (unreadable ones count as none)."""
+    """The latest heartbeat of each of ``instance_ids`` that has one (a missing bucket, or an object that is
+    gone or not JSON, counts as none). :class:`AwsError` when S3 refuses to show them (say, access denied)."""
     out: dict[str, dict[str, Any]] = {}
     try:
         present = {o.key for o in bucket.list(HEALTH_PREFIX)} if instance_ids else set()
-    except (NotFound, AwsError):
+    except NotFound:
         return out
     for iid in instance_ids:
         if heartbeat_key(iid) not in present:
             continue
         try:
             data = json.loads(bucket.get(heartbeat_key(iid), max_bytes=64 * 1024))
-        except (NotFound, AwsError, ValueError):
+        except (NotFound, ValueError):
             continue
         if isinstance(data, dict):
             out[iid] = data
@@ -93,8 +94,13 @@ def heartbeats(bucket: Bucket, instance_ids: list[str]) -> dict[str, dict[str, A
 
 
 def instance_health(bucket: Bucket, instances: list[dict[str, Any]], now: float | None = None) -> dict[str, Health]:
-    """Instance id -> :class:`Health`, for EC2's descriptions of ``instances``."""
-    beats = heartbeats(bucket, [i["InstanceId"] for i in instances])
+    """Instance id -> :class:`Health`, for EC2's descriptions of ``instances`` (state ``unknown`` for all when
+    the heartbeats cannot be read: an instance is never called broken for want of permission)."""
+    try:
+        beats = heartbeats(bucket, [i["InstanceId"] for i in instances])
+    except AwsError as exc:
+        why = f"cannot read the heartbeats in s3://{bucket.name}/{HEALTH_PREFIX} ({exc.code or exc})"
+        return {i["InstanceId"]: Health("unknown", why) for i in instances}
     return {i["InstanceId"]: classify(i["LaunchTime"], beats.get(i["InstanceId"]), now) for i in instances}
 
 
