@@ -29,6 +29,9 @@ UNPROCESSED_PREFIX = "images/unprocessed/"
 PROCESSED_PREFIX = "images/processed/"
 PAYLOADS_PREFIX = "payloads/"
 LOGS_PREFIX = "logs/"
+# Each EC2 worker's heartbeat, <instance-id>.json (worker/health.py writes it, labkit.fleet.health reads it).
+HEALTH_PREFIX = LOGS_PREFIX + "health/"
+HEARTBEAT_SECONDS = 60.0
 ARTIFACTS_PREFIX = "artifacts/"
 REPLY_QUEUE_PREFIX = "labkit-reply-"
 DLQ_SUFFIX = "-dlq"

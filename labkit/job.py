@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import io
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from labkit.errors import JobTimeout, RemoteJobError
+from labkit.errors import JobTimeout, LabkitError, RemoteJobError
 from labkit.protocol import JobResult, load_result
 
 if TYPE_CHECKING:
     from labkit.client import Lab
 
 DEFAULT_TIMEOUT = 120.0
+NOTICE_AFTER = 10.0  # seconds (at most half the timeout) before a slow result makes the client look for why
+log = logging.getLogger("labkit")
 
 
 class Job:
@@ -60,10 +63,11 @@ class Job:
         :class:`JobTimeout` when nothing arrived within ``timeout`` seconds.
         """
         try:
-            reply = self._future.result(timeout=timeout)
+            reply = self._wait(timeout)
         except cf.TimeoutError:
-            raise JobTimeout(f"no result for {self.kind} job {self.id} after {timeout:.0f} s: is a worker "
-                             "running? (`labkit status`)") from None
+            why, _ = self._why_slow()
+            raise JobTimeout(f"no result for {self.kind} job {self.id} after {timeout:.0f} s: "
+                             + (why or "is a worker running? (`labkit status`)")) from None
         if not reply.ok:
             err = reply.error or {}
             raise RemoteJobError(err.get("message", "unknown error"), err.get("code", "internal"), self.id)
@@ -71,6 +75,26 @@ class Job:
         if self.kind == "image":
             return ImageResult(self.lab, content or {})
         return content
+
+    def _wait(self, timeout: float | None) -> JobResult:
+        """The reply; when it is slow, says once (a warning on the ``labkit`` logger) if the fleet knows why."""
+        first = NOTICE_AFTER if timeout is None else min(NOTICE_AFTER, timeout / 2)
+        try:
+            return self._future.result(timeout=first)
+        except cf.TimeoutError:
+            pass
+        why, new = self._why_slow()
+        if new:
+            log.warning("labkit: %s", why)
+        return self._future.result(timeout=None if timeout is None else timeout - first)
+
+    def _why_slow(self) -> tuple[str | None, bool]:
+        """Why no result has come yet, if the fleet can tell (a scale-out from zero), and whether it is news."""
+        from labkit.fleet import coldstart  # only a slow result pays for importing the fleet
+        try:
+            return coldstart.notice(self.lab.clients)
+        except LabkitError:  # may not read the group (a classroom account, say): say nothing rather than fail
+            return None, False
 
 
 @dataclass

@@ -3,7 +3,10 @@ sandbox against the emulator, where the unit's own ExecStart command then proces
 
 from __future__ import annotations
 
+import base64
 import configparser
+import hashlib
+import json
 import os
 import re
 import shlex
@@ -11,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -83,7 +87,7 @@ def test_unit_runs_the_worker_unprivileged_restarts_it_and_lets_jobs_finish() ->
     unit = read_unit(UNIT.read_text())
     svc = unit["Service"]
     assert svc["User"] == "labkit" and svc["Group"] == "labkit"
-    assert svc["Restart"] == "always" and unit["Unit"]["StartLimitIntervalSec"] == "0"
+    assert svc["Restart"] == "always"
     assert svc["KillSignal"] == "SIGTERM"
     assert svc["EnvironmentFile"] == "/etc/labkit/worker.env"
     argv = shlex.split(svc["ExecStart"])
@@ -95,6 +99,24 @@ def test_unit_runs_the_worker_unprivileged_restarts_it_and_lets_jobs_finish() ->
                       "PrivateTmp": "yes", "CapabilityBoundingSet": ""}.items():
         assert svc[key] == want, key
     assert unit["Install"]["WantedBy"] == "multi-user.target"
+
+
+def test_unit_watches_the_worker_powers_a_broken_instance_off_and_caps_its_memory() -> None:
+    unit = read_unit(UNIT.read_text())
+    svc = unit["Service"]
+    # The worker says when it serves and pings a watchdog (worker/health.py): a hung worker is restarted
+    assert svc["Type"] == "notify" and svc["NotifyAccess"] == "main"
+    watchdog = int(svc["WatchdogSec"])
+    assert 30 <= watchdog <= 300
+    assert int(svc["TimeoutStartSec"]) >= 60
+    # A worker that keeps failing powers the instance off (it terminates, and its group replaces it), but only
+    # after restarts enough to ride out a short outage
+    assert unit["Unit"]["FailureAction"] == "poweroff"
+    burst, window = int(unit["Unit"]["StartLimitBurst"]), int(unit["Unit"]["StartLimitIntervalSec"])
+    assert burst * int(svc["RestartSec"]) >= 120 and window >= burst * int(svc["RestartSec"])
+    # And its memory is capped below the machine's, the lower (high) limit being the one the worker reads
+    high, most = int(svc["MemoryHigh"].rstrip("%")), int(svc["MemoryMax"].rstrip("%"))
+    assert 50 <= high < most <= 90
 
 
 def test_script_refuses_to_run_without_its_settings(tmp_path: Path) -> None:
@@ -114,13 +136,39 @@ def outside_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LABKIT_JOB_MODULES")}
 
 
+def probe_wheel(folder: Path) -> tuple[Path, str]:
+    """A tiny wheel (module ``labkit_probe``) in ``folder``, and its requirements line pinned by hash: the
+    sandbox installs it the way an instance installs the real pins (which need the network)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    wheel = folder / "labkit_probe-1.0-py3-none-any.whl"
+    files = {"labkit_probe.py": b"PINNED = True\n",
+             "labkit_probe-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: labkit-probe\nVersion: 1.0\n",
+             "labkit_probe-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = "".join(f"{n},sha256={base64.urlsafe_b64encode(hashlib.sha256(d).digest()).rstrip(b'=').decode()},"
+                     f"{len(d)}\n" for n, d in files.items()) + "labkit_probe-1.0.dist-info/RECORD,,\n"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for name, data in {**files, "labkit_probe-1.0.dist-info/RECORD": record.encode()}.items():
+            zf.writestr(name, data)
+    return wheel, f"labkit-probe==1.0 \\\n    --hash=sha256:{hashlib.sha256(wheel.read_bytes()).hexdigest()}\n"
+
+
 def sandbox_env(root: Path, emulator_url: str, **extra: str) -> dict[str, str]:
     """The knobs bootstrap.sh documents for a sandbox; AWS_ENDPOINT_URL keeps any stray AWS call on the
-    emulator (this machine must never talk to real AWS)."""
+    emulator (this machine must never talk to real AWS). The pinned dependencies are replaced by the probe
+    wheel (``LABKIT_REQUIREMENTS``, written by the caller), installed by hash from a local folder."""
+    wheels = root.parent / "wheelhouse"
     return {**outside_env(), "LABKIT_ROOT": str(root), "LABKIT_SKIP_SYSTEM": "1", "LABKIT_PYTHON": sys.executable,
             # Reuse this environment's numpy, boto3, Pillow instead of downloading them.
-            "LABKIT_EXTRA_SITE": sysconfig.get_paths()["purelib"], "LABKIT_PIP_OPTIONS": "--no-deps",
+            "LABKIT_EXTRA_SITE": sysconfig.get_paths()["purelib"],
+            "LABKIT_REQUIREMENTS": str(root.parent / "requirements.txt"),
+            "LABKIT_PIP_OPTIONS": f"--no-index --find-links {wheels}", "LABKIT_INSTANCE_ID": "i-0sandbox0000000001",
             "AWS_ENDPOINT_URL": emulator_url, "AWS_EC2_METADATA_DISABLED": "true", **extra}
+
+
+def pin_the_probe(tmp_path: Path) -> None:
+    """The probe wheel in ``tmp_path/wheelhouse`` and its pin in ``tmp_path/requirements.txt`` (sandbox_env)."""
+    _, pin = probe_wheel(tmp_path / "wheelhouse")
+    (tmp_path / "requirements.txt").write_text(pin)
 
 
 def env_file(path: Path) -> dict[str, str]:
@@ -140,11 +188,16 @@ def test_bootstrap_builds_the_worker_in_a_sandbox_and_its_unit_processes_a_job(
     script = tmp_path / "user-data.sh"
     script.write_text(fleet.instance_user_data(clients, instance))
     root = tmp_path / "root"
+    pin_the_probe(tmp_path)
 
-    # When that very user data runs in the sandbox (package manager, useradd and systemctl skipped)
-    run = subprocess.run(["bash", str(script)], env=sandbox_env(root, emulator.url), cwd=tmp_path,
-                         capture_output=True, text=True, timeout=240)
+    # When that very user data runs in the sandbox (package manager, useradd and systemctl skipped; the
+    # instance's id given; a pinned probe standing in for the real pins)
+    run = subprocess.run(["bash", str(script)], env=sandbox_env(root, emulator.url, LABKIT_INSTANCE_ID=instance),
+                         cwd=tmp_path, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stdout + run.stderr
+    # Then the pinned dependencies were installed by hash
+    probe = subprocess.run([str(root / "opt/labkit/venv/bin/python"), "-c", "import labkit_probe"], env=outside_env())
+    assert probe.returncode == 0
 
     # Then the wheel came from the emulator's bucket, checked, and is installed in the venv
     record = read_state(settings.state_dir)["fleet"]
@@ -165,7 +218,7 @@ def test_bootstrap_builds_the_worker_in_a_sandbox_and_its_unit_processes_a_job(
         "LABKIT_REQUEST_QUEUE": settings.request_queue, "LABKIT_RESPONSE_QUEUE": settings.response_queue,
         "LABKIT_IMAGE_INBOX": settings.image_inbox, "LABKIT_IMAGE_OUTBOX": settings.image_outbox,
         "LABKIT_CONCURRENCY": "2", "LABKIT_STATE_DIR": "/var/lib/labkit", "PYTHONUNBUFFERED": "1",
-        "LABKIT_ENDPOINT_URL": emulator.url, "LABKIT_JOB_MODULES": "wordcount"}
+        "LABKIT_ENDPOINT_URL": emulator.url, "LABKIT_JOB_MODULES": "wordcount", "LABKIT_INSTANCE_ID": instance}
     text = (root / "etc/labkit/worker.env").read_text()
     assert FAKE_KEY_ID not in text and FAKE_SECRET not in text and "SECRET" not in text
     # And the unit is the one shipped in the wheel
@@ -200,16 +253,165 @@ def test_bootstrap_builds_the_worker_in_a_sandbox_and_its_unit_processes_a_job(
         assert "add the kind(s) histogram, wordcount" in output
     logs = clients.s3.list_objects_v2(Bucket=settings.bucket, Prefix=LOGS_PREFIX).get("Contents", [])
     assert logs, output
+    # And it wrote its instance's heartbeat, last saying it stopped
+    beat = json.loads(clients.s3.get_object(Bucket=settings.bucket, Key=f"logs/health/{instance}.json")["Body"].read())
+    assert beat["instance"] == instance and beat["status"] == "stopped"
 
     # When it runs again (a re-run of cloud-init, say) it reuses the venv and succeeds
-    again = subprocess.run(["bash", str(script)], env=sandbox_env(root, emulator.url), cwd=tmp_path,
-                           capture_output=True, text=True, timeout=120)
+    again = subprocess.run(["bash", str(script)], env=sandbox_env(root, emulator.url, LABKIT_INSTANCE_ID=instance),
+                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
     assert f"creating {root}/opt/labkit/venv" not in again.stdout
 
     # And a wheel that does not match the recorded checksum is refused
     tampered = subprocess.run(["bash", str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                              env=sandbox_env(root, emulator.url, LABKIT_WHEEL_SHA256="f" * 64))
+                              env=sandbox_env(root, emulator.url, LABKIT_WHEEL_SHA256="f" * 64,
+                                              LABKIT_INSTANCE_ID=instance))
     assert tampered.returncode != 0 and "checksum mismatch" in tampered.stderr
 
     fleet.undeploy(clients)
+
+
+# -- retries, giving up, the pinned dependencies -------------------------------------------------------------
+
+def deployed_script(settings: Settings, tmp_path: Path) -> tuple[Clients, str, Path]:
+    """One instance deployed on the emulator: clients, its id, and its user data in a file."""
+    clients = Clients(settings)
+    fleet.deploy(clients, fleet.FleetSpec(workers=1))
+    instance = fleet.fleet_status(clients)["instances"][0]["id"]  # type: ignore[index]
+    script = tmp_path / "user-data.sh"
+    script.write_text(fleet.instance_user_data(clients, instance))
+    pin_the_probe(tmp_path)
+    return clients, instance, script
+
+
+@pytest.mark.slow
+def test_a_step_that_fails_for_a_while_is_retried_and_the_boot_goes_on(emulator, settings: Settings,
+                                                                       tmp_path: Path) -> None:
+    # Given an instance whose wheel is not there yet (as when the instance role has not reached IAM yet: S3 says no)
+    clients, instance, script = deployed_script(settings, tmp_path)
+    key = read_state(settings.state_dir)["fleet"]["wheel"]
+    wheel = clients.s3.get_object(Bucket=settings.bucket, Key=key)["Body"].read()
+    clients.s3.delete_object(Bucket=settings.bucket, Key=key)
+    try:
+        # When the bootstrap runs, and the wheel appears once the first attempt has failed
+        env = sandbox_env(tmp_path / "root", emulator.url, LABKIT_INSTANCE_ID=instance, LABKIT_RETRY_DELAY="1",
+                          LABKIT_RETRY_FOR="120")
+        boot = subprocess.Popen(["bash", str(script)], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        lines = []
+        for line in boot.stdout:  # type: ignore[union-attr]
+            lines.append(line)
+            if "fetching the labkit wheel failed (attempt 1); trying again in 1s" in line:
+                clients.s3.put_object(Bucket=settings.bucket, Key=key, Body=wheel)
+        # Then it tried again and finished the boot
+        assert boot.wait(timeout=60) == 0, "".join(lines)
+        assert any("attempt 1" in ln for ln in lines) and not any("powering" in ln for ln in lines)
+        assert (tmp_path / "root/etc/labkit/worker.env").is_file()
+    finally:
+        fleet.undeploy(clients)
+
+
+@pytest.mark.slow
+def test_a_step_that_keeps_failing_powers_the_instance_off_and_deploy_reports_why(emulator, settings: Settings,
+                                                                                  tmp_path: Path) -> None:
+    # Given an instance whose pinned dependency does not match its hash (a tampered or broken mirror)
+    clients, instance, script = deployed_script(settings, tmp_path)
+    (tmp_path / "requirements.txt").write_text(f"labkit-probe==1.0 --hash=sha256:{'0' * 64}\n")
+    powered_off = tmp_path / "powered-off"
+    try:
+        # When the bootstrap runs with a short retry window, powering off standing for the real thing
+        env = sandbox_env(tmp_path / "root", emulator.url, LABKIT_INSTANCE_ID=instance, LABKIT_RETRY_DELAY="1",
+                          LABKIT_RETRY_FOR="3", LABKIT_POWEROFF=f"touch {powered_off}")
+        boot = subprocess.run(["bash", str(script)], env=env, cwd=tmp_path, capture_output=True, text=True,
+                              timeout=240)
+        # Then it tried more than once, gave up, and powered the instance off
+        assert boot.returncode != 0
+        assert "installing the pinned dependencies failed (attempt 1)" in boot.stdout
+        assert "installing the pinned dependencies failed" in boot.stderr and "powering the instance off" in boot.stderr
+        assert powered_off.exists()
+        # And it recorded why where labkit reads it: deploy and status report the instance as failed
+        report = fleet.deploy(clients, fleet.FleetSpec(workers=1))
+        assert report.unhealthy == [instance]
+        assert any(n.startswith(f"instance {instance} is failed: bootstrap gave up at 'installing the pinned "
+                                "dependencies'") for n in report.notes), report.notes
+        shown = fleet.fleet_status(clients)["instances"][0]  # type: ignore[index]
+        assert shown["health"] == "failed"
+    finally:
+        fleet.undeploy(clients)
+
+
+def test_instances_end_when_they_power_off(settings: Settings) -> None:
+    # Given fixed instances and an Auto Scaling group's launch template
+    clients = Clients(settings)
+    fleet.deploy(clients, fleet.FleetSpec(workers=1))
+    try:
+        instance = fleet.fleet_status(clients)["instances"][0]["id"]  # type: ignore[index]
+        # Then an instance that powers itself off terminates (it stops billing; a group replaces it)
+        attr = clients("ec2").describe_instance_attribute(InstanceId=instance,
+                                                          Attribute="instanceInitiatedShutdownBehavior")
+        assert attr["InstanceInitiatedShutdownBehavior"]["Value"] == "terminate"
+        fleet.deploy(clients, fleet.FleetSpec(autoscale=(0, 2)))
+        names = fleet.FleetNames(settings.bucket or "")
+        data = clients("ec2").describe_launch_template_versions(
+            LaunchTemplateName=names.launch_template, Versions=["$Latest"])["LaunchTemplateVersions"][0]
+        assert data["LaunchTemplateData"]["InstanceInitiatedShutdownBehavior"] == "terminate"
+    finally:
+        fleet.undeploy(clients)
+
+
+def pins() -> dict[str, tuple[str, list[str]]]:
+    """worker/deploy/requirements.txt as {name: (version, [sha256, ...])}."""
+    text = (fleet.DEPLOY_DIR / "requirements.txt").read_text().replace("\\\n", " ")
+    out = {}
+    for line in text.splitlines():
+        if line.strip() and not line.startswith("#"):
+            spec, *hashes = line.split("--hash=sha256:")
+            name, version = spec.strip().split("==")
+            out[name] = (version, [h.strip() for h in hashes])
+    return out
+
+
+def test_the_worker_dependencies_are_pinned_with_hashes_and_written_into_the_user_data() -> None:
+    from importlib.metadata import distribution
+
+    from pip._vendor.packaging.requirements import Requirement
+    pinned = pins()
+    # Every one has an exact version and at least one SHA-256; numpy and Pillow one per machine (x86_64, arm64)
+    assert all(hashes and all(re.fullmatch(r"[0-9a-f]{64}", h) for h in hashes) for _, hashes in pinned.values())
+    assert len(pinned["numpy"][1]) == 2 and len(pinned["pillow"][1]) == 2
+    # And together they are exactly what labkit needs on Linux with Python 3.11, every requirement met
+    marker_env = {"python_version": "3.11", "python_full_version": "3.11.0", "sys_platform": "linux",
+                  "platform_system": "Linux", "platform_machine": "x86_64", "implementation_name": "cpython",
+                  "platform_python_implementation": "CPython", "os_name": "posix", "extra": ""}
+    needed, todo = set(), ["labkit"]
+    while todo:
+        for text in distribution(todo.pop()).requires or []:
+            req = Requirement(text)
+            if req.marker is not None and not req.marker.evaluate(marker_env):
+                continue
+            name = re.sub(r"[-_.]+", "-", req.name).lower()
+            assert name in pinned, f"{name} ({text}) is not pinned"
+            assert req.specifier.contains(pinned[name][0], prereleases=True), f"{name}=={pinned[name][0]} vs {text}"
+            if name not in needed:
+                needed.add(name)
+                todo.append(name)
+    assert needed == set(pinned)
+    # And the user data carries them, so that the instance installs exactly these
+    script = sample_user_data()
+    for name, (version, hashes) in pinned.items():
+        assert f"{name}=={version}" in script and all(h in script for h in hashes)
+    assert "pip_install --require-hashes --only-binary :all:" in script
+
+
+@pytest.mark.slow
+def test_the_pinned_hashes_are_those_of_the_registrys_wheels(tmp_path: Path) -> None:
+    # (downloads the pinned wheels for both machines: the one test that needs the package registry)
+    for platform in ("manylinux_2_28_x86_64", "manylinux_2_28_aarch64"):
+        out = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+                              "--require-hashes", "--only-binary=:all:", "--no-deps", "--python-version", "3.11",
+                              "--implementation", "cp", "--abi", "cp311", "--platform", platform,
+                              "--dest", str(tmp_path / platform), "-r", str(fleet.DEPLOY_DIR / "requirements.txt")],
+                             capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr
+        assert len(list((tmp_path / platform).glob("*.whl"))) == len(pins())

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import io
 import json
+import logging
 import subprocess
 import sys
 import zipfile
@@ -80,7 +81,8 @@ def user_data(clients: Clients, instance_id: str) -> str:
 def expected_grants(s: Settings, bucket: str) -> dict[str, set[str]]:
     q = f"arn:aws:sqs:{s.region}:{ACCOUNT}:"
     b = f"arn:aws:s3:::{bucket}"
-    consume = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueUrl"}
+    consume = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueUrl",
+               "sqs:GetQueueAttributes"}
     return {
         q + s.request_queue: consume,
         q + s.image_inbox: consume,
@@ -111,6 +113,9 @@ def assert_least_privilege(policy: dict[str, Any], s: Settings, bucket: str) -> 
                 assert "*" not in resources, f"{action} on every resource"
                 # No dead-letter queue: SQS redrives by itself, the worker never touches them.
                 assert not any(r.endswith("-dlq") for r in resources)
+            if action.startswith("s3:"):
+                # The bucket's name is predictable: only this account's bucket of that name.
+                assert st["Condition"] == {"StringEquals": {"s3:ResourceAccount": ACCOUNT}}, st
 
 
 # -- pure parts ------------------------------------------------------------------------------------
@@ -129,6 +134,49 @@ def test_worker_policy_grants_exactly_what_the_worker_does(emulator, tmp_path: P
     assert trust == [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]
     assert fleet.policy.partition("cn-north-1") == "aws-cn"
     assert fleet.policy.partition("us-gov-west-1") == "aws-us-gov"
+
+
+def test_deployer_policy_names_its_resources_and_gives_each_command_only_its_part(tmp_path: Path) -> None:
+    from labkit.fleet.deployer import COMMANDS, deployer_policy
+    s = Settings.load(state_dir=tmp_path, env={}, region="eu-west-1")
+    # When the policy for `up` alone is built
+    up = deployer_policy(s, "labkit-b", ACCOUNT, commands=["up"])
+    # Then it holds queue and bucket creation, on labkit's queues and bucket by name, nothing of EC2 or IAM
+    actions = {a for st in up["Statement"] for a in st["Action"]}
+    assert "sqs:CreateQueue" in actions and "s3:CreateBucket" in actions
+    assert not any(a.startswith(("ec2:", "iam:", "autoscaling:")) for a in actions)
+    # And every SQS, S3, IAM and SSM statement of the full policy names its resources (listing queues aside)
+    full = deployer_policy(s, "labkit-b", ACCOUNT)
+    for st in full["Statement"]:
+        if any(a.split(":")[0] in ("sqs", "s3", "iam", "ssm") for a in st["Action"]) and st["Action"] != [
+                "sqs:ListQueues"]:
+            if st["Action"] == ["iam:CreateServiceLinkedRole"]:
+                assert st["Condition"] == {"StringEquals": {"iam:AWSServiceName": "autoscaling.amazonaws.com"}}
+                continue
+            assert st["Resource"] != "*" and all(r != "*" for r in st["Resource"]), st
+            assert all(f":{ACCOUNT}:" in r or r.startswith("arn:aws:s3:::labkit-b") or ":ssm:eu-west-1::" in r
+                       for r in st["Resource"]), st
+    assert [st for st in full["Statement"] if st["Action"] == ["iam:PassRole"]][0]["Condition"] == {
+        "StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}
+    # And each command's policy is part of the full one
+    for cmd in COMMANDS:
+        part = deployer_policy(s, "labkit-b", ACCOUNT, commands=[cmd])["Statement"]
+        assert part and all(st in full["Statement"] for st in part)
+    with pytest.raises(ConfigError, match="no deployer policy for launch"):
+        deployer_policy(s, "labkit-b", ACCOUNT, commands=["launch"])
+
+
+def test_cli_prints_the_worker_and_deployer_policies(settings: Settings) -> None:
+    from labkit.fleet.deployer import deployer_policy
+    worker = labkit(settings, "policy", "worker")
+    assert worker.returncode == 0, worker.stderr
+    assert json.loads(worker.stdout) == fleet.policy.worker_policy(settings, settings.bucket or "", ACCOUNT)
+    up = labkit(settings, "policy", "deployer", "--command", "up", "--command", "teardown")
+    assert up.returncode == 0, up.stderr
+    assert json.loads(up.stdout) == deployer_policy(settings, settings.bucket or "", ACCOUNT,
+                                                      commands=["up", "teardown"])
+    bad = labkit(settings, "policy", "deployer", "--command", "launch")
+    assert bad.returncode == 1 and "no deployer policy for launch" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_names_are_deterministic_and_fit_iam_limits() -> None:
@@ -166,14 +214,24 @@ def test_open_ssh_passes_only_when_confirmed() -> None:
 def test_user_data_is_the_bootstrap_script_with_its_settings_filled_in(tmp_path: Path) -> None:
     s = Settings.load(state_dir=tmp_path, env={}, bucket="labkit-b")
     values = fleet.user_data_values(s, "labkit-b", "artifacts/labkit/x/labkit-0.1.0-py3-none-any.whl", "ab" * 32, 6)
-    text = fleet.render_user_data(values)
+    text = fleet.render_user_data(values, requirements="# a comment\nsix==1.17.0 \\\n    --hash=sha256:" + "0" * 64)
     template = fleet.bootstrap_template()
-    changed = [(a, b) for a, b in zip(template.splitlines(), text.splitlines(), strict=True) if a != b]
-    # Only the settings lines differ, each now holding its value.
+    # The pinned requirements (comments dropped) are written into the quoted heredoc, nothing else is added
+    block = "PINNED=\"$(cat <<'LABKIT_REQUIREMENTS'\n"
+    assert block + "six==1.17.0 \\\n    --hash=sha256:" + "0" * 64 + "\nLABKIT_REQUIREMENTS\n" in text
+    pinned = ["six==1.17.0 \\", "    --hash=sha256:" + "0" * 64]
+    lines = text.splitlines()
+    start = lines.index(block.strip())
+    assert lines[start + 1:start + 3] == pinned
+    del lines[start + 1:start + 3]
+    changed = [(a, b) for a, b in zip(template.splitlines(), lines, strict=True) if a != b]
+    # And only the settings lines differ, each now holding its value.
     assert {b for _, b in changed} == {f': "${{{k}:={v}}}"' for k, v in values.items() if v}
     assert ': "${LABKIT_CONCURRENCY:=6}"' in text and ': "${LABKIT_ENDPOINT_URL:=}"' in text
     with pytest.raises(ConfigError, match="cannot go into"):
         fleet.render_user_data({**values, "LABKIT_BUCKET": "b$(reboot)"})
+    with pytest.raises(ConfigError, match="cannot go into"):
+        fleet.render_user_data(values, requirements="six==1.17.0\nLABKIT_REQUIREMENTS\n$(reboot)")
 
 
 def test_the_wheel_is_complete_reproducible_and_leaves_no_build_junk(tmp_path: Path) -> None:
@@ -355,6 +413,15 @@ def test_autoscale_group_follows_the_request_queues_backlog(settings: Settings) 
                                                 ("ApproximateNumberOfMessagesNotVisible", settings.image_inbox)}
     assert idle["TreatMissingData"] == "breaching" and idle["Threshold"] == 0.0
 
+    # And both fit SQS's metric cadence (a point a minute, minutes late, with gaps): 5-minute windows, a missing
+    # window never read as "nothing waiting", idle only after 15 minutes of windows
+    for alarm in (backlog, idle):
+        assert {m["MetricStat"]["Period"] for m in alarm["Metrics"] if "MetricStat" in m} == {300}
+        expression = next(m["Expression"] for m in alarm["Metrics"] if "Expression" in m)
+        assert expression.startswith("SUM([") and "FILL" not in expression
+    assert (backlog["EvaluationPeriods"], backlog["DatapointsToAlarm"], backlog["TreatMissingData"]) == (1, 1, "ignore")
+    assert idle["EvaluationPeriods"] * 300 == 15 * 60 and idle["DatapointsToAlarm"] == idle["EvaluationPeriods"]
+
     # When deployed again unchanged, nothing changes; a new size only updates the group
     assert not fleet.deploy(clients, fleet.FleetSpec(autoscale=(0, 3), instance_type="t3.small")).changed
     resized = fleet.deploy(clients, fleet.FleetSpec(autoscale=(1, 4), instance_type="t3.small"))
@@ -363,6 +430,39 @@ def test_autoscale_group_follows_the_request_queues_backlog(settings: Settings) 
     # When undeployed, the group, its template and alarms go with the rest
     fleet.undeploy(clients)
     assert nothing_left(found := leftovers(clients, names)), found
+
+
+def test_a_client_waiting_on_a_group_at_zero_says_it_waits_for_a_scale_out(
+        settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    from labkit.client import Lab
+    from labkit.errors import JobTimeout
+    clients = Clients(settings)
+    # Given workers as an Auto Scaling group of 0 to 3, at 0 now, and no worker anywhere
+    fleet.deploy(clients, fleet.FleetSpec(autoscale=(0, 3)))
+    try:
+        with Lab(settings) as lab, caplog.at_level(logging.WARNING, logger="labkit"):
+            # When a client waits for a result
+            with pytest.raises(JobTimeout) as info:
+                lab.numbers([1, 2]).result(timeout=2)
+            # Then it says, while waiting, that it waits for a scale-out, how long that takes and what to do
+            said = [r.getMessage() for r in caplog.records if "scale-out" in r.getMessage()]
+            assert len(said) == 1, said
+            assert "is at 0 instances" in said[0] and "5 to 10 minutes" in said[0]
+            assert "labkit deploy --autoscale 1:3" in said[0]
+            # And its timeout says so too
+            assert "waiting for a scale-out" in str(info.value)
+            # And it says it once per client, not once per job
+            with pytest.raises(JobTimeout):
+                lab.numbers([3]).result(timeout=2)
+            assert len([r for r in caplog.records if "scale-out" in r.getMessage()]) == 1
+    finally:
+        fleet.undeploy(clients)
+    # And a client with no Auto Scaling fleet says nothing of scaling and never asks Auto Scaling
+    with Lab(settings) as lab:
+        with pytest.raises(JobTimeout) as info:
+            lab.numbers([4]).result(timeout=1)
+        assert "scale" not in str(info.value) and "is a worker running" in str(info.value)
+        assert not any(call.startswith("autoscaling.") for call in lab.clients.counter.snapshot())
 
 
 def test_deploy_ships_the_job_modules_and_names_them_in_the_user_data(settings: Settings) -> None:

@@ -68,3 +68,26 @@ def test_readme_starts_with_the_two_commands():
 
 def test_ci_runs_the_readme_test_command():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+# The newest parameters of the AWS calls labkit makes, with the first botocore release that has them (botocore's
+# changelog: 1.34.101 "adds MessageSystemAttributeNames to ReceiveMessageRequest to replace AttributeNames").
+# boto3 X.Y.Z requires botocore >= X.Y.Z. Every parameter of every call labkit made across the fleet, worker,
+# CLI, provisioning, image, memory, health and IAM tests was checked against botocore 1.34.101's service
+# models (and 1.34.100's, which lacks only this one): add a row when labkit starts using a newer parameter.
+NEWEST_API = {("sqs", "ReceiveMessage", "MessageSystemAttributeNames"): "1.34.101"}
+
+
+def test_the_boto3_lower_bound_has_every_api_parameter_labkit_uses():
+    import botocore.session
+    from pip._vendor.packaging.version import Version
+
+    bound = Version(_pyproject_deps()["boto3"].removeprefix(">="))
+    sources = "\n".join(p.read_text() for p in (ROOT / "labkit").rglob("*.py"))
+    models = botocore.session.get_session()
+    for (service, operation, parameter), first in NEWEST_API.items():
+        # labkit passes it, and it is what botocore calls it
+        assert parameter in sources, f"{parameter} is no longer used: drop its row"
+        assert parameter in models.get_service_model(service).operation_model(operation).input_shape.members
+        # and the lower bound is a release that has it
+        assert bound >= Version(first), f"boto3>={bound} lacks {service} {operation} {parameter} (needs {first})"

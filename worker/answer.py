@@ -19,6 +19,7 @@ from labkit.config import REPLY_QUEUE_PREFIX, Settings
 from labkit.errors import INTERNAL, JobError, ProtocolError
 from labkit.jobs.numbers import format_legacy_error
 from labkit.protocol import JobRequest, JobResult, encode_result, load_payload, peek, read_request
+from worker.memory import MemoryBudget
 from worker.outage import OutageLog, is_transient, short
 
 log = logging.getLogger("labkit.worker")
@@ -65,6 +66,7 @@ class Answerer:
         self.stats = stats
         self.outage = outage
         self.ctx = kinds.Context(settings, bucket)
+        self.memory = MemoryBudget.detect()  # claim-check payloads are held to it (worker/memory.py)
         self._allowed_replies = set(kinds.reply_queues(settings).values())
 
     def process(self, src: Source, m: Message, received: float) -> Outcome:
@@ -113,8 +115,9 @@ class Answerer:
         t0 = time.perf_counter()
         try:
             handler = kinds.get_kind(req.kind).handler()
-            payload = load_payload(req, self.bucket, self.settings.max_payload_bytes)
-            result = handler(payload, kinds.Context(self.settings, self.bucket, req.id))
+            with self.memory.hold(req, self.bucket):
+                payload = load_payload(req, self.bucket, self.settings.max_payload_bytes)
+                result = handler(payload, kinds.Context(self.settings, self.bucket, req.id))
             dt = time.perf_counter() - t0
             res = JobResult.success(req.id, req.kind, result, worker=self.name,
                                     timings={"queued_s": round(queued, 6), "compute_s": round(dt, 6)})

@@ -37,6 +37,7 @@ from labkit.aws.queues import Message, Queue
 from labkit.aws.storage import Bucket
 from labkit.config import Settings
 from worker.answer import Answerer, Outcome, Source, WorkerStats
+from worker.health import WorkerHealth
 from worker.outage import OutageLog, is_transient, short
 from worker.pool import JobPool, Task
 from worker.shipper import LogShipper
@@ -77,6 +78,7 @@ class Worker:
     def run(self) -> int:
         """Serve until stopped; returns the process exit status (0 after a warm stop)."""
         sources = self._sources()
+        self.health = WorkerHealth.start(self)  # systemd's watchdog and the heartbeat (worker/health.py)
         threads = [threading.Thread(target=self._consume, args=(src,), name=f"consume-{src.lane.name}", daemon=True)
                    for src in sources]
         log.info("worker %s serving %s (concurrency %d%s)", self.name, ", ".join(s.queue.name for s in sources),
@@ -90,6 +92,7 @@ class Worker:
                     log.warning("worker %s: forced stop; unfinished jobs return to their queue", self.name)
                     return 1
         self.pool.shutdown()
+        self.health.stop()
         if self._shipper:
             self._shipper.flush()
         log.info("worker %s stopped after %d jobs (%d errors)", self.name, self.stats.jobs, self.stats.errors)
@@ -98,6 +101,7 @@ class Worker:
     def _consume(self, src: Source) -> None:
         """The loop of one request queue: receive, run, reply, delete; until stopped."""
         while not self._stop.is_set():
+            self.health.alive(src.lane.name)
             messages = self._guarded(lambda: src.queue.receive(10, wait=self.receive_wait),
                                      f"receiving from {src.queue.name}")
             if messages is None:  # AWS unreachable or refusing: wait, then poll again

@@ -59,7 +59,3 @@ def pages(client: Any, operation: str, key: str, what: str = "", **kwargs: Any) 
         raise AwsError.from_client_error(exc, what or operation) from exc
     return out
 
-
-def hinted(exc: AwsError, hint: str) -> AwsError:
-    """The same error (code and operation kept) with advice for the user after its message."""
-    return AwsError(f"{exc}; {hint}", code=exc.code, operation=exc.operation)

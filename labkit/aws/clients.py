@@ -17,6 +17,19 @@ from labkit.config import Settings
 # The embedded emulator accepts any credentials; these fixed, obviously fake ones keep real
 # credentials from ever being sent to it.
 EMULATOR_CREDENTIALS = {"aws_access_key_id": "labkit-emulator", "aws_secret_access_key": "labkit-emulator"}
+# An emulator that enforces IAM (moto with INITIAL_NO_AUTH_ACTION_COUNT, as tests/test_iam.py runs one) needs
+# the keys of a user it knows: these variables name them. They are only ever sent to an emulator.
+EMULATOR_KEY_VARS = {"LABKIT_EMULATOR_ACCESS_KEY_ID": "aws_access_key_id",
+                     "LABKIT_EMULATOR_SECRET_ACCESS_KEY": "aws_secret_access_key",
+                     "LABKIT_EMULATOR_SESSION_TOKEN": "aws_session_token"}
+
+
+def emulator_credentials(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The credentials requests to an emulator are signed with: the ``LABKIT_EMULATOR_*`` keys when set,
+    else fixed fake ones (never the AWS credentials of the environment)."""
+    env = os.environ if env is None else env
+    given = {arg: env[var] for var, arg in EMULATOR_KEY_VARS.items() if env.get(var)}
+    return given if "aws_access_key_id" in given else dict(EMULATOR_CREDENTIALS)
 
 
 class CallCounter:
@@ -60,7 +73,7 @@ class Clients:
         self._lock = threading.Lock()
         self._clients: dict[str, Any] = {}
         self._bucket: str | None = None
-        creds = EMULATOR_CREDENTIALS if settings.is_local else {}
+        creds = emulator_credentials() if settings.is_local else {}
         self._session = boto3.session.Session(region_name=settings.region, **creds)
 
     def __call__(self, service: str) -> Any:

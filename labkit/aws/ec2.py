@@ -103,8 +103,7 @@ class Ec2:
     def run_instance(self, launch: dict[str, Any], subnet: str | None = None) -> str:
         """Launch one instance with the ``run_instances`` fields ``launch``; returns its id."""
         where = {"SubnetId": subnet} if subnet else {}
-        resp = call(self.client, "run_instances", "launching an instance", MinCount=1, MaxCount=1, **where,
-                    InstanceInitiatedShutdownBehavior="terminate", **launch)
+        resp = call(self.client, "run_instances", "launching an instance", MinCount=1, MaxCount=1, **where, **launch)
         return resp["Instances"][0]["InstanceId"]
 
     def terminate(self, ids: list[str]) -> None:

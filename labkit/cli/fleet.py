@@ -1,11 +1,11 @@
-"""Commands for the EC2 worker fleet: deploy, undeploy."""
+"""Commands for the EC2 worker fleet: deploy, undeploy, policy."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from labkit.cli.common import confirm, print_changes, say, settings
+from labkit.cli.common import confirm, print_changes, print_json, say, settings
 
 Add = Any
 
@@ -30,11 +30,14 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             "them; see docs/aws.md for prices)")
     spec = fleet.FleetSpec(workers=args.workers, instance_type=args.instance_type, autoscale=autoscale,
                            ssh_cidr=args.ssh_cidr, key_name=args.key_name, instance_profile=args.instance_profile,
-                           concurrency=args.concurrency, allow_open_ssh=open_ssh)
+                           concurrency=args.concurrency, allow_open_ssh=open_ssh, wait=args.wait)
     clients = Clients(s)
     report = fleet.deploy(clients, spec, progress=say)
     print_changes(created=report.created, updated=report.updated, deleted=report.deleted, note=report.notes)
     print(fleet.format_status(fleet.fleet_status(clients)))
+    if args.wait and report.unhealthy:
+        say(f"{len(report.unhealthy)} instance(s) did not become healthy: {', '.join(report.unhealthy)}")
+        return 1
     return 0
 
 
@@ -45,6 +48,19 @@ def cmd_undeploy(args: argparse.Namespace) -> int:
     report = fleet.undeploy(clients, progress=say)
     print_changes(deleted=report.deleted, note=report.notes)
     print(f"the worker fleet for bucket {clients.bucket_name()} is gone")
+    return 0
+
+
+def cmd_policy(args: argparse.Namespace) -> int:
+    from labkit.aws.clients import Clients
+    from labkit.fleet import deployer, policy
+    s = settings(args)
+    clients = Clients(s)
+    bucket, account = clients.bucket_name(), clients.account_id()
+    if args.who == "worker":
+        print_json(policy.worker_policy(s, bucket, account))
+    else:
+        print_json(deployer.deployer_policy(s, bucket, account, commands=args.command or deployer.COMMANDS))
     return 0
 
 
@@ -63,6 +79,16 @@ def register(add: Add) -> None:
                     "creating a role (for accounts that may not create IAM roles)")
     sp.add_argument("--concurrency", type=int, default=4, metavar="N", help="jobs at once per instance (default 4)")
     sp.add_argument("--yes", action="store_true", help="confirm opening SSH to the whole internet without asking")
+    sp.add_argument("--wait", type=float, nargs="?", const=900.0, default=0.0, metavar="SECONDS",
+                    help="wait until every instance's worker reports healthy (default 900 s when given without a "
+                    "value); exit status 1 naming those that did not")
 
     add("undeploy", cmd_undeploy, "terminate the EC2 workers and delete everything `deploy` made (role, profile, "
         "security group, launch template, group, alarms, wheels)")
+
+    sp = add("policy", cmd_policy, "print an IAM policy for these queues and bucket: the worker instances' role "
+             "(worker), or what you need to run up, deploy, undeploy and teardown (deployer)")
+    sp.add_argument("who", choices=["worker", "deployer"], help="whose policy")
+    sp.add_argument("--command", action="append", metavar="CMD",
+                    help="deployer: only what this command needs (up, deploy, undeploy or teardown; repeatable; "
+                    "default: all four)")

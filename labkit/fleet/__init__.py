@@ -10,16 +10,23 @@ What ``deploy`` makes:
 - either ``workers`` instances, or (``autoscale=(min, max)``) a launch template, an Auto Scaling group
   and two CloudWatch alarms on the request queues' ``ApproximateNumberOfMessagesVisible``: a backlog
   adds instances (step scaling), 15 idle minutes bring the group back to ``min``;
-- user data: ``worker/deploy/bootstrap.sh`` with its settings filled in (names and region, no secret).
+- user data: ``worker/deploy/bootstrap.sh`` with its settings filled in (names and region, no secret) and the
+  worker's dependencies pinned with their hashes; instances terminate when they power off.
 
 Everything carries the tag ``labkit:fleet=<bucket>`` and deterministic names, and the state file
 records it under ``fleet``; ``undeploy`` finds it all from the names and tags, state file or not.
 Deploying twice converges on the request: it never doubles the fleet.
 
+Each worker writes a heartbeat to ``logs/health/<instance-id>.json``; ``fleet_status`` shows each instance's
+worker from it, and ``deploy`` names the instances that are not healthy (``FleetSpec(wait=...)`` first waits
+for them).
+
 The modules, one concept each: :mod:`~labkit.fleet.spec` (the request), :mod:`~labkit.fleet.names`,
-:mod:`~labkit.fleet.wheel`, :mod:`~labkit.fleet.userdata`, :mod:`~labkit.fleet.policy` (the IAM documents),
-:mod:`~labkit.fleet.roles`, :mod:`~labkit.fleet.network`, :mod:`~labkit.fleet.instances`,
-:mod:`~labkit.fleet.autoscale`, :mod:`~labkit.fleet.deployment` (deploy and undeploy, step by step) and
+:mod:`~labkit.fleet.wheel`, :mod:`~labkit.fleet.userdata`, :mod:`~labkit.fleet.policy` (the worker's IAM
+policy), :mod:`~labkit.fleet.deployer` (the deployer's, per command), :mod:`~labkit.fleet.roles`,
+:mod:`~labkit.fleet.network`, :mod:`~labkit.fleet.instances`, :mod:`~labkit.fleet.autoscale`,
+:mod:`~labkit.fleet.health` (the workers' heartbeats), :mod:`~labkit.fleet.coldstart` (why a result is slow on
+a group with no worker), :mod:`~labkit.fleet.deployment` (deploy and undeploy, step by step) and
 :mod:`~labkit.fleet.status`. They talk to AWS only through :mod:`labkit.aws` (``ec2``, ``iam``, ``ssm``,
 ``scaling``, ``storage``).
 """

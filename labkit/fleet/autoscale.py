@@ -17,6 +17,12 @@ from labkit.fleet.spec import FleetSpec
 
 WARMUP = 180  # seconds from launch to a serving worker (dnf, venv, wheels): an estimate, not a measurement
 IDLE_MINUTES = 15
+# SQS sends its CloudWatch metrics once a minute, a few minutes late, with gaps; after six idle hours it stops,
+# and a queue waking up reports again only up to 15 minutes later. So the alarms look at 5-minute windows
+# (their maximum catches any minute's point that has arrived), a missing window never counts as "nothing
+# waiting" (which made the backlog alarm miss or flap when gaps were filled with 0), and a scale-out from zero
+# takes minutes: the client says so while it waits (labkit.fleet.coldstart).
+METRIC_PERIOD = 300
 # Scale out by backlog (visible requests, both queues): 1-9 → +1 instance, 10-99 → +2, 100 or more → +4.
 SCALE_OUT_STEPS = [(0, 9, 1), (9, 99, 2), (99, None, 4)]
 VERSION_NOTE = "labkit deploy"
@@ -40,7 +46,8 @@ def ensure_launch_template(run: Run, launch: dict[str, Any]) -> None:
 
 
 def _comparable(data: dict[str, Any]) -> dict[str, Any]:
-    keys = ("ImageId", "InstanceType", "SecurityGroupIds", "IamInstanceProfile", "UserData", "KeyName")
+    keys = ("ImageId", "InstanceType", "SecurityGroupIds", "IamInstanceProfile", "UserData", "KeyName",
+            "InstanceInitiatedShutdownBehavior")
     out = {k: data.get(k) for k in keys}
     tags = {(t["Key"], t["Value"]) for spec in data.get("TagSpecifications", []) for t in spec.get("Tags", [])}
     out["Tags"] = sorted(tags)
@@ -92,17 +99,18 @@ def delete_group(run: Run, why: str = "") -> bool:
 # -- scaling policies and alarms ------------------------------------------------------------------------
 
 def _queue_metrics(settings: Settings, metric_names: list[str]) -> tuple[list[dict[str, Any]], str]:
-    """CloudWatch metric queries for the request queues, and an expression summing them (gaps as 0)."""
+    """CloudWatch metric queries for the request queues, and an expression summing the points that arrived
+    (a queue with no point in a window adds nothing; a window with no point at all stays missing)."""
     queries, ids = [], []
     for i, (metric, queue) in enumerate((m, q) for m in metric_names
                                         for q in kinds.request_queues(settings).values()):
         qid = f"m{i}"
-        ids.append(f"FILL({qid}, 0)")
+        ids.append(qid)
         queries.append({"Id": qid, "ReturnData": False, "MetricStat": {
             "Metric": {"Namespace": "AWS/SQS", "MetricName": metric,
                        "Dimensions": [{"Name": "QueueName", "Value": queue}]},
-            "Period": 60, "Stat": "Maximum"}})
-    return queries, " + ".join(ids)
+            "Period": METRIC_PERIOD, "Stat": "Maximum"}})
+    return queries, f"SUM([{', '.join(ids)}])"
 
 
 def _scaling_policies(run: Run, spec: FleetSpec) -> tuple[str, str]:
@@ -131,17 +139,19 @@ def ensure_scaling(run: Run, spec: FleetSpec) -> list[str]:
         Metrics=[*backlog, {"Id": "backlog", "Expression": backlog_expr, "Label": "requests waiting",
                             "ReturnData": True}],
         ComparisonOperator="GreaterThanOrEqualToThreshold", Threshold=1.0, EvaluationPeriods=1,
-        DatapointsToAlarm=1, TreatMissingData="notBreaching")
+        # A late or missing window keeps the alarm as it is: neither a scale-out missed nor one cut short.
+        DatapointsToAlarm=1, TreatMissingData="ignore")
     work, work_expr = _queue_metrics(settings, ["ApproximateNumberOfMessagesVisible",
                                                 "ApproximateNumberOfMessagesNotVisible"])
-    # No data means an inactive queue (SQS stops reporting after hours of silence): idle, too.
+    # No data at all means an inactive queue (SQS stops reporting after six silent hours): idle, too.
+    windows = IDLE_MINUTES * 60 // METRIC_PERIOD
     run.alarms.put(
         names.alarm_idle, AlarmActions=[in_arn], Tags=names.tags(),
         AlarmDescription=f"labkit: no request waiting or running for {IDLE_MINUTES} minutes: back to MIN workers",
         Metrics=[*work, {"Id": "work", "Expression": work_expr, "Label": "requests waiting or running",
                          "ReturnData": True}],
-        ComparisonOperator="LessThanOrEqualToThreshold", Threshold=0.0, EvaluationPeriods=IDLE_MINUTES,
-        DatapointsToAlarm=IDLE_MINUTES, TreatMissingData="breaching")
+        ComparisonOperator="LessThanOrEqualToThreshold", Threshold=0.0, EvaluationPeriods=windows,
+        DatapointsToAlarm=windows, TreatMissingData="breaching")
     for alarm in names.alarms:
         (run.report.unchanged if alarm in existing else run.report.created).append(f"alarm {alarm}")
     return names.alarms

@@ -12,7 +12,7 @@ from labkit import provision
 from labkit.aws.clients import Clients
 from labkit.config import read_state, update_state
 from labkit.errors import ConfigError
-from labkit.fleet import autoscale, instances, network, roles
+from labkit.fleet import autoscale, health, instances, network, roles
 from labkit.fleet.names import FleetNames
 from labkit.fleet.policy import worker_policy
 from labkit.fleet.run import FleetReport, Progress, Run
@@ -45,6 +45,7 @@ def deploy(clients: Clients, spec: FleetSpec | None = None, progress: Progress |
         alarms = _as_group(run, spec, launch, subnets)
     else:
         alarms = _as_instances(run, spec, launch, build, subnets)
+    report.unhealthy = health.review(run, spec.wait)
     report.fleet = {
         **_record(run, spec, profile), "mode": mode, "security_group": gid, "alarms": alarms,
         "ami": ami, "wheel": key, "build": build,

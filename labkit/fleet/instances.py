@@ -58,6 +58,9 @@ def launch_data(run: Run, spec: FleetSpec, ami: str, gid: str, user_data: str, p
         "TagSpecifications": [{"ResourceType": "instance", "Tags": tags},
                               {"ResourceType": "volume", "Tags": tags}],
         "UserData": user_data,
+        # A worker that cannot serve powers its instance off (bootstrap.sh, the unit's FailureAction): that ends
+        # it for good, so that it stops billing and an Auto Scaling group replaces it.
+        "InstanceInitiatedShutdownBehavior": "terminate",
     }
     if spec.key_name:
         data["KeyName"] = spec.key_name

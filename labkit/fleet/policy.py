@@ -36,6 +36,8 @@ SESSION_MANAGER_ACTIONS = [
 # Action -> why the worker needs it (docs/aws.md and the closing note repeat this table).
 WHY = {
     "sqs:GetQueueUrl": "the worker looks its request and response queues up by name when it starts",
+    "sqs:GetQueueAttributes": "on the request queues only: the worker reads their visibility timeout when it "
+                              "starts, to time its heartbeat on long jobs",
     "sqs:ReceiveMessage": "long-poll the two request queues for jobs",
     "sqs:ChangeMessageVisibility": "keep a long job invisible while it runs (heartbeat), and hand unstarted or "
                                    "unanswerable requests back early on a stop or a failed reply",
@@ -43,7 +45,8 @@ WHY = {
     "sqs:SendMessage": "send replies: to responseQueue/imageOutbox and to the clients' labkit-reply-* queues",
     "s3:GetObject": "read input images (images/unprocessed/), claim-check payloads (payloads/) and, at boot, "
                     "the labkit wheel (artifacts/)",
-    "s3:PutObject": "write processed images (images/processed/), large results (payloads/) and job logs (logs/)",
+    "s3:PutObject": "write processed images (images/processed/), large results (payloads/), job logs and the "
+                    "worker's health heartbeat (logs/)",
     "s3:ListBucket": "on the bucket only: without it S3 answers a missing object with 403 instead of 404, and "
                      "the worker could not tell the sender 'not_found'",
     "ssm:UpdateInstanceInformation": "register the instance with Systems Manager, so Session Manager can reach "
@@ -87,9 +90,13 @@ def worker_policy(settings: Settings, bucket: str, account: str, region: str | N
     """The worker role's inline policy for ``settings``' queues and ``bucket`` in ``account``.
 
     Dead-letter queues are deliberately absent: SQS moves a message there by itself after
-    ``max_receive_count`` receives, the worker never reads or writes them.
+    ``max_receive_count`` receives, the worker never reads or writes them. Every S3 statement holds only
+    while the bucket belongs to ``account`` (``s3:ResourceAccount``): the bucket's name
+    (``labkit-<account>-<region>``) is predictable, and a bucket of that name in another account must
+    never receive the worker's results or logs.
     """
     region = region or settings.region
+    own_bucket = {"StringEquals": {"s3:ResourceAccount": account}}
 
     def q(name: str) -> str:
         return queue_arn(region, account, name)
@@ -99,7 +106,8 @@ def worker_policy(settings: Settings, bucket: str, account: str, region: str | N
 
     statements: list[dict[str, Any]] = [
         {"Sid": "ConsumeRequests", "Effect": "Allow",
-         "Action": ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueUrl", "sqs:ReceiveMessage"],
+         "Action": ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl",
+                    "sqs:ReceiveMessage"],
          "Resource": [q(settings.request_queue), q(settings.image_inbox)]},
         {"Sid": "SendReplies", "Effect": "Allow",
          "Action": ["sqs:GetQueueUrl", "sqs:SendMessage"],
@@ -109,13 +117,13 @@ def worker_policy(settings: Settings, bucket: str, account: str, region: str | N
          "Resource": [q(REPLY_QUEUE_PREFIX + "*")]},
         {"Sid": "ReadInputsAndArtifacts", "Effect": "Allow",
          "Action": ["s3:GetObject"],
-         "Resource": [obj(UNPROCESSED_PREFIX), obj(PAYLOADS_PREFIX), obj(ARTIFACTS_PREFIX)]},
+         "Resource": [obj(UNPROCESSED_PREFIX), obj(PAYLOADS_PREFIX), obj(ARTIFACTS_PREFIX)], "Condition": own_bucket},
         {"Sid": "WriteOutputsAndLogs", "Effect": "Allow",
          "Action": ["s3:PutObject"],
-         "Resource": [obj(PROCESSED_PREFIX), obj(PAYLOADS_PREFIX), obj(LOGS_PREFIX)]},
+         "Resource": [obj(PROCESSED_PREFIX), obj(PAYLOADS_PREFIX), obj(LOGS_PREFIX)], "Condition": own_bucket},
         {"Sid": "TellMissingFromForbidden", "Effect": "Allow",
          "Action": ["s3:ListBucket"],
-         "Resource": [bucket_arn(region, bucket)]},
+         "Resource": [bucket_arn(region, bucket)], "Condition": own_bucket},
     ]
     if session_manager:
         statements.append({"Sid": "SessionManager", "Effect": "Allow", "Action": list(SESSION_MANAGER_ACTIONS),

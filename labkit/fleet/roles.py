@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from labkit.aws.calls import hinted, is_denied
+from labkit.aws.calls import is_denied
 from labkit.errors import AwsError, ConfigError
 from labkit.fleet import policy
 from labkit.fleet.names import FLEET_TAG
@@ -13,7 +13,16 @@ from labkit.fleet.run import Run
 
 IAM_PATH = "/labkit/"
 POLICY_NAME = "labkit-worker"
-NO_ROLES_HINT = "where roles cannot be created, pass --instance-profile NAME"
+# Classroom accounts (AWS Academy, Learner Lab, ...) often may not create IAM roles but provide an instance profile.
+NO_ROLES_HINT = ("these credentials may not create IAM roles (classroom accounts often cannot): deploy with an "
+                 "instance profile that already exists, `labkit deploy --instance-profile NAME`; list them with "
+                 "`aws iam list-instance-profiles --query 'InstanceProfiles[].InstanceProfileName'` (in AWS Academy "
+                 "labs it is LabInstanceProfile); see 'Classroom accounts' in docs/aws.md")
+
+
+def no_roles(exc: AwsError) -> ConfigError:
+    """The user's error when IAM refuses to create or read labkit's role: what to do instead."""
+    return ConfigError(f"{exc.operation or 'IAM'} was refused ({exc.code}): {NO_ROLES_HINT}")
 
 
 def ensure_role(run: Run, document: dict[str, Any]) -> None:
@@ -23,7 +32,9 @@ def ensure_role(run: Run, document: dict[str, Any]) -> None:
     try:
         role = run.iam.role(name)
     except AwsError as exc:
-        raise hinted(exc, NO_ROLES_HINT) from exc
+        if is_denied(exc):
+            raise no_roles(exc) from exc
+        raise
     if role is None:
         _create_role(run, trust, document)
         return
@@ -48,7 +59,9 @@ def _create_role(run: Run, trust: dict[str, Any], document: dict[str, Any]) -> N
                             run.names.tags())
         run.iam.put_role_policy(name, POLICY_NAME, document)
     except AwsError as exc:
-        raise hinted(exc, NO_ROLES_HINT) from exc
+        if is_denied(exc):
+            raise no_roles(exc) from exc
+        raise
     run.report.created.append(f"role {name} (policy {POLICY_NAME})")
 
 

@@ -25,6 +25,7 @@ class FleetReport(provision.Report):
 
     fleet: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    unhealthy: list[str] = field(default_factory=list)  # instances whose worker is not healthy (see fleet.health)
 
 
 @dataclass

@@ -24,6 +24,7 @@ class FleetSpec:
     instance_profile: str | None = None
     concurrency: int = 4
     allow_open_ssh: bool = False
+    wait: float = 0.0  # seconds to wait for the instances' workers to report healthy (0: do not wait)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for a request that cannot or should not be deployed."""
@@ -36,6 +37,8 @@ class FleetSpec:
                                   f"got {lo}:{hi}")
         if not 1 <= self.concurrency <= 64:
             raise ConfigError(f"concurrency must be from 1 to 64, got {self.concurrency}")
+        if not 0 <= self.wait <= 3600:
+            raise ConfigError(f"the wait for healthy workers must be from 0 to 3600 seconds, got {self.wait:g}")
         if not re.fullmatch(r"[a-z0-9]+[a-z0-9-]*\.[a-z0-9]+", self.instance_type):
             raise ConfigError(f"{self.instance_type!r} is not an EC2 instance type (like t3.micro)")
         if self.instance_profile is not None and not re.fullmatch(r"[\w+=,.@-]{1,128}", self.instance_profile):

@@ -7,7 +7,9 @@ from typing import Any
 
 from labkit.aws.clients import Clients
 from labkit.aws.ec2 import Ec2, decode_user_data
+from labkit.aws.storage import Bucket
 from labkit.config import read_state
+from labkit.fleet.health import Health, instance_health
 from labkit.fleet.instances import NOT_TERMINATED, instances, tag
 from labkit.fleet.names import BUILD_TAG, FleetNames
 from labkit.fleet.network import find_security_group
@@ -31,21 +33,23 @@ def fleet_status(clients: Clients) -> dict[str, Any] | None:
     sg = find_security_group(run)
     if not (found or group or sg):
         return None  # a record without resources is stale (say, the emulator it was made on has stopped)
+    health = instance_health(Bucket(clients.s3, names.fleet), found)
     return {
         "name": names.fleet, "mode": record.get("mode") or ("autoscale" if group else "instances"),
         "build": record.get("build"), "instance_profile": record.get("instance_profile"),
         "security_group": sg["GroupId"] if sg else None,
-        "instances": [_instance(i) for i in found],
+        "instances": [_instance(i, health[i["InstanceId"]]) for i in found],
         "group": None if group is None else {"name": group["AutoScalingGroupName"], "min": group["MinSize"],
                                              "max": group["MaxSize"], "desired": group["DesiredCapacity"]},
         "alarms": [{"name": a["AlarmName"], "state": a["StateValue"]} for a in alarms],
     }
 
 
-def _instance(i: dict[str, Any]) -> dict[str, Any]:
+def _instance(i: dict[str, Any], health: Health) -> dict[str, Any]:
     return {"id": i["InstanceId"], "type": i["InstanceType"], "state": i["State"]["Name"],
             "launched": i["LaunchTime"].isoformat(timespec="seconds"),
-            "zone": i.get("Placement", {}).get("AvailabilityZone"), "build": tag(i, BUILD_TAG)}
+            "zone": i.get("Placement", {}).get("AvailabilityZone"), "build": tag(i, BUILD_TAG),
+            "health": health.state, "health_detail": health.detail}
 
 
 def instance_user_data(clients: Clients, instance_id: str) -> str:
@@ -77,4 +81,6 @@ def format_status(status: dict[str, Any] | None) -> str:
         lines.append("  no instances")
     for i in status["instances"]:
         lines.append(f"  {i['id']:<21}{i['type']:<11}{i['state']:<10}launched {i['launched']}  {i['zone'] or ''}")
+        if i.get("health"):
+            lines.append(f"  {'':<21}worker {i['health']}: {i['health_detail']}")
     return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""User data: ``worker/deploy/bootstrap.sh`` with its settings lines filled in (names and region, no secret)."""
+"""User data: ``worker/deploy/bootstrap.sh`` with its settings lines filled in (names and region, no secret) and
+the worker's pinned dependencies (``worker/deploy/requirements.txt``, with their hashes) written in."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ DEPLOY_DIR = PACKAGES_ROOT / "worker" / "deploy"
 USER_DATA_LIMIT = 16 * 1024  # EC2's limit, before base64
 SETTINGS_LINE = re.compile(r'^: "\$\{([A-Z0-9_]+):=[^}]*\}"$', re.M)
 SAFE_VALUE = re.compile(r"^[A-Za-z0-9._:/@+=,-]*$")
+# The requirements go between the heredoc's first line and its terminator (a quoted heredoc: nothing expands).
+PINNED_BLOCK = re.compile(r"^(PINNED=\"\$\(cat <<'LABKIT_REQUIREMENTS'\n)(LABKIT_REQUIREMENTS\n)", re.M)
+SAFE_REQUIREMENT = re.compile(r"^[A-Za-z0-9._=:<>!~\[\], \\-]*$")  # names, versions, hashes, continuations
 
 
 def bootstrap_template() -> str:
@@ -34,9 +38,25 @@ def user_data_values(settings: Settings, bucket: str, wheel_key: str, wheel_sha2
     }
 
 
-def render_user_data(values: dict[str, str]) -> str:
-    """The bootstrap script with its settings lines (``: "${NAME:=…}"``) filled in from ``values``."""
-    template = bootstrap_template()
+def pinned_requirements() -> str:
+    """The worker's dependencies as the bootstrap installs them (``worker/deploy/requirements.txt``)."""
+    return (DEPLOY_DIR / "requirements.txt").read_text()
+
+
+def _with_requirements(template: str, requirements: str) -> str:
+    lines = [ln for ln in requirements.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    bad = [ln for ln in lines if not SAFE_REQUIREMENT.match(ln) or ln.strip() == "LABKIT_REQUIREMENTS"]
+    if bad:
+        raise ConfigError(f"requirements line {bad[0]!r} cannot go into the bootstrap script")
+    if not PINNED_BLOCK.search(template):
+        raise ConfigError("bootstrap.sh has no place for the pinned requirements (PINNED heredoc)")
+    return PINNED_BLOCK.sub(lambda m: m.group(1) + "".join(ln + "\n" for ln in lines) + m.group(2), template, count=1)
+
+
+def render_user_data(values: dict[str, str], requirements: str | None = None) -> str:
+    """The bootstrap script with its settings lines (``: "${NAME:=…}"``) filled in from ``values`` and the
+    pinned ``requirements`` (default: :func:`pinned_requirements`) written in."""
+    template = _with_requirements(bootstrap_template(), pinned_requirements() if requirements is None else requirements)
     known = set(SETTINGS_LINE.findall(template))
     missing = set(values) - known
     if missing:

@@ -1,21 +1,32 @@
 #!/bin/bash
 # labkit worker bootstrap: EC2 user data for Amazon Linux 2023 (runs once, as root, at first boot).
 #
-# It installs Python, creates a virtual environment in /opt/labkit/venv, fetches the labkit wheel
-# from the bucket with the instance role's credentials (no access keys anywhere), checks its
-# SHA-256, installs it, writes /etc/labkit/worker.env (names and region only: no secrets) and the
-# systemd unit labkit-worker.service (shipped in the wheel), then enables and starts the worker.
-# Its output goes to /var/log/cloud-init-output.log. Running it again is safe.
+# It installs Python, creates a virtual environment in /opt/labkit/venv, installs the worker's dependencies
+# pinned with their SHA-256 (written into this script by labkit deploy, from worker/deploy/requirements.txt),
+# fetches the labkit wheel from the bucket with the instance role's credentials (no access keys anywhere),
+# checks its SHA-256, installs it, writes /etc/labkit/worker.env (names, region and the instance's id: no
+# secrets) and the systemd unit labkit-worker.service (shipped in the wheel), then enables and starts the
+# worker. Its output goes to /var/log/cloud-init-output.log. Running it again is safe.
+#
+# Every step that needs the network is retried with a growing pause (5 s, doubling up to a minute) for up to
+# LABKIT_RETRY_FOR seconds: the instance role may not have reached IAM yet, a package mirror may hiccup. When a
+# step still fails, the bootstrap records why in s3://<bucket>/logs/health/<instance-id>.json (if it can) and
+# powers the instance off. It was launched to terminate on shutdown: it stops billing, an Auto Scaling group
+# replaces it, and `labkit status` / `labkit deploy` show what failed.
 #
 # `labkit deploy` fills in the settings below. Each one can also come from the environment, which
 # is how the tests run this very script in a sandbox. Knobs for that (never set on EC2):
 #   LABKIT_ROOT=DIR          write everything under DIR instead of / (DIR/opt/labkit, DIR/etc/...)
-#   LABKIT_SKIP_SYSTEM=1     skip the steps that change the machine itself: dnf, useradd, systemctl
+#   LABKIT_SKIP_SYSTEM=1     skip the steps that change the machine itself: dnf, useradd, systemctl, power off
 #   LABKIT_PYTHON=PATH       the interpreter that creates the venv (default python3.11)
 #   LABKIT_EXTRA_SITE=DIR    make DIR's packages visible in the venv (a .pth file): reuse an
 #                            environment that already has the dependencies instead of downloading them
-#   LABKIT_PIP_OPTIONS=...   extra options for installing the wheel (the tests pass --no-deps)
+#   LABKIT_REQUIREMENTS=FILE install these pinned requirements instead of the ones written in below
+#   LABKIT_PIP_OPTIONS=...   extra options for pip (the tests pass --no-index --find-links DIR)
 #   LABKIT_ENDPOINT_URL=URL  talk to this endpoint instead of AWS (the emulator), for the wheel and the worker
+#   LABKIT_INSTANCE_ID=ID    the instance's id (default: from cloud-init, else the instance metadata service)
+#   LABKIT_RETRY_FOR=SECONDS how long to retry a failing step (default 300); LABKIT_RETRY_DELAY its first pause
+#   LABKIT_POWEROFF=COMMAND  what powering off runs (default: systemctl poweroff; nothing with LABKIT_SKIP_SYSTEM=1)
 set -euo pipefail
 umask 022
 
@@ -34,38 +45,158 @@ umask 022
 : "${LABKIT_JOB_MODULES:=}"
 # -- end of settings --------------------------------------------------------------------------------
 
+# -- the worker's dependencies, pinned with their hashes (labkit deploy copies worker/deploy/requirements.txt
+# in between these two lines) ---------------------------------------------------------------------------
+PINNED="$(cat <<'LABKIT_REQUIREMENTS'
+LABKIT_REQUIREMENTS
+)"
+
 ROOT="${LABKIT_ROOT:-}"
 SKIP_SYSTEM="${LABKIT_SKIP_SYSTEM:-0}"
 PYTHON="${LABKIT_PYTHON:-python3.11}"
+RETRY_FOR="${LABKIT_RETRY_FOR:-300}"
+RETRY_DELAY="${LABKIT_RETRY_DELAY:-5}"
+INSTANCE_ID="${LABKIT_INSTANCE_ID:-}"
 APP="$ROOT/opt/labkit"
 VENV="$APP/venv"
 ETC="$ROOT/etc/labkit"
 UNIT_DIR="$ROOT/etc/systemd/system"
 UNIT=labkit-worker.service
+WHEEL="$APP/wheels/${LABKIT_WHEEL_KEY##*/}"
 
 log() { echo "labkit-bootstrap: $*"; }
-fail() { echo "labkit-bootstrap: error: $*" >&2; exit 1; }
 
+# -- giving up: say why where labkit reads it, then power off -----------------------------------------------
+report_failure() {  # report_failure STEP ATTEMPTS: the failed heartbeat, best effort (boto3 or the AWS CLI)
+    local doc now
+    [ -n "$INSTANCE_ID" ] || return 0
+    now="$(date +%s)"
+    doc="{\"v\": 1, \"instance\": \"$INSTANCE_ID\", \"status\": \"failed\", \"step\": \"$1\", \"attempts\": $2, \"at\": $now}"
+    if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import boto3' 2>/dev/null; then
+        printf '%s' "$doc" | timeout 60 "$VENV/bin/python" -c '
+import sys, boto3
+region, bucket, key, endpoint = sys.argv[1:5]
+boto3.client("s3", region_name=region, endpoint_url=endpoint or None).put_object(
+    Bucket=bucket, Key=key, Body=sys.stdin.buffer.read(), ContentType="application/json")
+' "$AWS_REGION" "$LABKIT_BUCKET" "logs/health/$INSTANCE_ID.json" "$LABKIT_ENDPOINT_URL" && return 0
+    fi
+    if command -v aws >/dev/null; then
+        printf '%s' "$doc" | timeout 60 aws s3 cp - "s3://$LABKIT_BUCKET/logs/health/$INSTANCE_ID.json" \
+            --region "$AWS_REGION" --content-type application/json \
+            ${LABKIT_ENDPOINT_URL:+--endpoint-url "$LABKIT_ENDPOINT_URL"} >/dev/null && return 0
+    fi
+    return 1
+}
+
+stop_here() {  # stop_here STEP ATTEMPTS: record the failure, power off (an instance that cannot serve must not bill)
+    report_failure "$1" "$2" || log "could not record the failure in s3://$LABKIT_BUCKET/logs/health/"
+    if [ -n "${LABKIT_POWEROFF:-}" ]; then
+        log "powering off: $LABKIT_POWEROFF"
+        sh -c "$LABKIT_POWEROFF" || true
+    elif [ "$SKIP_SYSTEM" != 1 ]; then
+        log "powering off"
+        systemctl poweroff || shutdown -h now || true
+    fi
+    exit 1
+}
+
+fail() {  # fail MESSAGE: a failure no retry can mend
+    echo "labkit-bootstrap: error: $*" >&2
+    stop_here "$*" 1
+}
+
+give_up() {  # give_up STEP ATTEMPTS: a step that kept failing
+    echo "labkit-bootstrap: error: $1 failed $2 time(s) over ${RETRY_FOR}s; powering the instance off so that" \
+         "it stops billing and is replaced" >&2
+    stop_here "$1" "$2"
+}
+
+retry() {  # retry STEP COMMAND...: run COMMAND until it succeeds, pausing longer each time; give up after RETRY_FOR
+    local step=$1 attempt=1 delay=$RETRY_DELAY started=$SECONDS
+    shift
+    until "$@"; do
+        if (( SECONDS - started + delay > RETRY_FOR )); then
+            give_up "$step" "$attempt"
+        fi
+        log "$step failed (attempt $attempt); trying again in ${delay}s"
+        sleep "$delay"
+        attempt=$((attempt + 1))
+        delay=$(( delay * 2 > 60 ? 60 : delay * 2 ))
+    done
+}
+
+# -- the steps (each one command, or a function whose every command must succeed: `until` turns off set -e) --
+instance_id() {  # cloud-init knows it; else ask the instance metadata service (IMDSv2)
+    local token
+    if [ -s /var/lib/cloud/data/instance-id ]; then
+        INSTANCE_ID="$(cat /var/lib/cloud/data/instance-id)" && return 0
+    fi
+    token="$(curl -fsS -m 5 -X PUT http://169.254.169.254/latest/api/token \
+             -H 'X-aws-ec2-metadata-token-ttl-seconds: 300')" || return 1
+    INSTANCE_ID="$(curl -fsS -m 5 -H "X-aws-ec2-metadata-token: $token" \
+                   http://169.254.169.254/latest/meta-data/instance-id)" || return 1
+    [ -n "$INSTANCE_ID" ]
+}
+
+pinned_requirements() {  # the pinned requirements into $APP/requirements.txt
+    if [ -n "${LABKIT_REQUIREMENTS:-}" ]; then
+        cp "$LABKIT_REQUIREMENTS" "$APP/requirements.txt"
+    elif [ -n "$PINNED" ]; then
+        printf '%s\n' "$PINNED" > "$APP/requirements.txt"
+    else
+        fail "no pinned requirements: run the user data labkit deploy wrote, or set LABKIT_REQUIREMENTS"
+    fi
+}
+
+pip_install() {  # pip_install ARGS...: quiet, no version check, the sandbox's options
+    # shellcheck disable=SC2086  # LABKIT_PIP_OPTIONS holds several words on purpose
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check ${LABKIT_PIP_OPTIONS:-} "$@"
+}
+
+fetch_wheel() {  # the wheel from the bucket, with the instance role (boto3 from the pinned dependencies)
+    "$VENV/bin/python" - "$AWS_REGION" "$LABKIT_BUCKET" "$LABKIT_WHEEL_KEY" "$WHEEL" "$LABKIT_ENDPOINT_URL" <<'PY'
+import os
+import sys
+
+import boto3
+from botocore.config import Config
+
+region, bucket, key, dest, endpoint = sys.argv[1:6]
+config = Config(retries={"mode": "standard", "max_attempts": 3},
+                s3={"addressing_style": "path"} if endpoint else None)
+s3 = boto3.client("s3", region_name=region, endpoint_url=endpoint or None, config=config)
+s3.download_file(bucket, key, dest + ".part")
+os.replace(dest + ".part", dest)
+PY
+}
+
+# -- the settings, checked before anything changes ---------------------------------------------
 for var in AWS_REGION LABKIT_BUCKET LABKIT_REQUEST_QUEUE LABKIT_RESPONSE_QUEUE LABKIT_IMAGE_INBOX \
            LABKIT_IMAGE_OUTBOX LABKIT_WHEEL_KEY LABKIT_WHEEL_SHA256; do
     [ -n "${!var}" ] || fail "$var is not set (labkit deploy writes it into the user data)"
 done
-case "$LABKIT_CONCURRENCY" in
-    '' | *[!0-9]*) fail "LABKIT_CONCURRENCY must be a whole number, got '$LABKIT_CONCURRENCY'" ;;
-esac
+for var in LABKIT_CONCURRENCY RETRY_FOR RETRY_DELAY; do
+    case "${!var}" in
+        '' | *[!0-9]*) fail "$var must be a whole number, got '${!var}'" ;;
+    esac
+done
 
 # -- the machine: Python and an unprivileged user --------------------------------------------------
 if [ "$SKIP_SYSTEM" = 1 ]; then
     log "LABKIT_SKIP_SYSTEM=1: not installing packages, not creating the user, not touching systemd"
 else
     log "installing Python"
-    dnf install -y -q python3.11 python3.11-pip
+    retry "installing Python (dnf)" dnf install -y -q python3.11 python3.11-pip
     if ! id -u labkit >/dev/null 2>&1; then
         useradd --system --home-dir /var/lib/labkit --no-create-home --shell /sbin/nologin labkit
     fi
 fi
+if [ -z "$INSTANCE_ID" ]; then
+    retry "reading the instance's id" instance_id
+fi
+log "instance $INSTANCE_ID"
 
-# -- the virtual environment ----------------------------------------------------------------------
+# -- the virtual environment and the pinned dependencies -----------------------------------------------
 mkdir -p "$APP/wheels" "$ETC" "$UNIT_DIR"
 if [ ! -x "$VENV/bin/python" ]; then
     log "creating $VENV"
@@ -75,36 +206,20 @@ if [ -n "${LABKIT_EXTRA_SITE:-}" ]; then
     site="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
     echo "$LABKIT_EXTRA_SITE" > "$site/labkit-extra-site.pth"
 fi
-if ! "$VENV/bin/python" -c 'import boto3' 2>/dev/null; then
-    log "installing boto3 to fetch the wheel"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check boto3
-fi
+pinned_requirements
+log "installing the pinned dependencies"
+retry "installing the pinned dependencies" \
+    pip_install --require-hashes --only-binary :all: -r "$APP/requirements.txt"
 
 # -- the wheel: fetched with the instance role, checked, installed --------------------------------
-WHEEL="$APP/wheels/${LABKIT_WHEEL_KEY##*/}"
 log "fetching s3://$LABKIT_BUCKET/$LABKIT_WHEEL_KEY"
-"$VENV/bin/python" - "$AWS_REGION" "$LABKIT_BUCKET" "$LABKIT_WHEEL_KEY" "$WHEEL" "$LABKIT_ENDPOINT_URL" <<'PY'
-import os
-import sys
-
-import boto3
-from botocore.config import Config
-
-region, bucket, key, dest, endpoint = sys.argv[1:6]
-config = Config(retries={"mode": "standard", "max_attempts": 10},
-                s3={"addressing_style": "path"} if endpoint else None)
-s3 = boto3.client("s3", region_name=region, endpoint_url=endpoint or None, config=config)
-s3.download_file(bucket, key, dest + ".part")
-os.replace(dest + ".part", dest)
-PY
+retry "fetching the labkit wheel" fetch_wheel
 actual="$(sha256sum "$WHEEL" | cut -d' ' -f1)"
 [ "$actual" = "$LABKIT_WHEEL_SHA256" ] || fail "checksum mismatch for $WHEEL: expected $LABKIT_WHEEL_SHA256, got $actual"
 log "installing ${WHEEL##*/}"
-# shellcheck disable=SC2086  # LABKIT_PIP_OPTIONS holds several words on purpose
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --force-reinstall \
-    ${LABKIT_PIP_OPTIONS:-} "$WHEEL"
+retry "installing the labkit wheel" pip_install --no-deps --force-reinstall "$WHEEL"
 
-# -- configuration: names and region only ---------------------------------------------------------
+# -- configuration: names, region and the instance's id only ---------------------------------------------
 log "writing $ETC/worker.env"
 {
     echo "# Written by the labkit bootstrap. Names and region only: credentials come from the instance role."
@@ -116,6 +231,7 @@ log "writing $ETC/worker.env"
     echo "LABKIT_IMAGE_INBOX=$LABKIT_IMAGE_INBOX"
     echo "LABKIT_IMAGE_OUTBOX=$LABKIT_IMAGE_OUTBOX"
     echo "LABKIT_CONCURRENCY=$LABKIT_CONCURRENCY"
+    echo "LABKIT_INSTANCE_ID=$INSTANCE_ID"
     echo "LABKIT_STATE_DIR=/var/lib/labkit"
     echo "PYTHONUNBUFFERED=1"
     if [ -n "$LABKIT_ENDPOINT_URL" ]; then
@@ -144,7 +260,9 @@ chmod 0644 "$UNIT_DIR/$UNIT"
 if [ "$SKIP_SYSTEM" != 1 ]; then
     systemctl daemon-reload
     systemctl enable "$UNIT"
-    systemctl restart "$UNIT"
+    # Type=notify: this returns once the worker says it serves. If it cannot start, systemd keeps restarting
+    # it and, after too many failures, powers the instance off (the unit's FailureAction).
+    systemctl restart "$UNIT" || log "$UNIT did not start yet: systemd keeps trying (journalctl -u $UNIT)"
     log "$UNIT started: journalctl -u $UNIT -f"
 fi
 log "done"
