@@ -2,7 +2,7 @@
 
 A claim-check payload is decoded in the worker's memory: a ``.npy`` one into an array of about its own size;
 a JSON one into Python numbers, which takes up to twelve times the text (measured with
-tools/measure_payload_memory.py: 4.2x for long floats, 8-12.3x for short ints and floats; docs/aws.md). So
+labkit/bench/payload_memory.py: 4.2x for long floats, 8-12.3x for short ints and floats; docs/aws.md). So
 before a job's payload is read,
 :meth:`MemoryBudget.hold` asks S3 for its size and
 

@@ -1,6 +1,6 @@
 """How much memory a worker needs per byte of claim-check payload, by format and by how the numbers are written.
 
-    python tools/measure_payload_memory.py [COUNT]
+    python -m labkit.bench.payload_memory [COUNT]
 
 For each shape it writes a payload file, then runs, in a fresh process, what the worker runs on it
 (``labkit.protocol.load_payload`` and the numbers handler) and prints the process's peak resident memory

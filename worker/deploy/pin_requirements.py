@@ -1,6 +1,6 @@
 """Pin the EC2 worker's dependencies with their hashes: writes worker/deploy/requirements.txt.
 
-    python tools/pin_worker_requirements.py
+    python -m worker.deploy.pin_requirements
 
 The instances run Amazon Linux 2023's Python 3.11 on x86_64 (t3.*) or arm64 (t4g.*). This downloads, with pip,
 the binary wheels of labkit's runtime dependencies (pyproject.toml) and of everything they need, for CPython
@@ -24,7 +24,7 @@ try:
 except ImportError:  # Python 3.10: pip vendors the same parser
     from pip._vendor import tomli as tomllib
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TARGET = ROOT / "worker" / "deploy" / "requirements.txt"
 PYTHON = "3.11"
 PLATFORMS = {
@@ -33,7 +33,7 @@ PLATFORMS = {
 }
 HEADER = """\
 # The EC2 worker's dependencies, pinned with the SHA-256 of every wheel that may be installed (CPython 3.11 on
-# Amazon Linux 2023, x86_64 and arm64). Written by tools/pin_worker_requirements.py: do not edit by hand.
+# Amazon Linux 2023, x86_64 and arm64). Written by worker/deploy/pin_requirements.py: do not edit by hand.
 # worker/deploy/bootstrap.sh installs them with pip install --require-hashes --only-binary :all:.
 """
 
