@@ -15,7 +15,6 @@ import atexit
 import concurrent.futures as cf
 import io
 import os
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +30,7 @@ from labkit.errors import AwsError, InvalidInput, JobTimeout, RemoteJobError
 from labkit.flow import Window, adaptive_window, default_window
 from labkit.job import DEFAULT_TIMEOUT, ImageResult, Job
 from labkit.jobs import numbers as numbers_job
-from labkit.keys import safe_key
+from labkit.keys import safe_key, upload_key
 from labkit.protocol import JobRequest, encode_request
 from labkit.replies import Replies
 
@@ -210,9 +209,12 @@ class Lab:
 
     # -- image jobs ----------------------------------------------------------------------------------
     def upload_image(self, image: str | Path | bytes | Any, name: str | None = None) -> str:
-        """Put an image (path, bytes or PIL image) under ``images/unprocessed/``; returns its key."""
+        """Put an image (path, bytes or PIL image) at ``images/unprocessed/<hash>/<name>``; returns its key.
+
+        ``<hash>`` comes from the content (:func:`labkit.keys.upload_key`): another file with the same
+        name, uploaded by anyone sharing the bucket, never replaces this one."""
         data, default_name, ctype = _image_bytes(image)
-        key = safe_key(UNPROCESSED_PREFIX, name or default_name)
+        key = upload_key(data, name or default_name)
         self.bucket.put(key, data, ctype)
         return key
 
@@ -252,7 +254,8 @@ class Lab:
         return self.upload_image(image, name)
 
     def download_image(self, name: str, dest: str | Path | None = None) -> Path:
-        """Fetch ``images/processed/<name>`` (or any full key) to ``dest``; returns the path."""
+        """Fetch ``images/processed/<name>`` (or any full key, such as ``ImageResult.key``) to ``dest``; returns
+        the path (in a folder: the key's last part, e.g. ``cat.png``)."""
         key = name if name.startswith("images/") else safe_key(PROCESSED_PREFIX, name)
         data = self.bucket.get(key)
         target = Path(dest) if dest is not None else Path(".")
@@ -310,11 +313,11 @@ def _image_bytes(image: Any) -> tuple[bytes, str, str]:
             raise InvalidInput(f"no image file at {path}")
         return path.read_bytes(), path.name, _content_type(path.name)
     if isinstance(image, bytes | bytearray):
-        return bytes(image), f"upload-{uuid.uuid4().hex[:8]}.bin", "application/octet-stream"
+        return bytes(image), "upload.bin", "application/octet-stream"  # the key's hash tells uploads apart
     if hasattr(image, "save") and hasattr(image, "mode"):
         buf = io.BytesIO()
         image.save(buf, format="PNG")
-        return buf.getvalue(), f"image-{uuid.uuid4().hex[:8]}.png", "image/png"
+        return buf.getvalue(), "image.png", "image/png"
     raise InvalidInput(f"cannot upload a {type(image).__name__}: give a path, bytes or a PIL image")
 
 
