@@ -6,7 +6,8 @@
         lab.numbers_many([[1, 2], [3, 4]])   # in order, with a progress bar
 
 Each Lab owns a reply queue (``labkit-reply-<random>``, :mod:`labkit.replies`), deleted on ``close()``,
-so two clients never see each other's results. The EC2 fleet is :mod:`labkit.fleet`'s business.
+so two clients never see each other's results; it is marked as in use while the Lab runs, and made anew
+(the jobs in flight sent again) if anyone deletes it. The EC2 fleet is :mod:`labkit.fleet`'s business.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from labkit.aws.storage import Bucket, ObjectInfo
 from labkit.config import PROCESSED_PREFIX, UNPROCESSED_PREFIX, Settings, read_state
 from labkit.errors import AwsError, InvalidInput, JobTimeout, RemoteJobError
 from labkit.flow import Window, adaptive_window, default_window
-from labkit.job import DEFAULT_TIMEOUT, ImageResult, Job
+from labkit.job import DEFAULT_TIMEOUT, ImageResult, Job, SentRequest
 from labkit.jobs import numbers as numbers_job
 from labkit.keys import safe_key, upload_key
 from labkit.protocol import JobRequest, encode_request
@@ -96,13 +97,16 @@ class Lab:
         return self.queue(kinds.request_lane(kind).request_queue(self.settings))
 
     def _prepare(self, kind: str, payload: dict[str, Any]) -> tuple[Job, str]:
-        req = JobRequest(kind=kind, payload=payload, reply_to=self.reply_queue.url)
+        reply_to = self.reply_queue.url
+        req = JobRequest(kind=kind, payload=payload, reply_to=reply_to)
         body = encode_request(req, self.bucket, self.settings.max_inline_bytes)
-        return Job(self, req.id, kind), body
+        # The job keeps its request until answered: should the reply queue vanish, Replies sends it again.
+        return Job(self, req.id, kind, SentRequest(self._request_queue(kind), body, reply_to)), body
 
     def track(self, job_id: str, kind: str) -> Job:
         """A :class:`Job` for a request sent by other means with ``reply_to`` set to this client's
-        reply queue (raw bodies, other tools): its reply resolves the returned job."""
+        reply queue (raw bodies, other tools): its reply resolves the returned job. (Should the reply queue
+        be deleted before the reply arrives, this client cannot send the request again: the job fails.)"""
         job = Job(self, job_id, kind)
         self.replies.track([job])
         return job

@@ -2,7 +2,8 @@
 
     1. the EC2 fleet (group, alarms, instances, launch template, security group, role and profile, wheels)
     2. the local workers (so that none is still writing into the bucket while it is deleted)
-    3. the queues (dead-letter and reply queues too)
+    3. the queues (dead-letter queues too, and reply queues idle for an hour: those of clients still
+       running stay, see :data:`labkit.provision.REPLY_IDLE_AGE`)
     4. the bucket and every object in it (unless kept)
     5. the emulator, and the state file's record of it all
 
@@ -34,6 +35,7 @@ class TeardownReport:
     deleted: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     left: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # other clients' reply queues, in use (not "left")
     workers_stopped: int = 0
     emulator_stopped: bool = False
     processes_left: list[int] = field(default_factory=list)
@@ -63,11 +65,15 @@ def teardown(settings: Settings, keep_bucket: bool = False, forget_wait: float =
     report.workers_stopped = sum(1 for w in workers if w.stop(30))
     if live:
         clients = Clients(settings)
-        report.deleted += provision.teardown(clients, delete_bucket=not keep_bucket).deleted
-        report.left = _left(clients, keep_bucket, forget_wait)
+        done = provision.teardown(clients, delete_bucket=not keep_bucket)
+        report.deleted += done.deleted
+        report.kept = done.kept
+        report.left = [x for x in _left(clients, keep_bucket, forget_wait) if x not in report.kept]
     emu = local.running([state["emulator"]] if state.get("emulator") else [])
     stopped = local.down(settings)
     report.emulator_stopped = bool(emu) and stopped["emulator_stopped"]
+    if live and not report.emulator_stopped and any(x.startswith("queue ") for x in report.deleted):
+        local.record_queues_deleted(settings)  # the next `up` here waits until SQS takes the names back
     report.processes_left = [c.pid for c in workers + emu if c.alive()]
     return report
 

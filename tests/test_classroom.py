@@ -4,15 +4,28 @@ works anywhere. Real emulator (moto's server over HTTP), a second one (fauxqs) w
 from __future__ import annotations
 
 import io
+import json
+import logging
 import subprocess
 import sys
+import time
+import uuid
 
+import pytest
+from botocore.awsrequest import AWSResponse
 from PIL import Image, ImageOps
 
+from labkit import provision
+from labkit.aws.clients import Clients
+from labkit.aws.queues import Queue
 from labkit.client import Lab
-from labkit.config import Settings
+from labkit.config import REPLY_QUEUE_PREFIX, Settings, read_state, update_state
+from labkit.errors import LabkitError
 from labkit.processes import settings_env
-from tests.conftest import ROOT
+from labkit.protocol import JobRequest
+from labkit.waiting import wait_for
+from tests import job_kinds
+from tests.conftest import ROOT, unique_settings
 
 
 def picture(w: int, h: int, seed: int) -> Image.Image:
@@ -91,3 +104,209 @@ def test_submit_a_folder_into_a_new_out_folder_writes_one_file_per_image(setting
     for stem, pic in pics.items():
         with Image.open(out / f"{stem}.png") as img:
             assert img.tobytes() == pic.convert("L").tobytes(), stem
+
+
+# -- no neighbour breaks you -----------------------------------------------------------------------------
+
+def left_by_a_gone_client(s: Settings, hours: float) -> Queue:
+    """A reply queue as a client leaves it when its kernel dies: last seen ``hours`` ago."""
+    queue = provision.create_reply_queue(Clients(s))
+    queue.tag({provision.LAST_SEEN_TAG: str(int(time.time() - hours * 3600))})
+    return queue
+
+
+def exists(s: Settings, queue: Queue) -> bool:
+    return Queue.find(Clients(s).sqs, queue.name) is not None
+
+
+def test_down_next_to_a_running_client_deletes_only_idle_reply_queues(settings, start_worker, tmp_path):
+    # Given a worker, Alice's notebook with a job done (her reply queue in use), and two reply queues of
+    # clients that died: one two hours ago, one (an older client, untagged) just now
+    start_worker()
+    with Lab(settings) as alice:
+        assert alice.numbers([1, 2, 3]).result(timeout=60)["median"] == 2
+        mine = alice.reply_queue
+        dead = left_by_a_gone_client(settings, hours=2)
+        fresh_untagged = Queue.create(Clients(settings).sqs, f"{REPLY_QUEUE_PREFIX}old-client-{uuid.uuid4().hex[:6]}")
+        # When Bob runs `labkit down` in his own shell, on the same account
+        bob = settings.replace(state_dir=tmp_path / "bob")
+        down = labkit_cli(bob, "down")
+        assert down.returncode == 0, down.stderr
+        # Then only the queue idle past the hour went; Alice's and the young untagged one stay, and down says so
+        assert not exists(settings, dead)
+        assert exists(settings, mine) and exists(settings, fresh_untagged)
+        assert "deleted 1 leftover reply queue(s)" in down.stdout and "kept" in down.stdout, down.stdout
+        # And Alice keeps getting results on the same queue, none lost, nothing made anew
+        assert alice.numbers([4, 5, 6]).result(timeout=60)["median"] == 5
+        assert alice.reply_queue.url == mine.url and alice.replies.replaced == 0
+    fresh_untagged.delete()
+
+
+def test_a_live_client_refreshes_its_last_seen_tag(settings):
+    # Given a client whose reply queue was marked seen two hours ago (say, before a long pause)
+    with Lab(settings) as lab:
+        lab.replies.heartbeat = 0.5  # instead of every 5 minutes
+        lab.numbers([1])  # makes the queue and starts the listener; no worker needed
+        queue = lab.reply_queue
+        queue.tag({provision.LAST_SEEN_TAG: str(int(time.time() - 7200))})
+        # When its client keeps running, the tag comes back to now
+        wait_for(lambda: time.time() - provision.last_seen(queue) < 60, 30, "the last-seen tag to be refreshed")
+        # Then a teardown's cleanup keeps it
+        assert queue.name in provision.cleanup_reply_queues(Clients(settings)).kept
+
+
+def test_teardown_by_a_neighbour_leaves_a_running_client_working(emulator, tmp_path, start_worker):
+    # Given one account and one bucket shared by Alice and Bob, each with their own queue names (the
+    # LABKIT_* variables), a worker for Alice, and Alice's notebook running
+    alice_s = unique_settings(emulator, tmp_path / "alice")
+    bob_s = unique_settings(emulator, tmp_path / "bob").replace(bucket=alice_s.bucket)
+    provision.ensure(Clients(alice_s))
+    provision.ensure(Clients(bob_s))
+    start_worker(s=alice_s)
+    with Lab(alice_s) as alice:
+        assert alice.numbers([1, 2, 3]).result(timeout=60)["median"] == 2
+        # When Bob tears his part down, keeping the shared bucket, while Alice's session runs
+        torn = labkit_cli(bob_s, "teardown", "--yes", "--keep-bucket")
+        assert torn.returncode == 0, torn.stderr
+        # Then Bob's queues are gone, Alice's reply queue is kept (and said so), and Alice still gets results
+        assert f"queue {bob_s.request_queue}" in torn.stdout
+        assert f"kept      queue {alice.reply_queue.name}" in torn.stdout, torn.stdout
+        assert Queue.find(Clients(bob_s).sqs, bob_s.request_queue) is None
+        assert alice.numbers([4, 5, 6]).result(timeout=60)["median"] == 5
+        img = alice.image(picture(32, 32, 7), ["grayscale"]).result(timeout=60)
+        assert img.open().tobytes() == picture(32, 32, 7).convert("L").tobytes()
+        assert alice.replies.replaced == 0
+
+
+# -- a reply queue deleted under a running client ----------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_lab_whose_reply_queue_is_deleted_makes_a_new_one_and_gets_its_results(emulator, tmp_path,
+                                                                                 start_worker, caplog):
+    # Given a worker that knows a slow job kind, and a client with two jobs in flight
+    s = unique_settings(emulator, tmp_path / "state", job_modules=job_kinds.PATH)
+    provision.ensure(Clients(s))
+    worker = start_worker(s=s)
+    sqs = Clients(s).sqs
+    with Lab(s) as lab, caplog.at_level(logging.WARNING, logger="labkit.replies"):
+        slow = lab.submit("sleep", {"seconds": 2})
+        quick = lab.numbers(list(range(1, 2001)))  # answered before the deletion, or after: either way once
+        old = lab.reply_queue
+        worker.wait_for(f"sleep job {slow.id} started")
+        # When anyone deletes the client's reply queue while the job runs
+        sqs.delete_queue(QueueUrl=old.url)
+        # Then the jobs in flight are answered (sent again, same ids), through a new reply queue
+        assert slow.result(timeout=90) == {"slept": 2}
+        assert quick.result(timeout=90)["median"] == 1000.5
+        assert lab.reply_queue.url != old.url and lab.replies.replaced == 1
+        # And one line said so
+        lines = [r.getMessage() for r in caplog.records if r.name == "labkit.replies"]
+        assert len(lines) == 1 and old.name in lines[0] and lab.reply_queue.name in lines[0], lines
+        # And the next job is answered as usual
+        assert lab.numbers([7, 8, 9]).result(timeout=60)["median"] == 8
+        # When the queue is deleted while the client is idle, then a job is sent
+        idle_old = lab.reply_queue
+        sqs.delete_queue(QueueUrl=idle_old.url)
+        again = lab.numbers([10, 20, 30])
+        # Then that job is answered too, through a third queue
+        assert again.result(timeout=90)["median"] == 20
+        assert lab.replies.replaced == 2 and lab.reply_queue.url not in (old.url, idle_old.url)
+
+
+@pytest.mark.slow
+def test_a_job_sent_by_other_means_fails_clearly_when_its_reply_queue_is_deleted(emulator, tmp_path,
+                                                                                start_worker):
+    # Given a request sent with a raw body, its reply_to this client's queue, and tracked by id
+    s = unique_settings(emulator, tmp_path / "state", job_modules=job_kinds.PATH)
+    provision.ensure(Clients(s))
+    worker = start_worker(s=s)
+    with Lab(s) as lab:
+        req = JobRequest("sleep", {"seconds": 2}, reply_to=lab.reply_queue.url)
+        Queue.by_name(lab.clients.sqs, s.request_queue).send(req.encode())
+        job = lab.track(req.id, "sleep")
+        worker.wait_for(f"sleep job {req.id} started")
+        # When the reply queue is deleted before the reply
+        Clients(s).sqs.delete_queue(QueueUrl=lab.reply_queue.url)
+        # Then the job fails with an error that says why and what to do, long before its timeout
+        with pytest.raises(LabkitError, match="cannot send it again: send the job again"):
+            job.result(timeout=90)
+
+
+# -- up right after teardown: SQS's 60-second rule -------------------------------------------------------
+
+class JustDeleted:
+    """The answers AWS gives for a queue deleted moments ago, which neither moto nor fauxqs gives (both
+    forget a deleted queue at once and take its name back): GetQueueUrl still finds the old queue's URL
+    (once), and CreateQueue refuses the name with QueueDeletedRecently ``refusals`` times. Injected at the
+    boto3 call with botocore's events on this one client: those calls are answered here, never sent."""
+
+    def __init__(self, clients: Clients, name: str, url: str, refusals: int) -> None:
+        self.name, self.url, self.refusals, self.lookups = name, url, refusals, 1
+        events = clients.sqs.meta.events
+        events.register("before-parameter-build.sqs.*", self._mark)
+        events.register("before-call.sqs.GetQueueUrl", self._get_queue_url)
+        events.register("before-call.sqs.CreateQueue", self._create_queue)
+
+    def _mark(self, params: dict, context: dict, **_: object) -> None:
+        context["just_deleted"] = params.get("QueueName") == self.name
+
+    def _get_queue_url(self, context: dict, **_: object) -> tuple | None:
+        if context.get("just_deleted") and self.lookups:
+            self.lookups -= 1
+            return AWSResponse("", 200, {}, None), {"QueueUrl": self.url}
+        return None
+
+    def _create_queue(self, context: dict, **_: object) -> tuple | None:
+        if context.get("just_deleted") and self.refusals:
+            self.refusals -= 1
+            return AWSResponse("", 400, {}, None), {"Error": {
+                "Code": "AWS.SimpleQueueService.QueueDeletedRecently",
+                "Message": "You must wait 60 seconds after deleting a queue before you can create another with "
+                           "the same name."}}
+        return None
+
+
+def test_provisioning_waits_out_a_queue_deleted_moments_ago_and_never_calls_it_fine(emulator, tmp_path):
+    # Given provisioned queues, the request queue deleted moments ago, and SQS answering as it does then
+    s = unique_settings(emulator, tmp_path / "state")
+    clients = Clients(s)
+    provision.ensure(clients)
+    old = Queue.by_name(clients.sqs, s.request_queue)
+    old.delete()
+    fault = JustDeleted(clients, s.request_queue, old.url, refusals=2)
+    said: list[str] = []
+    # When provisioning runs again
+    report = provision.ensure(clients, progress=said.append)
+    # Then it did not take the vanished queue for fine: it waited, saying why, and made it again
+    assert f"queue {s.request_queue}" in report.created
+    assert f"queue {s.request_queue}" not in report.unchanged
+    assert fault.refusals == 0 and len(said) == 2, said
+    assert all(s.request_queue in line and "60 s" in line and "waiting" in line for line in said)
+    # And the new queue is a real one, with its redrive policy, that carries messages
+    queue = Queue.by_name(Clients(s).sqs, s.request_queue)
+    policy = json.loads(queue.attributes("RedrivePolicy")["RedrivePolicy"])
+    assert policy["deadLetterTargetArn"].endswith(s.request_queue + "-dlq")
+    queue.send("1,2,3")
+    assert [m.body for m in queue.receive(1, wait=1)] == ["1,2,3"]
+
+
+def test_up_right_after_teardown_waits_until_sqs_takes_the_names_back(emulator, tmp_path):
+    # Given labkit up on an endpoint whose queues outlive this machine's processes (as on AWS)
+    s = unique_settings(emulator, tmp_path / "state")
+    up = labkit_cli(s, "up", "--workers", "0")
+    assert up.returncode == 0, up.stderr
+    # When it is torn down
+    torn = labkit_cli(s, "teardown", "--yes")
+    assert torn.returncode == 0, torn.stderr
+    # Then the state file remembers when the queues went, and where
+    record = read_state(s.state_dir)["queues_deleted"]
+    assert (record["endpoint"], record["region"]) == (s.endpoint_url, s.region)
+    # When `up` runs again 55 s later (the record is moved back 55 s, to keep the test short)
+    update_state(s.state_dir, queues_deleted={**record, "at": record["at"] - 55})
+    again = labkit_cli(s, "up", "--workers", "0")
+    # Then it waited out the rest of SQS's minute, saying so, and the queues are there
+    assert again.returncode == 0, again.stderr
+    assert "SQS takes a deleted queue's name back only after" in again.stderr, again.stderr
+    assert f"created   queue {s.request_queue}" in again.stdout
+    assert "queues_deleted" not in read_state(s.state_dir)
+    labkit_cli(s, "teardown", "--yes")

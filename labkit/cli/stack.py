@@ -22,7 +22,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     if local.choose_local(s, use_local) is False:
         say(f"using real AWS in {s.region}: queues and a bucket will be created (they cost money while they hold "
             "data; `labkit teardown` deletes them)")
-    out = local.up(s, use_local, workers=args.workers, concurrency=args.concurrency)
+    out = local.up(s, use_local, workers=args.workers, concurrency=args.concurrency, progress=say)
     report, state = out["report"], out["state"]
     print_changes(created=report.created, updated=report.updated)
     where = state["endpoint_url"] or f"AWS {state['region']}"
@@ -36,7 +36,9 @@ def cmd_down(args: argparse.Namespace) -> int:
     print(f"stopped {len(out['workers_stopped'])} worker(s)"
           + (", the emulator" if out["emulator_stopped"] else "")
           + (f"; deleted {len(out['reply_queues_deleted'])} leftover reply queue(s)"
-             if out["reply_queues_deleted"] else ""))
+             if out["reply_queues_deleted"] else "")
+          + (f"; kept {len(out['reply_queues_kept'])} reply queue(s) of clients still running"
+             if out["reply_queues_kept"] else ""))
     return 0
 
 
@@ -82,7 +84,8 @@ def cmd_teardown(args: argparse.Namespace) -> int:
         print("nothing deleted")
         return 1
     report = teardown(s, keep_bucket=args.keep_bucket, progress=say)
-    print_changes(deleted=report.deleted, note=report.notes)
+    print_changes(deleted=report.deleted, kept=[f"{x} (in use: a client still runs)" for x in report.kept],
+                  note=report.notes)
     if report.left:
         print(f"still there (SQS may list a deleted queue for up to 60 s): {', '.join(report.left)}")
     return 0

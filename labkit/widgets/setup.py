@@ -88,7 +88,8 @@ class SetupPanel(Panel):
         s = self.settings()
         if self.is_aws:
             self._check_aws(s)
-        out = local.up(s, local=not self.is_aws, workers=self.workers.value, concurrency=self.concurrency)
+        out = local.up(s, local=not self.is_aws, workers=self.workers.value, concurrency=self.concurrency,
+                       progress=lambda text: self.show(Note(text)))
         report, state = out["report"], out["state"]
         already = [f"{len(report.unchanged)} resources"] if report.unchanged else []
         self.show(changes_table("Provisioning", created=report.created, updated=report.updated,
