@@ -37,6 +37,20 @@ def healthy(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def answers(url: str, timeout: float = 2.0) -> bool:
+    """True when any HTTP server answers at ``url`` (any status): the embedded emulator, or another
+    emulator on this machine (fauxqs, LocalStack) that has no ``/moto-api/``."""
+    if healthy(url, timeout):
+        return True
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):
+            return True
+    except urllib.error.HTTPError:
+        return True  # an error status is still an answer
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
 def wait_healthy(url: str, timeout: float = 15.0) -> None:
     try:
         wait_for(lambda: healthy(url, timeout=1.0), timeout, f"the emulator at {url} to answer")

@@ -73,7 +73,7 @@ def up(settings: Settings, local: bool | None = None, workers: int = 1, concurre
             child, url = emulator.spawn(state_dir)
             state["emulator"] = {**child.record(), "url": url}
         settings = settings.replace(endpoint_url=url)
-    elif settings.is_local and not emulator.healthy(settings.endpoint_url or ""):
+    elif settings.is_local and not emulator.answers(settings.endpoint_url or ""):
         raise ConfigError(f"nothing answers at {settings.endpoint_url}; run `labkit up --local` for the emulator")
     wait_name_reuse(state.pop("queues_deleted", None), settings, progress)
     report = provision.ensure(Clients(settings), progress)
@@ -128,7 +128,7 @@ def down(settings: Settings, timeout: float = 30.0) -> dict[str, Any]:
     stopped = [c.pid for c in running(state.get("workers")) if c.stop(timeout)]
     cleaned = provision.ReplyCleanup()
     emu = state.get("emulator")
-    reachable = emulator.healthy(settings.endpoint_url or "") if settings.is_local else True
+    reachable = emulator.answers(settings.endpoint_url or "") if settings.is_local else True
     if (settings.endpoint_url or not state.get("local")) and reachable:
         try:
             cleaned = provision.cleanup_reply_queues(Clients(settings))

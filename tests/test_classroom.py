@@ -6,16 +6,20 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
+import shutil
 import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
+import nbformat
 import pytest
 from botocore.awsrequest import AWSResponse
 from PIL import Image, ImageOps
 
-from labkit import provision
+from labkit import fleet, provision, runner
 from labkit.aws.clients import Clients
 from labkit.aws.queues import Queue
 from labkit.client import Lab
@@ -26,6 +30,7 @@ from labkit.protocol import JobRequest
 from labkit.waiting import wait_for
 from tests import job_kinds
 from tests.conftest import ROOT, unique_settings
+from tests.test_notebooks import all_text, executed, summary
 
 
 def picture(w: int, h: int, seed: int) -> Image.Image:
@@ -310,3 +315,92 @@ def test_up_right_after_teardown_waits_until_sqs_takes_the_names_back(emulator, 
     assert f"created   queue {s.request_queue}" in again.stdout
     assert "queues_deleted" not in read_state(s.state_dir)
     labkit_cli(s, "teardown", "--yes")
+
+
+# -- one ordered teardown, anywhere ----------------------------------------------------------------------
+
+def _notebook(path: Path, source: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('backend = "local"\nstate_dir = ".labkit"\ninteractive = False\n'
+                                       'figures_dir = "figures"')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(source)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(path))
+
+
+@pytest.mark.slow
+def test_teardown_notebook_shows_deletes_and_checks_the_fleet(tmp_path):
+    # Given a run whose first notebook deploys an EC2 fleet on the emulator (recorded: nothing boots there),
+    # then the project's own 99_teardown notebook
+    books = tmp_path / "books"
+    books.mkdir()
+    _notebook(books / "50_deploy.ipynb", "from labkit import fleet, notebooks\n"
+              "lab = notebooks.connect(state_dir, backend)\n"
+              "fleet.deploy(lab.clients, fleet.FleetSpec(workers=1))\n"
+              "print(fleet.format_status(fleet.fleet_status(lab.clients)))")
+    shutil.copy(ROOT / "notebooks" / "99_teardown.ipynb", books)
+    # When they run
+    report = runner.run_notebooks(out=tmp_path / "runs", folder=books, workers=0, echo=lambda s: None)
+    assert [(n.name, n.status) for n in report.notebooks] == [("50_deploy", "ok"), ("99_teardown", "ok")], \
+        [n.error for n in report.notebooks]
+    [instance] = re.findall(r"\b(i-[0-9a-f]+)\b", all_text(executed(report, "50_deploy")))
+    # Then the teardown notebook listed the fleet's instance among what exists, before deleting anything
+    text = all_text(executed(report, "99_teardown"))
+    before, after = text.split("What is left after teardown")
+    assert f"instance {instance} (running)" in before
+    # And deleted the fleet, checked it is gone, and said so with everything else
+    s = summary(report, "99_teardown")
+    assert any(instance in line for line in s["deleted"]), s["deleted"]
+    assert s["fleet_left"] == [] and s["left"] == [] and s["processes_left"] == []
+    assert re.search(r"EC2 worker fleet\s+none left", after), after
+    assert "nothing is left: no fleet, no queue, no bucket, no labkit process" in after
+
+
+def test_down_says_what_keeps_running_elsewhere(settings, tmp_path):
+    # Given an EC2 fleet deployed from this folder (on the emulator, which outlives `labkit down` here, as AWS does)
+    fleet.deploy(Clients(settings), fleet.FleetSpec(workers=1))
+    [instance] = [i["id"] for i in fleet.fleet_status(Clients(settings))["instances"]]
+    # When `labkit down` runs
+    down = labkit_cli(settings, "down")
+    # Then it says the fleet keeps running and billing, and how to stop it
+    assert down.returncode == 0, down.stderr
+    assert f"the EC2 fleet {fleet.FleetNames(settings.bucket or '').fleet} keeps running (and billing)" in down.stdout
+    assert instance in down.stdout and "labkit undeploy" in down.stdout, down.stdout
+    fleet.undeploy(Clients(settings))
+
+
+def test_up_status_down_teardown_on_a_second_emulator_without_ec2(fauxqs, tmp_path):
+    # Given fauxqs (SQS and S3, no EC2, no IAM, no Auto Scaling), queue and bucket names of this test's own
+    tag = uuid.uuid4().hex[:8]
+    s = Settings.load(state_dir=tmp_path / "state", endpoint_url=fauxqs, env={}, bucket=f"labkit-class-{tag}",
+                      request_queue=f"requests-{tag}", response_queue=f"responses-{tag}",
+                      image_inbox=f"inbox-{tag}", image_outbox=f"outbox-{tag}")
+    # When `labkit up` starts a worker there, and a job runs
+    up = labkit_cli(s, "up", "--workers", "1")
+    assert up.returncode == 0, up.stderr
+    done = labkit_cli(s, "submit", "numbers", "1", "5", "22")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["median"] == 5
+    # Then `labkit status` shows its queues and worker
+    status = labkit_cli(s, "status")
+    assert status.returncode == 0, status.stderr
+    assert f"requests-{tag}" in status.stdout and "1 local running" in status.stdout
+    # When `labkit down` runs next to a live client, and a reply queue of a client gone two hours ago is there
+    dead = left_by_a_gone_client(s, hours=2)
+    with Lab(s) as live:
+        assert live.numbers([2, 4]).result(timeout=60)["median"] == 3
+        down = labkit_cli(s, "down")
+        # Then the worker stopped, the dead client's queue went, the live one's stayed
+        assert down.returncode == 0, down.stderr
+        assert "stopped 1 worker(s)" in down.stdout and "deleted 1 leftover reply queue(s)" in down.stdout
+        assert not exists(s, dead) and exists(s, live.reply_queue)
+    # When `labkit teardown` runs where nothing was deployed and there is no EC2 API
+    torn = labkit_cli(s, "teardown", "--yes")
+    # Then it deletes the queues and the bucket, says the fleet could not be looked at, and leaves nothing
+    assert torn.returncode == 0, torn.stderr
+    assert f"deleted   queue requests-{tag}" in torn.stdout and f"deleted   bucket labkit-class-{tag}" in torn.stdout
+    assert "fleet not checked" in torn.stdout and "still there" not in torn.stdout, torn.stdout
+    clients = Clients(s)
+    assert not [u for u in clients.sqs.list_queues().get("QueueUrls", []) if tag in u]
+    assert f"labkit-class-{tag}" not in [b["Name"] for b in clients.s3.list_buckets()["Buckets"]]

@@ -19,7 +19,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from labkit import local
     s = settings(args)
     use_local = True if args.local else (False if args.aws else None)
-    if local.choose_local(s, use_local) is False:
+    if local.choose_local(s, use_local) is False and not s.endpoint_url:
         say(f"using real AWS in {s.region}: queues and a bucket will be created (they cost money while they hold "
             "data; `labkit teardown` deletes them)")
     out = local.up(s, use_local, workers=args.workers, concurrency=args.concurrency, progress=say)
@@ -31,14 +31,16 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from labkit import local
-    out = local.down(settings(args))
+    from labkit.teardown import down
+    out = down(settings(args))
     print(f"stopped {len(out['workers_stopped'])} worker(s)"
           + (", the emulator" if out["emulator_stopped"] else "")
           + (f"; deleted {len(out['reply_queues_deleted'])} leftover reply queue(s)"
              if out["reply_queues_deleted"] else "")
           + (f"; kept {len(out['reply_queues_kept'])} reply queue(s) of clients still running"
              if out["reply_queues_kept"] else ""))
+    for note in out["notes"]:
+        print(f"note: {note}")
     return 0
 
 
