@@ -79,6 +79,9 @@ class Emulator:
             raise EmulatorError("the embedded emulator needs moto: pip install 'labkit[emulator]'") from exc
         # moto logs every request at INFO through werkzeug: keep the terminal readable.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        # As S3 does: another account's bucket answers 403 (moto lets any account in unless told otherwise;
+        # it reads this variable on every request).
+        os.environ.setdefault("MOTO_S3_ALLOW_CROSSACCOUNT_ACCESS", "false")
         if self.port:
             # moto's server thread would die silently on a busy port and leave start() waiting forever:
             # find out first.

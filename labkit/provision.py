@@ -2,7 +2,8 @@
 
 Each lane's request queue (``requestQueue``, ``imageInbox``, see :mod:`labkit.kinds`) gets a dead-letter
 queue ``<name>-dlq`` and a redrive policy; every queue long-polls by default. The bucket blocks public
-access and encrypts by default. Running :func:`ensure` twice changes nothing the second time.
+access, encrypts by default and refuses requests not made over TLS. Running :func:`ensure` twice changes
+nothing the second time.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from labkit.aws.clients import Clients
 from labkit.aws.queues import Queue, is_missing_queue, list_queues
 from labkit.aws.storage import Bucket
 from labkit.config import DLQ_SUFFIX, PAYLOADS_PREFIX, REPLY_QUEUE_PREFIX, Settings
-from labkit.errors import AwsError
+from labkit.errors import AwsError, ConfigError
 from labkit.waiting import poll
 
 TAGS = {"labkit": "true"}
@@ -33,6 +34,9 @@ SQS_NAME_REUSE_WAIT = 60
 DELETED_RECENTLY = ("AWS.SimpleQueueService.QueueDeletedRecently", "QueueDeletedRecently")
 RECREATE_POLL = 5.0  # seconds between attempts while SQS refuses the name
 RECREATE_TIMEOUT = 120.0
+# What S3 answers about a bucket that exists but is not this account's (ExpectedBucketOwner, or the name is
+# taken: bucket names are global).
+NOT_OUR_BUCKET = ("403", "AccessDenied", "Forbidden", "BucketAlreadyExists")
 Progress = Callable[[str], None] | None
 
 
@@ -122,17 +126,46 @@ def ensure_queues(clients: Clients, report: Report | None = None, progress: Prog
 
 
 def ensure_bucket(clients: Clients, report: Report | None = None) -> Report:
-    """Create the bucket if needed: public access blocked, default encryption, payload expiry."""
+    """Create the bucket if needed: public access blocked, default encryption, payload expiry, and (over TLS:
+    :func:`tls_endpoint`) a policy that refuses requests not made over TLS. A name another account owns is a
+    clear error."""
     report = report or Report()
     bucket = Bucket(clients.s3, clients.bucket_name())
     report.bucket = bucket.name
-    if bucket.present():
-        report.unchanged.append(f"bucket {bucket.name}")
-    else:
-        bucket.create(clients.settings.region)
-        report.created.append(f"bucket {bucket.name}")
+    try:
+        if bucket.present():
+            report.unchanged.append(f"bucket {bucket.name}")
+        else:
+            bucket.create(clients.settings.region)
+            report.created.append(f"bucket {bucket.name}")
+    except AwsError as exc:
+        if exc.code in NOT_OUR_BUCKET:
+            raise ConfigError(_taken(bucket.name, exc.code)) from exc
+        raise
     bucket.secure(PAYLOADS_PREFIX, PAYLOAD_EXPIRY_DAYS)
+    if tls_endpoint(clients.settings) and bucket.require_tls(partition(clients.settings.region)) \
+            and f"bucket {bucket.name}" in report.unchanged:
+        report.unchanged.remove(f"bucket {bucket.name}")
+        report.updated.append(f"bucket {bucket.name} (policy: TLS only)")
     return report
+
+
+def tls_endpoint(settings: Settings) -> bool:
+    """Does labkit reach S3 over TLS (AWS, or an https endpoint)? Only then may the bucket refuse plain HTTP:
+    an emulator on this machine speaks plain HTTP, and would be refused everything."""
+    return settings.endpoint_url is None or settings.endpoint_url.startswith("https://")
+
+
+def _taken(name: str, code: str | None) -> str:
+    mine = f"{name}-{uuid.uuid4().hex[:6]}"[-63:].lstrip("-.")
+    return (f"the bucket name {name} is taken by another AWS account, or your credentials may not use it (S3 "
+            f"answered {code}). Bucket names are shared by every account in the world: set LABKIT_BUCKET to a "
+            f"name of your own (for example {mine}) and run `labkit up` again")
+
+
+def partition(region: str) -> str:
+    """The ARN partition of ``region`` (aws, aws-cn, aws-us-gov)."""
+    return "aws-cn" if region.startswith("cn-") else "aws-us-gov" if region.startswith("us-gov-") else "aws"
 
 
 def ensure(clients: Clients, progress: Progress = None) -> Report:

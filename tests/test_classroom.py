@@ -11,17 +11,21 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
+import boto3
 import nbformat
 import pytest
 from botocore.awsrequest import AWSResponse
+from botocore.exceptions import ClientError
 from PIL import Image, ImageOps
 
 from labkit import fleet, provision, runner
 from labkit.aws.clients import Clients
 from labkit.aws.queues import Queue
+from labkit.aws.storage import Bucket
 from labkit.client import Lab
 from labkit.config import REPLY_QUEUE_PREFIX, Settings, read_state, update_state
 from labkit.errors import LabkitError
@@ -404,3 +408,83 @@ def test_up_status_down_teardown_on_a_second_emulator_without_ec2(fauxqs, tmp_pa
     clients = Clients(s)
     assert not [u for u in clients.sqs.list_queues().get("QueueUrls", []) if tag in u]
     assert f"labkit-class-{tag}" not in [b["Name"] for b in clients.s3.list_buckets()["Buckets"]]
+
+
+# -- whose bucket: ExpectedBucketOwner, a name taken by another account, TLS only ---------------------------
+
+def test_every_s3_call_says_which_account_must_own_the_bucket(settings, start_worker, tmp_path):
+    # Given a client whose S3 requests are watched as they are made (botocore's request-created event:
+    # observed, not changed)
+    start_worker()
+    with Lab(settings) as lab:
+        seen: list[tuple[str, str | None]] = []
+        lab.clients.s3.meta.events.register("request-created.s3", lambda request, operation_name, **_: seen.append(
+            (operation_name, request.headers.get("x-amz-expected-bucket-owner"))))
+        # When it provisions, uploads, runs an image job, lists, reads and downloads the result, and a bucket
+        # is used as the worker builds it (from its own Clients)
+        provision.ensure_bucket(lab.clients)
+        res = lab.image(picture(32, 24, 4), ["grayscale"]).result(timeout=60)
+        lab.list_images("processed")
+        res.download(tmp_path)
+        worker_side = Bucket(Clients(settings).s3, lab.bucket.name)
+        worker_side.s3.meta.events.register("request-created.s3", lambda request, operation_name, **_: seen.append(
+            (operation_name, request.headers.get("x-amz-expected-bucket-owner"))))
+        worker_side.put("payloads/check.json", b"{}")
+        assert worker_side.get("payloads/check.json") == b"{}"
+        # Then every call that names the bucket says it must be this account's
+        ops = {op for op, _ in seen}
+        assert {"HeadBucket", "PutObject", "GetObject", "ListObjectsV2", "PutBucketEncryption"} <= ops, ops
+        assert {(op, owner) for op, owner in seen} == {(op, lab.clients.account_id()) for op in ops}
+        # And a presigned URL does not (whoever opens it could not send the header), and still works
+        url = res.url(expires=60)
+        assert "expected-bucket-owner" not in url.lower()
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            assert resp.read() == lab.bucket.get(res.key)
+
+
+def test_a_bucket_name_taken_by_another_account_is_a_clear_error(emulator, tmp_path):
+    # Given a bucket created by another account under the name labkit would use (the emulator, like S3,
+    # refuses another account's bucket; the x-moto-account-id header makes the test's client that account)
+    s = unique_settings(emulator, tmp_path / "state")
+    stranger = boto3.client("s3", endpoint_url=emulator.url, region_name=s.region, aws_access_key_id="other",
+                            aws_secret_access_key="other")
+    stranger.meta.events.register("before-sign.s3", lambda request, **_: request.headers.__setitem__(
+        "x-moto-account-id", "210987654321"))
+    stranger.create_bucket(Bucket=s.bucket)
+    stranger.put_object(Bucket=s.bucket, Key="theirs.txt", Body=b"not yours")
+    # When `labkit up` provisions with that name
+    up = labkit_cli(s, "up", "--workers", "0")
+    # Then it stops with one line that says whose it is and what to do
+    assert up.returncode == 1
+    assert f"the bucket name {s.bucket} is taken by another AWS account" in up.stderr, up.stderr
+    assert "set LABKIT_BUCKET to a name of your own" in up.stderr and "Traceback" not in up.stderr
+    # And the other account's bucket was left as it was
+    assert [o["Key"] for o in stranger.list_objects_v2(Bucket=s.bucket)["Contents"]] == ["theirs.txt"]
+    with pytest.raises(ClientError, match="NoSuchBucketPolicy"):
+        stranger.get_bucket_policy(Bucket=s.bucket)
+    labkit_cli(s.replace(bucket=s.bucket + "-mine"), "teardown", "--yes")
+
+
+def test_the_bucket_refuses_requests_not_made_over_tls(settings):
+    # Given the labkit bucket with a policy statement of someone else's (an instructor's, say)
+    bucket = Bucket(Clients(settings).s3, settings.bucket or "")
+    theirs = {"Sid": "instructor-reads", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::210987654321:root"},
+              "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{bucket.name}/*"}
+    bucket.s3.put_bucket_policy(Bucket=bucket.name, Policy=json.dumps({"Version": "2012-10-17",
+                                                                       "Statement": [theirs]}))
+    # When labkit requires TLS on it, as provisioning does on AWS (any endpoint that speaks TLS)
+    assert provision.tls_endpoint(settings.replace(endpoint_url=None))
+    assert provision.tls_endpoint(settings.replace(endpoint_url="https://s3.example.test"))
+    changed = bucket.require_tls("aws")
+    # Then the policy denies every request without TLS, on the bucket and its objects, and keeps the other one
+    assert changed and bucket.require_tls("aws") is False  # a second time changes nothing
+    statements = bucket.policy()["Statement"]
+    assert statements[0] == theirs
+    assert statements[1] == {"Sid": "labkit-deny-insecure-transport", "Effect": "Deny", "Principal": "*",
+                             "Action": "s3:*", "Resource": [f"arn:aws:s3:::{bucket.name}",
+                                                           f"arn:aws:s3:::{bucket.name}/*"],
+                             "Condition": {"Bool": {"aws:SecureTransport": "false"}}}
+    # (Not on the emulator itself: it speaks plain HTTP, so such a bucket would refuse it everything; and
+    # moto treats any conditional Deny as denying all, so the statement's effect cannot be shown here.)
+    assert not provision.tls_endpoint(settings)
+    bucket.s3.delete_bucket_policy(Bucket=bucket.name)
