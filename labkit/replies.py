@@ -125,8 +125,15 @@ class Replies:
     def _upkeep(self, queue: Queue) -> None:
         """Refresh the last-seen tag when due; send again the jobs whose reply queue is gone."""
         if time.monotonic() >= self._next_beat:
-            provision.mark_seen(queue)
             self._next_beat = time.monotonic() + self.heartbeat
+            try:
+                provision.mark_seen(queue)
+            except Exception as exc:
+                if is_missing_queue(exc):
+                    raise
+                # An outage (the receive below meets it too) or no sqs:TagQueue permission: replies still
+                # come; the queue only looks idle to a teardown an hour from now.
+                log.debug("could not mark reply queue %s as seen: %s", queue.name, exc)
         if self._stale:
             self._resend(queue)
 
@@ -181,7 +188,8 @@ class Replies:
                 if isinstance(exc, LabkitError) and (is_missing_queue(exc) or job.request is None):
                     self.forget(job)  # its request queue is gone too (a teardown?), or it is not ours to send
                     job._fail(exc if job.request is None else LabkitError(
-                        f"job {job.id} could not be sent again after its reply queue was deleted: {exc}"))
+                        f"job {job.id} could not be sent again after its reply queue was deleted, since its request "
+                        f"queue is gone too (a teardown?): {exc}; `labkit up` makes the queues again"))
                     continue
                 with self._lock:  # an outage: try these again on the next round
                     self._stale.update(j.id for j in stale[n:] if j.id in self._pending)

@@ -84,7 +84,8 @@ def teardown(settings: Settings, keep_bucket: bool = False, forget_wait: float =
     emu = local.running([state["emulator"]] if state.get("emulator") else [])
     stopped = local.down(settings)
     report.emulator_stopped = bool(emu) and stopped["emulator_stopped"]
-    if live and not report.emulator_stopped and any(x.startswith("queue ") for x in report.deleted):
+    ours = {f"queue {name}" for name in provision.queue_attributes(settings)}
+    if live and not report.emulator_stopped and ours & set(report.deleted):
         local.record_queues_deleted(settings)  # the next `up` here waits until SQS takes the names back
     report.processes_left = [c.pid for c in workers + emu if c.alive()]
     return report

@@ -241,6 +241,19 @@ def test_a_job_sent_by_other_means_fails_clearly_when_its_reply_queue_is_deleted
             job.result(timeout=90)
 
 
+def test_jobs_in_flight_fail_clearly_when_their_request_queue_went_too(settings):
+    # Given a job waiting for a worker (none runs)
+    sqs = Clients(settings).sqs
+    with Lab(settings) as lab:
+        job = lab.numbers([1, 2, 3])
+        # When a teardown deletes the request queue and the client's reply queue
+        sqs.delete_queue(QueueUrl=Queue.by_name(sqs, settings.request_queue).url)
+        sqs.delete_queue(QueueUrl=lab.reply_queue.url)
+        # Then the job fails, saying why and what to do, instead of waiting for its timeout
+        with pytest.raises(LabkitError, match=r"request queue is gone too .* `labkit up` makes the queues again"):
+            job.result(timeout=60)
+
+
 # -- up right after teardown: SQS's 60-second rule -------------------------------------------------------
 
 class JustDeleted:
