@@ -13,10 +13,8 @@ import sys
 import time
 import urllib.request
 import uuid
-from pathlib import Path
 
 import boto3
-import nbformat
 import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
@@ -34,7 +32,7 @@ from labkit.protocol import JobRequest
 from labkit.waiting import wait_for
 from tests import job_kinds
 from tests.conftest import ROOT, unique_settings
-from tests.test_notebooks import all_text, executed, summary
+from tests.test_notebooks import _notebook, all_text, executed, summary
 
 
 def picture(w: int, h: int, seed: int) -> Image.Image:
@@ -335,16 +333,6 @@ def test_up_right_after_teardown_waits_until_sqs_takes_the_names_back(emulator, 
 
 
 # -- one ordered teardown, anywhere ----------------------------------------------------------------------
-
-def _notebook(path: Path, source: str) -> None:
-    nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell('backend = "local"\nstate_dir = ".labkit"\ninteractive = False\n'
-                                       'figures_dir = "figures"')
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell(source)]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, str(path))
-
 
 @pytest.mark.slow
 def test_teardown_notebook_shows_deletes_and_checks_the_fleet(tmp_path):
