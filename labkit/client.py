@@ -6,7 +6,8 @@
         lab.numbers_many([[1, 2], [3, 4]])   # in order, with a progress bar
 
 Each Lab owns a reply queue (``labkit-reply-<random>``, :mod:`labkit.replies`), deleted on ``close()``,
-so two clients never see each other's results. The EC2 fleet is :mod:`labkit.fleet`'s business.
+so two clients never see each other's results; it is marked as in use while the Lab runs, and made anew
+(the jobs in flight sent again) if anyone deletes it. The EC2 fleet is :mod:`labkit.fleet`'s business.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import atexit
 import concurrent.futures as cf
 import io
 import os
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,9 +29,9 @@ from labkit.aws.storage import Bucket, ObjectInfo
 from labkit.config import PROCESSED_PREFIX, UNPROCESSED_PREFIX, Settings, read_state
 from labkit.errors import AwsError, InvalidInput, JobTimeout, RemoteJobError
 from labkit.flow import Window, adaptive_window, default_window
-from labkit.job import DEFAULT_TIMEOUT, ImageResult, Job
+from labkit.job import DEFAULT_TIMEOUT, ImageResult, Job, SentRequest
 from labkit.jobs import numbers as numbers_job
-from labkit.keys import safe_key
+from labkit.keys import safe_key, upload_key
 from labkit.protocol import JobRequest, encode_request
 from labkit.replies import Replies
 
@@ -97,13 +97,16 @@ class Lab:
         return self.queue(kinds.request_lane(kind).request_queue(self.settings))
 
     def _prepare(self, kind: str, payload: dict[str, Any]) -> tuple[Job, str]:
-        req = JobRequest(kind=kind, payload=payload, reply_to=self.reply_queue.url)
+        reply_to = self.reply_queue.url
+        req = JobRequest(kind=kind, payload=payload, reply_to=reply_to)
         body = encode_request(req, self.bucket, self.settings.max_inline_bytes)
-        return Job(self, req.id, kind), body
+        # The job keeps its request until answered: should the reply queue vanish, Replies sends it again.
+        return Job(self, req.id, kind, SentRequest(self._request_queue(kind), body, reply_to)), body
 
     def track(self, job_id: str, kind: str) -> Job:
         """A :class:`Job` for a request sent by other means with ``reply_to`` set to this client's
-        reply queue (raw bodies, other tools): its reply resolves the returned job."""
+        reply queue (raw bodies, other tools): its reply resolves the returned job. (Should the reply queue
+        be deleted before the reply arrives, this client cannot send the request again: the job fails.)"""
         job = Job(self, job_id, kind)
         self.replies.track([job])
         return job
@@ -210,9 +213,12 @@ class Lab:
 
     # -- image jobs ----------------------------------------------------------------------------------
     def upload_image(self, image: str | Path | bytes | Any, name: str | None = None) -> str:
-        """Put an image (path, bytes or PIL image) under ``images/unprocessed/``; returns its key."""
+        """Put an image (path, bytes or PIL image) at ``images/unprocessed/<hash>/<name>``; returns its key.
+
+        ``<hash>`` comes from the content (:func:`labkit.keys.upload_key`): another file with the same
+        name, uploaded by anyone sharing the bucket, never replaces this one."""
         data, default_name, ctype = _image_bytes(image)
-        key = safe_key(UNPROCESSED_PREFIX, name or default_name)
+        key = upload_key(data, name or default_name)
         self.bucket.put(key, data, ctype)
         return key
 
@@ -252,7 +258,8 @@ class Lab:
         return self.upload_image(image, name)
 
     def download_image(self, name: str, dest: str | Path | None = None) -> Path:
-        """Fetch ``images/processed/<name>`` (or any full key) to ``dest``; returns the path."""
+        """Fetch ``images/processed/<name>`` (or any full key, such as ``ImageResult.key``) to ``dest``; returns
+        the path (in a folder: the key's last part, e.g. ``cat.png``)."""
         key = name if name.startswith("images/") else safe_key(PROCESSED_PREFIX, name)
         data = self.bucket.get(key)
         target = Path(dest) if dest is not None else Path(".")
@@ -310,11 +317,11 @@ def _image_bytes(image: Any) -> tuple[bytes, str, str]:
             raise InvalidInput(f"no image file at {path}")
         return path.read_bytes(), path.name, _content_type(path.name)
     if isinstance(image, bytes | bytearray):
-        return bytes(image), f"upload-{uuid.uuid4().hex[:8]}.bin", "application/octet-stream"
+        return bytes(image), "upload.bin", "application/octet-stream"  # the key's hash tells uploads apart
     if hasattr(image, "save") and hasattr(image, "mode"):
         buf = io.BytesIO()
         image.save(buf, format="PNG")
-        return buf.getvalue(), f"image-{uuid.uuid4().hex[:8]}.png", "image/png"
+        return buf.getvalue(), "image.png", "image/png"
     raise InvalidInput(f"cannot upload a {type(image).__name__}: give a path, bytes or a PIL image")
 
 

@@ -37,6 +37,20 @@ def healthy(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def answers(url: str, timeout: float = 2.0) -> bool:
+    """True when any HTTP server answers at ``url`` (any status): the embedded emulator, or another
+    emulator on this machine (fauxqs, LocalStack) that has no ``/moto-api/``."""
+    if healthy(url, timeout):
+        return True
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):
+            return True
+    except urllib.error.HTTPError:
+        return True  # an error status is still an answer
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
 def wait_healthy(url: str, timeout: float = 15.0) -> None:
     try:
         wait_for(lambda: healthy(url, timeout=1.0), timeout, f"the emulator at {url} to answer")
@@ -65,6 +79,9 @@ class Emulator:
             raise EmulatorError("the embedded emulator needs moto: pip install 'labkit[emulator]'") from exc
         # moto logs every request at INFO through werkzeug: keep the terminal readable.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        # As S3 does: another account's bucket answers 403 (moto lets any account in unless told otherwise;
+        # it reads this variable on every request).
+        os.environ.setdefault("MOTO_S3_ALLOW_CROSSACCOUNT_ACCESS", "false")
         if self.port:
             # moto's server thread would die silently on a busy port and leave start() waiting forever:
             # find out first.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import io
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -22,13 +23,31 @@ NOTICE_AFTER = 10.0  # seconds (at most half the timeout) before a slow result m
 log = logging.getLogger("labkit")
 
 
+@dataclass
+class SentRequest:
+    """How a job was sent (the queue, the body, the reply queue it names): enough to send it again."""
+
+    queue: Any  # a labkit.aws.queues.Queue
+    body: str
+    reply_to: str
+
+    def resend(self, reply_to: str) -> None:
+        """Send the same request (same id, same payload or claim check) again, its replies to ``reply_to``."""
+        request = json.loads(self.body)
+        request["reply_to"] = reply_to
+        body = json.dumps(request, separators=(",", ":"))
+        self.queue.send(body)
+        self.body, self.reply_to = body, reply_to
+
+
 class Job:
     """A submitted job: ``result(timeout)`` waits for the worker's answer."""
 
-    def __init__(self, lab: Lab, job_id: str, kind: str) -> None:
+    def __init__(self, lab: Lab, job_id: str, kind: str, request: SentRequest | None = None) -> None:
         self.lab = lab
         self.id = job_id
         self.kind = kind
+        self.request = request  # None once answered, or when sent by other means (Lab.track)
         self.submitted = time.time()
         self.finished: float | None = None
         self.reply: JobResult | None = None
@@ -49,6 +68,7 @@ class Job:
     def _resolve(self, reply: JobResult) -> None:
         self.finished = time.time()
         self.reply = reply
+        self.request = None  # not needed any more: free the body
         if not self._future.done():
             self._future.set_result(reply)
 

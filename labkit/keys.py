@@ -1,7 +1,10 @@
 """Where things live in the bucket: the prefixes, and keys built so that they cannot escape them.
 
-    images/unprocessed/<name>     uploaded images (``Lab.upload_image``)
-    images/processed/<name>       results of image jobs
+    images/unprocessed/<hash>/<name>   uploaded images (``Lab.upload_image``): <hash> is the first 16 hex
+                                       digits of the file's SHA-256, so different files never share a key
+    images/processed/<job id>/<name>   results of image jobs: each job writes under its own id
+    images/unprocessed/<name>, images/processed/<name>
+                                       the original lab's plain-text image jobs (flat names, as it expects)
     payloads/<job id>.<format>    claim-check payloads and results too large for a message
     logs/<worker>/...             worker logs (``labkit worker --log-to-s3``)
     artifacts/labkit/<build>/...  the wheel EC2 workers install (``labkit deploy``)
@@ -11,6 +14,7 @@ Pure functions: no AWS call, no Pillow.
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 import re
 
@@ -18,6 +22,9 @@ from labkit.config import PROCESSED_PREFIX, UNPROCESSED_PREFIX
 from labkit.errors import InvalidInput
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._\-][A-Za-z0-9._\- /()+=@,]*$")
+# A job id that can be a key's folder as it is (labkit's ids are 32 hex digits); others are hashed.
+_SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+UPLOAD_HASH_CHARS = 16  # 64 bits of SHA-256: two different files sharing a prefix is not a practical worry
 # File extension -> image format, and the extension each format is written with.
 FORMAT_OF_EXTENSION = {"jpg": "jpeg", "jpeg": "jpeg", "jpe": "jpeg", "png": "png", "webp": "webp", "gif": "gif",
                        "bmp": "bmp", "tif": "tiff", "tiff": "tiff"}
@@ -58,11 +65,36 @@ def format_for_key(key: str) -> str | None:
     return FORMAT_OF_EXTENSION.get(base.rsplit(".", 1)[1].lower())
 
 
-def output_key(source: str, fmt: str, output: str | None = None) -> str:
-    """``images/processed/<name>``: the source's name with the output format's extension, or ``output``."""
+def upload_key(data: bytes, name: str) -> str:
+    """``images/unprocessed/<hash>/<name>``: ``<hash>`` is the start of the data's SHA-256.
+
+    Two different files called ``cat.png`` (two students, or one student's two versions) land on two keys;
+    the same file uploaded twice lands on one key with the same bytes, which changes nothing for anyone."""
+    name = safe_key(UNPROCESSED_PREFIX, name)[len(UNPROCESSED_PREFIX):]
+    return safe_key(UNPROCESSED_PREFIX, f"{hashlib.sha256(data).hexdigest()[:UPLOAD_HASH_CHARS]}/{name}")
+
+
+def job_folder(job_id: str) -> str:
+    """The folder of one job's results: its id when that is a plain name, else ``id-`` and its SHA-256."""
+    if _SAFE_SEGMENT.match(job_id):
+        return job_id
+    return "id-" + hashlib.sha256(job_id.encode()).hexdigest()[:32]
+
+
+def output_key(source: str, fmt: str, output: str | None = None, job_id: str | None = None) -> str:
+    """Where an image job writes its result.
+
+    - ``output`` given: ``images/processed/<output>``, as the caller asked (then the caller keeps names apart);
+    - else ``images/processed/<job id>/<source file name>`` with the output format's extension: a key no
+      other job writes, so a result stays as it was after any later job (a redelivered request, with the
+      same id, writes the same bytes again);
+    - without a job id, ``images/processed/<source name>`` (flat, as the original lab's names).
+    """
     if output is not None:
         return safe_key(PROCESSED_PREFIX, output)
     name = source[len(UNPROCESSED_PREFIX):] if source.startswith(UNPROCESSED_PREFIX) else source
+    if job_id:
+        name = f"{job_folder(job_id)}/{posixpath.basename(name)}"
     stem, ext = posixpath.splitext(name)
     if format_for_key(name) != fmt:
         ext = EXTENSION_OF_FORMAT.get(fmt, "." + fmt)

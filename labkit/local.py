@@ -6,6 +6,8 @@ credential is ever written there.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from labkit.aws.clients import Clients, credentials_configured
 from labkit.config import Settings, read_state, update_state, write_state
 from labkit.errors import ConfigError
 from labkit.processes import Child, python_module, settings_env
+from labkit.waiting import poll
 
 
 def choose_local(settings: Settings, local: bool | None) -> bool:
@@ -52,10 +55,13 @@ def spawn_worker(settings: Settings, index: int, concurrency: int = 4, lanes: st
     return Child.spawn(args, env=settings_env(settings), log=log)
 
 
-def up(settings: Settings, local: bool | None = None, workers: int = 1, concurrency: int = 4) -> dict[str, Any]:
+def up(settings: Settings, local: bool | None = None, workers: int = 1, concurrency: int = 4,
+       progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Start the emulator if local, provision, start ``workers`` local workers; write the state file.
 
-    Workers already running with other job modules than ``settings.job_modules`` are restarted."""
+    Workers already running with other job modules than ``settings.job_modules`` are restarted. Right
+    after a teardown, waits until SQS takes the queue names back (60 s after their deletion), telling
+    ``progress`` how long."""
     state_dir = Path(settings.state_dir)
     state = read_state(state_dir)
     use_local = choose_local(settings, local)
@@ -67,9 +73,10 @@ def up(settings: Settings, local: bool | None = None, workers: int = 1, concurre
             child, url = emulator.spawn(state_dir)
             state["emulator"] = {**child.record(), "url": url}
         settings = settings.replace(endpoint_url=url)
-    elif settings.is_local and not emulator.healthy(settings.endpoint_url or ""):
+    elif settings.is_local and not emulator.answers(settings.endpoint_url or ""):
         raise ConfigError(f"nothing answers at {settings.endpoint_url}; run `labkit up --local` for the emulator")
-    report = provision.ensure(Clients(settings))
+    wait_name_reuse(state.pop("queues_deleted", None), settings, progress)
+    report = provision.ensure(Clients(settings), progress)
     settings = settings.replace(bucket=report.bucket)
     alive = running(state.get("workers"))
     if list(state.get("job_modules") or []) != list(settings.job_modules):
@@ -88,15 +95,40 @@ def up(settings: Settings, local: bool | None = None, workers: int = 1, concurre
     return {"state": state, "report": report, "settings": settings}
 
 
+def record_queues_deleted(settings: Settings) -> None:
+    """Note in the state file when the queues were deleted, for :func:`wait_name_reuse` (``up`` next)."""
+    if Path(settings.state_dir).exists():
+        update_state(settings.state_dir, queues_deleted={"at": time.time(), "endpoint": settings.endpoint_url,
+                                                         "region": settings.region})
+
+
+def wait_name_reuse(record: dict[str, Any] | None, settings: Settings,
+                    progress: Callable[[str], None] | None = None) -> None:
+    """Wait until 60 s have passed since this machine deleted the queues ``settings`` names (``record``, from
+    :func:`record_queues_deleted`). Before then, SQS refuses the names, or still shows the deleted queues as
+    if they existed: provisioning must not find them "fine"."""
+    record = record or {}
+    if (record.get("endpoint"), record.get("region")) != (settings.endpoint_url, settings.region):
+        return
+    left = float(record.get("at", 0)) + provision.SQS_NAME_REUSE_WAIT + 1 - time.time()
+    if left <= 0:
+        return
+    for elapsed in poll(10.0, left):
+        if progress is not None and left - elapsed >= 1:
+            progress(f"the queues were deleted less than {provision.SQS_NAME_REUSE_WAIT} s ago (teardown), and SQS "
+                     f"takes a deleted queue's name back only after that: waiting {left - elapsed:.0f} s more")
+
+
 def down(settings: Settings, timeout: float = 30.0) -> dict[str, Any]:
-    """Stop what ``up`` started: workers (SIGTERM, then SIGKILL after ``timeout``), leftover reply
-    queues, the emulator. Keeps nothing running."""
+    """Stop what ``up`` started: workers (SIGTERM, then SIGKILL after ``timeout``), the emulator; delete
+    reply queues left by gone clients (idle for an hour; those of clients still running stay). Keeps
+    nothing running."""
     state_dir = Path(settings.state_dir)
     state = read_state(state_dir)
     stopped = [c.pid for c in running(state.get("workers")) if c.stop(timeout)]
-    cleaned: list[str] = []
+    cleaned = provision.ReplyCleanup()
     emu = state.get("emulator")
-    reachable = emulator.healthy(settings.endpoint_url or "") if settings.is_local else True
+    reachable = emulator.answers(settings.endpoint_url or "") if settings.is_local else True
     if (settings.endpoint_url or not state.get("local")) and reachable:
         try:
             cleaned = provision.cleanup_reply_queues(Clients(settings))
@@ -110,4 +142,5 @@ def down(settings: Settings, timeout: float = 30.0) -> dict[str, Any]:
     if state_dir.exists():
         update_state(state_dir, **{k: state.get(k) for k in ("emulator", "endpoint_url", "local", "bucket")},
                      workers=[])
-    return {"workers_stopped": stopped, "reply_queues_deleted": cleaned, "emulator_stopped": emulator_stopped}
+    return {"workers_stopped": stopped, "reply_queues_deleted": cleaned.deleted,
+            "reply_queues_kept": cleaned.kept, "emulator_stopped": emulator_stopped}

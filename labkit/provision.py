@@ -2,28 +2,42 @@
 
 Each lane's request queue (``requestQueue``, ``imageInbox``, see :mod:`labkit.kinds`) gets a dead-letter
 queue ``<name>-dlq`` and a redrive policy; every queue long-polls by default. The bucket blocks public
-access and encrypts by default. Running :func:`ensure` twice changes nothing the second time.
+access, encrypts by default and refuses requests not made over TLS. Running :func:`ensure` twice changes
+nothing the second time.
 """
 
 from __future__ import annotations
 
 import json
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from labkit import kinds
 from labkit.aws.clients import Clients
-from labkit.aws.queues import Queue, list_queues
+from labkit.aws.queues import Queue, is_missing_queue, list_queues
 from labkit.aws.storage import Bucket
 from labkit.config import DLQ_SUFFIX, PAYLOADS_PREFIX, REPLY_QUEUE_PREFIX, Settings
-from labkit.errors import AwsError
+from labkit.errors import AwsError, ConfigError
+from labkit.waiting import poll
 
 TAGS = {"labkit": "true"}
 RETENTION = 4 * 24 * 3600  # 4 days: SQS's default, long enough to survive a weekend outage
 DLQ_RETENTION = 14 * 24 * 3600  # the SQS maximum: dead letters are there to be looked at
 REPLY_RETENTION = 3600
 PAYLOAD_EXPIRY_DAYS = 2  # claim-check objects are only needed while their job is in flight
+# SQS: the name of a deleted queue cannot be used again for 60 s (CreateQueue answers QueueDeletedRecently,
+# and the old queue may still be listed and answer for a while). Provisioning waits it out.
+SQS_NAME_REUSE_WAIT = 60
+DELETED_RECENTLY = ("AWS.SimpleQueueService.QueueDeletedRecently", "QueueDeletedRecently")
+RECREATE_POLL = 5.0  # seconds between attempts while SQS refuses the name
+RECREATE_TIMEOUT = 120.0
+# What S3 answers about a bucket that exists but is not this account's (ExpectedBucketOwner, or the name is
+# taken: bucket names are global).
+NOT_OUR_BUCKET = ("403", "AccessDenied", "Forbidden", "BucketAlreadyExists")
+Progress = Callable[[str], None] | None
 
 
 @dataclass
@@ -34,6 +48,7 @@ class Report:
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # left on purpose: other clients' reply queues in use
     bucket: str | None = None
 
     @property
@@ -53,12 +68,18 @@ def queue_attributes(settings: Settings) -> dict[str, dict[str, str]]:
     return attrs
 
 
-def _ensure_queue(sqs: Any, name: str, attrs: dict[str, str], report: Report) -> Queue:
+def _ensure_queue(sqs: Any, name: str, attrs: dict[str, str], report: Report, progress: Progress) -> Queue:
     queue = Queue.find(sqs, name)
+    if queue is not None:
+        try:
+            current = queue.attributes(*attrs)
+        except AwsError as exc:
+            if not is_missing_queue(exc):
+                raise
+            queue = None  # SQS still knew its name, yet it is gone: deleted moments ago, not fine
     if queue is None:
         report.created.append(f"queue {name}")
-        return Queue.create(sqs, name, attrs, TAGS)
-    current = queue.attributes(*attrs)
+        return _create_queue(sqs, name, attrs, progress)
     differ = {k: v for k, v in attrs.items() if _normal(k, current.get(k)) != _normal(k, v)}
     if differ:
         queue.set_attributes(differ)
@@ -68,6 +89,21 @@ def _ensure_queue(sqs: Any, name: str, attrs: dict[str, str], report: Report) ->
     return queue
 
 
+def _create_queue(sqs: Any, name: str, attrs: dict[str, str], progress: Progress) -> Queue:
+    """Create the queue; while SQS refuses a name deleted less than 60 s ago, wait and say so."""
+    for elapsed in poll(RECREATE_POLL, RECREATE_TIMEOUT):
+        try:
+            return Queue.create(sqs, name, attrs, TAGS)
+        except AwsError as exc:
+            if exc.code not in DELETED_RECENTLY:
+                raise
+        if progress is not None:
+            progress(f"queue {name} was deleted less than {SQS_NAME_REUSE_WAIT} s ago and SQS does not take its "
+                     f"name back before then: waiting ({elapsed:.0f} s so far)")
+    raise AwsError(f"creating queue {name}: SQS still refuses the name of a queue deleted moments ago after "
+                   f"{RECREATE_TIMEOUT:.0f} s; run `labkit up` again in a minute", code=DELETED_RECENTLY[0])
+
+
 def _normal(key: str, value: str | None) -> Any:
     if key == "RedrivePolicy" and value:
         policy = json.loads(value)
@@ -75,8 +111,9 @@ def _normal(key: str, value: str | None) -> Any:
     return value
 
 
-def ensure_queues(clients: Clients, report: Report | None = None) -> Report:
-    """Create or update every lane's request and reply queue, and the dead-letter queues."""
+def ensure_queues(clients: Clients, report: Report | None = None, progress: Progress = None) -> Report:
+    """Create or update every lane's request and reply queue, and the dead-letter queues. ``progress``
+    hears about waits (a queue deleted moments ago cannot be made again for 60 s)."""
     settings, sqs = clients.settings, clients.sqs
     report = report or Report()
     made: dict[str, Queue] = {}
@@ -84,38 +121,101 @@ def ensure_queues(clients: Clients, report: Report | None = None) -> Report:
         if name + DLQ_SUFFIX in made:  # a request queue: redrive to its dead-letter queue
             want = {**want, "RedrivePolicy": json.dumps({"deadLetterTargetArn": made[name + DLQ_SUFFIX].arn(),
                                                          "maxReceiveCount": str(settings.max_receive_count)})}
-        made[name] = _ensure_queue(sqs, name, want, report)
+        made[name] = _ensure_queue(sqs, name, want, report, progress)
     return report
 
 
 def ensure_bucket(clients: Clients, report: Report | None = None) -> Report:
-    """Create the bucket if needed: public access blocked, default encryption, payload expiry."""
+    """Create the bucket if needed: public access blocked, default encryption, payload expiry, and (over TLS:
+    :func:`tls_endpoint`) a policy that refuses requests not made over TLS. A name another account owns is a
+    clear error."""
     report = report or Report()
     bucket = Bucket(clients.s3, clients.bucket_name())
     report.bucket = bucket.name
-    if bucket.present():
-        report.unchanged.append(f"bucket {bucket.name}")
-    else:
-        bucket.create(clients.settings.region)
-        report.created.append(f"bucket {bucket.name}")
+    try:
+        if bucket.present():
+            report.unchanged.append(f"bucket {bucket.name}")
+        else:
+            bucket.create(clients.settings.region)
+            report.created.append(f"bucket {bucket.name}")
+    except AwsError as exc:
+        if exc.code in NOT_OUR_BUCKET:
+            raise ConfigError(_taken(bucket.name, exc.code)) from exc
+        raise
     bucket.secure(PAYLOADS_PREFIX, PAYLOAD_EXPIRY_DAYS)
+    if tls_endpoint(clients.settings) and bucket.require_tls(partition(clients.settings.region)) \
+            and f"bucket {bucket.name}" in report.unchanged:
+        report.unchanged.remove(f"bucket {bucket.name}")
+        report.updated.append(f"bucket {bucket.name} (policy: TLS only)")
     return report
 
 
-def ensure(clients: Clients) -> Report:
+def tls_endpoint(settings: Settings) -> bool:
+    """Does labkit reach S3 over TLS (AWS, or an https endpoint)? Only then may the bucket refuse plain HTTP:
+    an emulator on this machine speaks plain HTTP, and would be refused everything."""
+    return settings.endpoint_url is None or settings.endpoint_url.startswith("https://")
+
+
+def _taken(name: str, code: str | None) -> str:
+    mine = f"{name}-{uuid.uuid4().hex[:6]}"[-63:].lstrip("-.")
+    return (f"the bucket name {name} is taken by another AWS account, or your credentials may not use it (S3 "
+            f"answered {code}). Bucket names are shared by every account in the world: set LABKIT_BUCKET to a "
+            f"name of your own (for example {mine}) and run `labkit up` again")
+
+
+def partition(region: str) -> str:
+    """The ARN partition of ``region`` (aws, aws-cn, aws-us-gov)."""
+    return "aws-cn" if region.startswith("cn-") else "aws-us-gov" if region.startswith("us-gov-") else "aws"
+
+
+def ensure(clients: Clients, progress: Progress = None) -> Report:
     """Queues and bucket, as :func:`ensure_queues` and :func:`ensure_bucket` make them."""
-    report = ensure_queues(clients)
+    report = ensure_queues(clients, progress=progress)
     return ensure_bucket(clients, report)
 
 
 # -- reply queues ------------------------------------------------------------------------------------------
+# A client's reply queue carries the time its client was last seen alive, refreshed by the client while it
+# runs (labkit.replies). `down` and `teardown` delete only queues unseen for REPLY_IDLE_AGE: a neighbour's
+# running notebook keeps its queue. The age is far above the refresh period, so a busy machine or a
+# clock a few minutes off does not matter; a client that sleeps longer (a laptop lid) finds its queue
+# gone on waking and makes a new one (labkit.replies).
+LAST_SEEN_TAG = "labkit:last-seen"
+REPLY_HEARTBEAT = 300  # seconds between a live client's refreshes of its queue's last-seen tag
+REPLY_IDLE_AGE = 3600  # seconds unseen after which a reply queue counts as left behind by a gone client
+
+
+@dataclass
+class ReplyCleanup:
+    """What :func:`cleanup_reply_queues` did: queues deleted (idle), and queues kept (in use)."""
+
+    deleted: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+
 
 def create_reply_queue(clients: Clients, suffix: str | None = None) -> Queue:
     """A new reply queue for one client: ``labkit-reply-<suffix>`` (default: a random one), long polls,
-    messages kept an hour."""
+    messages kept an hour, tagged as seen now."""
     name = REPLY_QUEUE_PREFIX + (suffix or uuid.uuid4().hex[:16])
     attrs = {"MessageRetentionPeriod": str(REPLY_RETENTION), "ReceiveMessageWaitTimeSeconds": "20"}
-    return Queue.create(clients.sqs, name, attrs, TAGS)
+    return Queue.create(clients.sqs, name, attrs, {**TAGS, LAST_SEEN_TAG: str(int(time.time()))})
+
+
+def mark_seen(queue: Queue) -> None:
+    """Tell ``down`` and ``teardown`` that this reply queue's client is alive."""
+    queue.tag({LAST_SEEN_TAG: str(int(time.time()))})
+
+
+def last_seen(queue: Queue) -> float | None:
+    """When the queue's client was last seen alive (seconds since the epoch): its tag, else (a queue made by
+    an older client) its creation time; None when neither can be read."""
+    value = queue.tags().get(LAST_SEEN_TAG)
+    if value is None:
+        value = queue.attributes("CreatedTimestamp").get("CreatedTimestamp")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def reply_queues(clients: Clients) -> list[Queue]:
@@ -123,21 +223,37 @@ def reply_queues(clients: Clients) -> list[Queue]:
     return list_queues(clients.sqs, REPLY_QUEUE_PREFIX)
 
 
-def cleanup_reply_queues(clients: Clients) -> list[str]:
-    """Delete reply queues left by clients; returns their names."""
-    return [q.name for q in reply_queues(clients) if q.delete()]
+def cleanup_reply_queues(clients: Clients, idle_age: float = REPLY_IDLE_AGE) -> ReplyCleanup:
+    """Delete the reply queues whose client was not seen for ``idle_age`` seconds; keep the others."""
+    out = ReplyCleanup()
+    now = time.time()
+    for queue in reply_queues(clients):
+        try:
+            seen = last_seen(queue)
+        except AwsError as exc:
+            if is_missing_queue(exc):
+                continue  # deleted meanwhile (its client closed)
+            raise
+        if seen is not None and now - seen < idle_age:
+            out.kept.append(queue.name)
+        elif queue.delete():
+            out.deleted.append(queue.name)
+    return out
 
 
 # -- teardown and status -------------------------------------------------------------------------------------
 
 def teardown(clients: Clients, delete_bucket: bool = True) -> Report:
-    """Delete every queue (dead-letter and reply queues too) and, unless told not to, the bucket."""
+    """Delete every queue (dead-letter queues too, reply queues idle for an hour; ``kept`` lists the reply
+    queues of clients still running) and, unless told not to, the bucket."""
     report = Report()
     for name in queue_attributes(clients.settings):
         queue = Queue.find(clients.sqs, name)
         if queue is not None and queue.delete():
             report.deleted.append(f"queue {name}")
-    report.deleted += [f"queue {n}" for n in cleanup_reply_queues(clients)]
+    replies = cleanup_reply_queues(clients)
+    report.deleted += [f"queue {n}" for n in replies.deleted]
+    report.kept += [f"queue {n}" for n in replies.kept]
     if delete_bucket:
         bucket = Bucket(clients.s3, clients.bucket_name())
         report.bucket = bucket.name

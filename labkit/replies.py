@@ -1,34 +1,50 @@
 """One client's replies: its own reply queue (``labkit-reply-<random>``) and the thread that reads it,
 resolving each waiting :class:`~labkit.job.Job` by id and dropping duplicates (SQS delivers at least
 once). The queue is made on first use and deleted by :meth:`Replies.close`.
+
+While the client runs, the thread also re-tags the queue as seen (:data:`labkit.provision.LAST_SEEN_TAG`,
+every :data:`~labkit.provision.REPLY_HEARTBEAT` seconds), so that someone else's ``labkit down`` or
+``teardown`` leaves it alone. Should the queue disappear anyway (deleted by anyone), the thread makes a new
+one, logs one line, and sends the jobs still waiting again, with the same ids and the new queue as
+``reply_to``: the worker answers them there, and a second answer to one id is dropped as a duplicate.
+A job this client did not send itself (:meth:`~labkit.client.Lab.track`) cannot be sent again: it fails
+with an error that says so, rather than wait for a reply that cannot come.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
+import time
 from collections.abc import Iterable
 
 from labkit import provision
 from labkit.aws.clients import Clients
-from labkit.aws.queues import Queue
+from labkit.aws.queues import Queue, is_missing_queue
 from labkit.errors import LabkitError, ProtocolError
 from labkit.job import Job
 from labkit.protocol import JobResult
 
 RECEIVE_WAIT = 5  # seconds each receive waits: short enough to notice a close soon
+log = logging.getLogger(__name__)
 
 
 class Replies:
     """The reply queue of one client and the jobs waiting on it."""
 
-    def __init__(self, clients: Clients) -> None:
+    def __init__(self, clients: Clients, heartbeat: float = provision.REPLY_HEARTBEAT) -> None:
         self.clients = clients
+        self.heartbeat = heartbeat  # seconds between refreshes of the queue's last-seen tag
         self.duplicates = 0
+        self.replaced = 0  # times the queue was found deleted and made anew
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._pending: dict[str, Job] = {}
+        self._stale: set[str] = set()  # pending jobs whose request names a reply queue that is gone
         self._done_ids: set[str] = set()
         self._queue: Queue | None = None
+        self._next_beat = 0.0
         self._listener: threading.Thread | None = None
         self._closed = False
         self._stopped = threading.Event()  # set by close(): cuts an outage's backoff short
@@ -41,13 +57,17 @@ class Replies:
                 if self._closed:
                     raise LabkitError("this Lab is closed")
                 self._queue = provision.create_reply_queue(self.clients)
+                self._next_beat = time.monotonic() + self.heartbeat
             return self._queue
 
     def track(self, jobs: Iterable[Job]) -> None:
         """Wait for the replies of ``jobs`` (listening starts with the first)."""
         with self._lock:
+            current = self._queue.url if self._queue is not None else None
             for job in jobs:
                 self._pending[job.id] = job
+                if job.request is not None and job.request.reply_to != current:
+                    self._stale.add(job.id)  # prepared just before the queue was replaced
             if self._listener is None or not self._listener.is_alive():
                 self._listener = threading.Thread(target=self._listen, name="labkit-replies", daemon=True)
                 self._listener.start()
@@ -57,6 +77,7 @@ class Replies:
         """Stop waiting for ``job`` (its request was never sent)."""
         with self._lock:
             self._pending.pop(job.id, None)
+            self._stale.discard(job.id)
 
     def close(self) -> None:
         """Stop listening, fail the jobs still waiting, delete the reply queue."""
@@ -73,33 +94,106 @@ class Replies:
         if self._queue is not None:
             try:
                 self._queue.delete()
-            except Exception:  # unreachable: `labkit down` cleans leftovers
+            except Exception:  # unreachable: a later `labkit down` deletes it once it is an hour idle
                 pass
             self._queue = None
 
+    # -- the listening thread ----------------------------------------------------------------------------
     def _listen(self) -> None:
-        """Receive replies while jobs are pending; resolve them by id, drop duplicates."""
-        queue = self.queue
+        """Receive replies while jobs are pending, keep the queue marked as in use, replace it if it went."""
         backoff = 0.5
         while True:
             with self._lock:
-                while not self._pending and not self._closed:
-                    self._wake.wait()
+                while not self._pending and not self._closed and time.monotonic() < self._next_beat:
+                    self._wake.wait(self._next_beat - time.monotonic())
                 if self._closed:
                     return
+                waiting = bool(self._pending)
+            queue = self.queue
             try:
-                messages = queue.receive(10, wait=RECEIVE_WAIT)
-                # Answer the waiting jobs first, then delete: a reply whose delete fails comes back
-                # later and is dropped as a duplicate, and nobody waits for the delete call.
-                for m in messages:
-                    self._dispatch(m.body)
-                if messages:
-                    queue.delete_batch([m.receipt for m in messages])
+                self._upkeep(queue)
+                if waiting:
+                    self._receive(queue)
                 backoff = 0.5
-            except Exception:
+            except Exception as exc:
+                if is_missing_queue(exc) and self._replace(queue):
+                    continue
                 # An outage: the replies stay in the queue; try again with backoff.
                 self._stopped.wait(backoff)
                 backoff = min(backoff * 2, 10)
+
+    def _upkeep(self, queue: Queue) -> None:
+        """Refresh the last-seen tag when due; send again the jobs whose reply queue is gone."""
+        if time.monotonic() >= self._next_beat:
+            self._next_beat = time.monotonic() + self.heartbeat
+            try:
+                provision.mark_seen(queue)
+            except Exception as exc:
+                if is_missing_queue(exc):
+                    raise
+                # An outage (the receive below meets it too) or no sqs:TagQueue permission: replies still
+                # come; the queue only looks idle to a teardown an hour from now.
+                log.debug("could not mark reply queue %s as seen: %s", queue.name, exc)
+        if self._stale:
+            self._resend(queue)
+
+    def _receive(self, queue: Queue) -> None:
+        messages = queue.receive(10, wait=RECEIVE_WAIT)
+        # Answer the waiting jobs first, then delete: a reply whose delete fails comes back later and is
+        # dropped as a duplicate, and nobody waits for the delete call.
+        for m in messages:
+            self._dispatch(m.body)
+        if messages:
+            queue.delete_batch([m.receipt for m in messages])
+
+    def _replace(self, gone: Queue) -> bool:
+        """``gone`` was deleted: make a new reply queue and mark every waiting job to be sent again.
+
+        A new name, since SQS refuses to re-create a name for 60 s after its deletion. False when no queue
+        could be made (an outage: the caller backs off and tries again)."""
+        try:
+            fresh = provision.create_reply_queue(self.clients)
+        except Exception:
+            return False
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._queue = fresh
+                self._next_beat = time.monotonic() + self.heartbeat
+                self._stale = set(self._pending)
+                self.replaced += 1
+                waiting = len(self._pending)
+        if closed:
+            with contextlib.suppress(Exception):
+                fresh.delete()
+            return True
+        log.warning("labkit: reply queue %s was deleted (someone's teardown?); replies now come to %s; sending "
+                    "the %d job(s) in flight again", gone.name, fresh.name, waiting)
+        return True
+
+    def _resend(self, queue: Queue) -> None:
+        """Send the stale jobs' requests again, addressed to ``queue``. Jobs that cannot be sent again fail
+        with the reason; an outage leaves the rest for the next round."""
+        with self._lock:
+            stale = [self._pending[i] for i in self._stale if i in self._pending]
+            self._stale.clear()
+        for n, job in enumerate(stale):
+            try:
+                if job.request is None:
+                    raise LabkitError(
+                        f"job {job.id}: its reply was addressed to a reply queue that was deleted meanwhile, and "
+                        "this client did not send the request itself, so it cannot send it again: send the job again")
+                job.request.resend(queue.url)
+            except Exception as exc:
+                if isinstance(exc, LabkitError) and (is_missing_queue(exc) or job.request is None):
+                    self.forget(job)  # its request queue is gone too (a teardown?), or it is not ours to send
+                    job._fail(exc if job.request is None else LabkitError(
+                        f"job {job.id} could not be sent again after its reply queue was deleted, since its request "
+                        f"queue is gone too (a teardown?): {exc}; `labkit up` makes the queues again"))
+                    continue
+                with self._lock:  # an outage: try these again on the next round
+                    self._stale.update(j.id for j in stale[n:] if j.id in self._pending)
+                return
 
     def _dispatch(self, body: str) -> None:
         try:
@@ -108,9 +202,11 @@ class Replies:
             return  # not ours to understand; nothing waits for it
         with self._lock:
             job = self._pending.pop(reply.id, None)
+            self._stale.discard(reply.id)
             if job is None:
                 if reply.id in self._done_ids:
                     self.duplicates += 1
                 return
             self._done_ids.add(reply.id)
         job._resolve(reply)
+

@@ -2,11 +2,13 @@
 
     1. the EC2 fleet (group, alarms, instances, launch template, security group, role and profile, wheels)
     2. the local workers (so that none is still writing into the bucket while it is deleted)
-    3. the queues (dead-letter and reply queues too)
+    3. the queues (dead-letter queues too, and reply queues idle for an hour: those of clients still
+       running stay, see :data:`labkit.provision.REPLY_IDLE_AGE`)
     4. the bucket and every object in it (unless kept)
     5. the emulator, and the state file's record of it all
 
-then a look at what is left. Nothing here is specific to a front end: the CLI and the widgets present
+then a look at what is left (the fleet included). ``labkit down`` is the part of it that stops this
+machine's processes (:func:`down`). Nothing here is specific to a front end: the CLI and the widgets present
 the :class:`TeardownReport`.
 """
 
@@ -34,18 +36,28 @@ class TeardownReport:
     deleted: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     left: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # other clients' reply queues, in use (not "left")
     workers_stopped: int = 0
     emulator_stopped: bool = False
     processes_left: list[int] = field(default_factory=list)
+    # The EC2 fleet after teardown: what is still there (also in ``left``); None when it could not be
+    # looked at (an endpoint with no EC2 API, an account that may not read EC2: nothing was deployed there).
+    fleet_left: list[str] | None = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.left and not self.processes_left
 
+    def fleet_line(self) -> str:
+        """The fleet in one line, for "what is left"."""
+        if self.fleet_left is None:
+            return "not checked: no EC2 API here (nothing can have been deployed)"
+        return ", ".join(self.fleet_left) if self.fleet_left else "none left"
+
 
 def reachable(settings: Settings) -> bool:
-    """Is there anything to delete? Locally, only while the emulator runs (its resources die with it)."""
-    return emulator.healthy(settings.endpoint_url or "") if settings.is_local else True
+    """Is there anything to delete? Locally, only while an emulator answers (its resources die with it)."""
+    return emulator.answers(settings.endpoint_url or "") if settings.is_local else True
 
 
 def teardown(settings: Settings, keep_bucket: bool = False, forget_wait: float = 0.0,
@@ -63,11 +75,18 @@ def teardown(settings: Settings, keep_bucket: bool = False, forget_wait: float =
     report.workers_stopped = sum(1 for w in workers if w.stop(30))
     if live:
         clients = Clients(settings)
-        report.deleted += provision.teardown(clients, delete_bucket=not keep_bucket).deleted
-        report.left = _left(clients, keep_bucket, forget_wait)
+        done = provision.teardown(clients, delete_bucket=not keep_bucket)
+        report.deleted += done.deleted
+        report.kept = done.kept
+        report.fleet_left = fleet_resources(clients)
+        report.left = (report.fleet_left or []) + [x for x in _left(clients, keep_bucket, forget_wait)
+                                                   if x not in report.kept]
     emu = local.running([state["emulator"]] if state.get("emulator") else [])
     stopped = local.down(settings)
     report.emulator_stopped = bool(emu) and stopped["emulator_stopped"]
+    ours = {f"queue {name}" for name in provision.queue_attributes(settings)}
+    if live and not report.emulator_stopped and ours & set(report.deleted):
+        local.record_queues_deleted(settings)  # the next `up` here waits until SQS takes the names back
     report.processes_left = [c.pid for c in workers + emu if c.alive()]
     return report
 
@@ -85,6 +104,55 @@ def _undeploy(clients: Clients, state: dict[str, Any], report: TeardownReport,
         return
     report.deleted += done.deleted
     report.notes += done.notes
+
+
+def fleet_resources(clients: Clients) -> list[str] | None:
+    """The EC2 fleet's instances, group, alarms and security group that exist now ([] when none); None when
+    EC2 cannot be looked at here (:data:`NO_FLEET_API`)."""
+    from labkit import fleet
+    try:
+        status = fleet.fleet_status(clients)
+    except AwsError as exc:
+        if exc.code in NO_FLEET_API:
+            return None
+        raise
+    if status is None:
+        return []
+    found = [f"instance {i['id']} ({i['state']})" for i in status["instances"]]
+    found += [f"auto scaling group {status['group']['name']}"] if status["group"] else []
+    found += [f"alarm {a['name']}" for a in status["alarms"]]
+    return found + ([f"security group {status['security_group']}"] if status["security_group"] else [])
+
+
+def leftovers(settings: Settings) -> list[str]:
+    """Everything of labkit's that exists now: the fleet, the queues (dead-letter and reply queues too) and
+    the bucket; [] when the (local) emulator does not run."""
+    if not reachable(settings):
+        return []
+    clients = Clients(settings)
+    return (fleet_resources(clients) or []) + provision.existing(clients)
+
+
+def down(settings: Settings) -> dict[str, Any]:
+    """``labkit down``: the part of the teardown that stops this machine's processes (local workers, the
+    emulator) and deletes reply queues left by gone clients (:func:`labkit.local.down`); queues, bucket and
+    fleet stay. ``notes`` says what keeps running elsewhere: an EC2 fleet deployed on AWS bills until
+    ``undeploy`` or ``teardown``."""
+    state = read_state(settings.state_dir)
+    out = local.down(settings)
+    out["notes"] = []
+    record = state.get("fleet")
+    if record and not state.get("local") and reachable(settings):
+        try:
+            running = fleet_resources(Clients(settings))
+        except AwsError as exc:
+            out["notes"].append(f"could not look at the EC2 fleet {record.get('name', '')}: {exc}")
+            return out
+        if running:
+            out["notes"].append(f"the EC2 fleet {record.get('name', '')} keeps running (and billing): "
+                                f"{', '.join(running)}; `labkit undeploy` stops it, `labkit teardown` deletes "
+                                "everything")
+    return out
 
 
 def _left(clients: Clients, keep_bucket: bool, wait: float) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -33,15 +34,16 @@ def png_bytes(img: Image.Image) -> bytes:
 def test_upload_list_process_download(lab, start_worker, tmp_path):
     start_worker()
     src = gradient()
-    # Given an uploaded image
+    # Given an uploaded image (under a folder named for its content's hash)
     key = lab.upload_image(src, name="grad.png")
-    assert key == "images/unprocessed/grad.png"
-    listed = {o.name: o for o in lab.list_images("unprocessed")}
-    assert listed["grad.png"].size > 0
+    assert key == f"images/unprocessed/{hashlib.sha256(png_bytes(src)).hexdigest()[:16]}/grad.png"
+    listed = {o.key: o for o in lab.list_images("unprocessed")}
+    assert listed[key].size > 0
     # When it is processed to grayscale
-    res = lab.image("grad.png", ["grayscale"]).result(timeout=60)
-    # Then the result equals Pillow's own L conversion, pixel for pixel
-    assert res.key == "images/processed/grad.png"
+    job = lab.image(key, ["grayscale"])
+    res = job.result(timeout=60)
+    # Then the result, under the job's own folder, equals Pillow's own L conversion, pixel for pixel
+    assert res.key == f"images/processed/{job.id}/grad.png"
     assert (res["width"], res["height"], res["format"]) == (320, 200, "png")
     out = res.open()
     assert out.mode == "L"
@@ -49,7 +51,8 @@ def test_upload_list_process_download(lab, start_worker, tmp_path):
     # And it can be downloaded, listed and shared by URL
     path = res.download(tmp_path)
     assert Image.open(path).size == (320, 200)
-    assert "grad.png" in {o.name for o in lab.list_images("processed")}
+    assert path.name == "grad.png"
+    assert f"{job.id}/grad.png" in {o.name for o in lab.list_images("processed")}
     with urllib.request.urlopen(res.url(expires=60), timeout=10) as resp:
         assert resp.read() == path.read_bytes()
 
@@ -58,10 +61,11 @@ def test_chained_ops_and_formats(lab, start_worker):
     start_worker()
     key = lab.upload_image(png_bytes(gradient(400, 200)), name="wide.png")
     # resize keeps aspect with one side given; rotate 90 swaps the dimensions; JPEG output
-    res = lab.image(key, [{"op": "resize", "width": 200}, {"op": "rotate", "degrees": 90}], format="jpeg",
-                    quality=80).result(timeout=60)
+    job = lab.image(key, [{"op": "resize", "width": 200}, {"op": "rotate", "degrees": 90}], format="jpeg",
+                    quality=80)
+    res = job.result(timeout=60)
     assert (res["width"], res["height"], res["format"]) == (100, 200, "jpeg")
-    assert res.key == "images/processed/wide.jpg"
+    assert res.key == f"images/processed/{job.id}/wide.jpg"
     assert res.open().format == "JPEG"
 
 
@@ -87,7 +91,7 @@ BAD_PAYLOADS = [
 
 def test_bad_image_jobs_get_error_replies_and_the_worker_keeps_serving(lab, start_worker):
     start_worker()
-    lab.upload_image(png_bytes(gradient(32, 32)), name="ok.png")
+    lab.bucket.put("images/unprocessed/ok.png", png_bytes(gradient(32, 32)))
     lab.bucket.put("images/unprocessed/junk.png", b"this is not an image")
     bomb = Image.new("1", (20_000, 20_000))  # 400 megapixels that compress to a few KB
     buf = io.BytesIO()

@@ -198,9 +198,10 @@ def test_images_notebook_results(run):
     report, *_ = run
     s = summary(report, "02_images")
     assert s["ops"] == [{"op": "grayscale"}, {"op": "thumbnail", "size": 96}]
-    assert s["result"]["key"] == "images/processed/sample-gradient.png"
+    assert re.fullmatch(r"images/processed/[0-9a-f]{32}/sample-gradient\.png", s["result"]["key"])
     assert max(s["result"]["width"], s["result"]["height"]) == 96
-    assert s["unprocessed"] == ["sample-gradient.png"] and s["processed"] == ["sample-gradient.png"]
+    # each under its own folder: the upload's content hash, the job's id
+    assert [n.split("/")[1] for n in s["unprocessed"] + s["processed"]] == ["sample-gradient.png"] * 2
     saved = report.run_dir / "downloads" / s["downloaded"]
     with Image.open(saved) as im:
         assert im.size == (s["result"]["width"], s["result"]["height"]) and im.mode == "L"

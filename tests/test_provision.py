@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from labkit import provision
 from labkit.aws.clients import Clients
@@ -78,7 +79,10 @@ def test_teardown_leaves_nothing(emulator, tmp_path):
     clients = Clients(s)
     provision.ensure(clients)
     clients.s3.put_object(Bucket=s.bucket, Key="images/unprocessed/a.png", Body=b"x")
-    clients.sqs.create_queue(QueueName="labkit-reply-teardowntest")
+    # A reply queue left by a client that went two hours ago (the reply queues of running clients stay:
+    # tests/test_classroom.py)
+    clients.sqs.create_queue(QueueName="labkit-reply-teardowntest",
+                             tags={provision.LAST_SEEN_TAG: str(int(time.time()) - 7200)})
     provision.teardown(clients)
     names = {u.rsplit("/", 1)[-1] for u in clients.sqs.list_queues().get("QueueUrls", [])}
     assert not names & {*s.queue_names().values(), s.request_queue + "-dlq", s.image_inbox + "-dlq",

@@ -73,6 +73,9 @@ class Clients:
         self._lock = threading.Lock()
         self._clients: dict[str, Any] = {}
         self._bucket: str | None = None
+        self._account: str | None = None
+        self._account_lock = threading.Lock()  # apart from _lock: asked from inside S3 calls
+        self._no_owner = False
         creds = emulator_credentials() if settings.is_local else {}
         self._session = boto3.session.Session(region_name=settings.region, **creds)
 
@@ -97,7 +100,24 @@ class Clients:
         )
         client = self._session.client(service, endpoint_url=self.settings.endpoint_url, config=config)
         self.counter.attach(client)
+        if service == "s3":
+            client.meta.events.register("before-parameter-build.s3", self._expect_owner)
         return client
+
+    def _expect_owner(self, params: dict[str, Any], model: Any, context: dict[str, Any] | None = None,
+                      **_: Any) -> None:
+        """Every S3 call that names a bucket says whose bucket it must be (``ExpectedBucketOwner``: this
+        account). The default bucket name ``labkit-<account>-<region>`` is easy to guess: should someone else
+        own a bucket by that name, S3 refuses the call (403) instead of letting labkit read or write there.
+        Not on presigned URLs: whoever opens one would have to send the header too."""
+        shape = getattr(model, "input_shape", None)
+        if shape is None or "ExpectedBucketOwner" not in shape.members or "ExpectedBucketOwner" in params:
+            return
+        if (context or {}).get("is_presign_request"):
+            return
+        owner = self.bucket_owner()
+        if owner:
+            params["ExpectedBucketOwner"] = owner
 
     @property
     def sqs(self) -> Any:
@@ -117,7 +137,24 @@ class Clients:
         return self._bucket
 
     def account_id(self) -> str:
-        return self("sts").get_caller_identity()["Account"]
+        """This account's id (STS, asked once)."""
+        with self._account_lock:
+            if self._account is None:
+                self._account = self("sts").get_caller_identity()["Account"]
+            return self._account
+
+    def bucket_owner(self) -> str | None:
+        """The account that must own the buckets labkit touches; None on an endpoint that cannot say (an
+        S3-compatible server without STS), where the check is left out."""
+        if self._no_owner:
+            return None
+        try:
+            return self.account_id()
+        except Exception:
+            if self.settings.endpoint_url is None:
+                raise  # on AWS, STS always answers whoever holds valid credentials
+            self._no_owner = True  # asked once: not again on every S3 call
+            return None
 
 
 def credentials_configured(env: dict[str, str] | None = None) -> bool:

@@ -214,6 +214,14 @@ class Queue:
         """The queue's attributes called ``names`` (all of them when none is named)."""
         return self._call("get_queue_attributes", AttributeNames=list(names) or ["All"]).get("Attributes", {})
 
+    def tags(self) -> dict[str, str]:
+        """The queue's tags (ListQueueTags)."""
+        return self._call("list_queue_tags").get("Tags", {})
+
+    def tag(self, tags: dict[str, str]) -> None:
+        """Add or overwrite tags (TagQueue)."""
+        self._call("tag_queue", Tags=tags)
+
     def visibility_timeout(self) -> int:
         """The queue's own visibility timeout: it decides when a message still held reappears."""
         return max(1, int(self.attributes("VisibilityTimeout")["VisibilityTimeout"]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -13,6 +14,7 @@ from labkit.errors import AwsError, NotFound, TooLarge
 
 MISSING_CODES = ("NoSuchKey", "404", "NotFound", "NoSuchBucket")
 READ_PIECE = 1 << 20  # bytes asked of the network per read when filling a buffer
+TLS_ONLY_SID = "labkit-deny-insecure-transport"
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,11 @@ class ObjectReader:
 
 
 class Bucket:
-    """One S3 bucket. Methods raise :class:`NotFound` for missing objects, :class:`AwsError` otherwise."""
+    """One S3 bucket. Methods raise :class:`NotFound` for missing objects, :class:`AwsError` otherwise.
+
+    Every call carries ``ExpectedBucketOwner`` (this account) when the S3 client comes from
+    :class:`labkit.aws.clients.Clients`, which adds it to each S3 call: another account's bucket of the same
+    name answers 403, never with its content."""
 
     def __init__(self, s3: Any, name: str) -> None:
         self.s3 = s3
@@ -106,6 +112,8 @@ class Bucket:
         try:
             self.s3.create_bucket(**kwargs)
         except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "BucketAlreadyOwnedByYou":
+                return  # made meanwhile, by this account: what was wanted
             raise AwsError.from_client_error(exc, f"creating bucket {self.name}") from exc
 
     def secure(self, expire_prefix: str, expire_days: int) -> None:
@@ -122,6 +130,37 @@ class Bucket:
                 "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}}]})
         except ClientError as exc:
             raise AwsError.from_client_error(exc, f"configuring bucket {self.name}") from exc
+
+    def policy(self) -> dict[str, Any]:
+        """The bucket policy as a dict ({} when there is none)."""
+        try:
+            text = self.s3.get_bucket_policy(Bucket=self.name)["Policy"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "NoSuchBucketPolicy":
+                return {}
+            raise AwsError.from_client_error(exc, f"reading the policy of bucket {self.name}") from exc
+        try:
+            policy = json.loads(text)
+        except ValueError:
+            return {}  # an S3-compatible endpoint without bucket policies answers something else
+        return policy if isinstance(policy, dict) else {}
+
+    def require_tls(self, partition: str = "aws") -> bool:
+        """Add (or keep) a bucket policy statement that denies every request not made over TLS
+        (``aws:SecureTransport`` false), keeping the policy's other statements. True when it changed."""
+        arn = f"arn:{partition}:s3:::{self.name}"
+        statement = {"Sid": TLS_ONLY_SID, "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+                     "Resource": [arn, f"{arn}/*"], "Condition": {"Bool": {"aws:SecureTransport": "false"}}}
+        policy = self.policy()
+        others = [st for st in policy.get("Statement", []) if st.get("Sid") != TLS_ONLY_SID]
+        if [st for st in policy.get("Statement", []) if st.get("Sid") == TLS_ONLY_SID] == [statement]:
+            return False
+        wanted = {"Version": "2012-10-17", **policy, "Statement": [*others, statement]}
+        try:
+            self.s3.put_bucket_policy(Bucket=self.name, Policy=json.dumps(wanted))
+        except ClientError as exc:
+            raise AwsError.from_client_error(exc, f"setting the policy of bucket {self.name}") from exc
+        return True
 
     def destroy(self) -> int:
         """Delete every object, then the bucket; returns the number of objects deleted."""

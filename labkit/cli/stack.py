@@ -19,10 +19,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     from labkit import local
     s = settings(args)
     use_local = True if args.local else (False if args.aws else None)
-    if local.choose_local(s, use_local) is False:
+    if local.choose_local(s, use_local) is False and not s.endpoint_url:
         say(f"using real AWS in {s.region}: queues and a bucket will be created (they cost money while they hold "
             "data; `labkit teardown` deletes them)")
-    out = local.up(s, use_local, workers=args.workers, concurrency=args.concurrency)
+    out = local.up(s, use_local, workers=args.workers, concurrency=args.concurrency, progress=say)
     report, state = out["report"], out["state"]
     print_changes(created=report.created, updated=report.updated)
     where = state["endpoint_url"] or f"AWS {state['region']}"
@@ -31,12 +31,16 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from labkit import local
-    out = local.down(settings(args))
+    from labkit.teardown import down
+    out = down(settings(args))
     print(f"stopped {len(out['workers_stopped'])} worker(s)"
           + (", the emulator" if out["emulator_stopped"] else "")
           + (f"; deleted {len(out['reply_queues_deleted'])} leftover reply queue(s)"
-             if out["reply_queues_deleted"] else ""))
+             if out["reply_queues_deleted"] else "")
+          + (f"; kept {len(out['reply_queues_kept'])} reply queue(s) of clients still running"
+             if out["reply_queues_kept"] else ""))
+    for note in out["notes"]:
+        print(f"note: {note}")
     return 0
 
 
@@ -82,7 +86,8 @@ def cmd_teardown(args: argparse.Namespace) -> int:
         print("nothing deleted")
         return 1
     report = teardown(s, keep_bucket=args.keep_bucket, progress=say)
-    print_changes(deleted=report.deleted, note=report.notes)
+    print_changes(deleted=report.deleted, kept=[f"{x} (in use: a client still runs)" for x in report.kept],
+                  note=report.notes)
     if report.left:
         print(f"still there (SQS may list a deleted queue for up to 60 s): {', '.join(report.left)}")
     return 0

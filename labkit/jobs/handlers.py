@@ -32,7 +32,8 @@ def numbers_legacy(body: str, ctx: Context) -> str:
 
 
 def image_job(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
-    """Read ``payload["key"]`` from the bucket, apply ``payload["ops"]``, write the result beside it."""
+    """Read ``payload["key"]`` from the bucket, apply ``payload["ops"]``, write the result under the job's own
+    key (``images/processed/<job id>/<name>``, or ``payload["output"]``: :func:`labkit.keys.output_key`)."""
     from labkit.jobs import images  # Pillow is only loaded by workers that see image jobs
     store, limits = ctx.store, ctx.settings
     bucket = payload.get("bucket", store.name)
@@ -45,7 +46,7 @@ def image_job(payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
     data = store.get(source, max_bytes=limits.max_image_bytes)
     out = images.process(data, pipeline, payload.get("format", "png"), quality=payload.get("quality"),
                          max_pixels=limits.max_image_pixels, max_bytes=limits.max_image_bytes, source_name=source)
-    target = output_key(source, out.format, payload.get("output"))
+    target = output_key(source, out.format, payload.get("output"), job_id=ctx.job_id)
     store.put(target, out.data, out.content_type)
     return {"bucket": store.name, "key": target, "source": source, "width": out.width,
             "height": out.height, "format": out.format, "bytes": len(out.data)}

@@ -155,7 +155,7 @@ class ImagePanel(Panel):
         self.original.load()
         self.processed = result.open()
         rows = [["operations", format_ops(self.pipeline)],
-                ["original", f"s3://{self.lab.bucket.name}/images/unprocessed/{name} "
+                ["original", f"s3://{self.lab.bucket.name}/{result['source']} "
                              f"({self.original.width} x {self.original.height}, {len(data):,} bytes)"],
                 ["result", f"s3://{result['bucket']}/{result.key} ({result['width']} x {result['height']}, "
                            f"{result['format']})"],

@@ -8,7 +8,6 @@ from typing import Any
 import ipywidgets as W
 
 from labkit import local, provision, teardown
-from labkit.aws.clients import Clients
 from labkit.client import Lab
 from labkit.config import Settings
 from labkit.errors import ConfigError
@@ -88,7 +87,8 @@ class SetupPanel(Panel):
         s = self.settings()
         if self.is_aws:
             self._check_aws(s)
-        out = local.up(s, local=not self.is_aws, workers=self.workers.value, concurrency=self.concurrency)
+        out = local.up(s, local=not self.is_aws, workers=self.workers.value, concurrency=self.concurrency,
+                       progress=lambda text: self.show(Note(text)))
         report, state = out["report"], out["state"]
         already = [f"{len(report.unchanged)} resources"] if report.unchanged else []
         self.show(changes_table("Provisioning", created=report.created, updated=report.updated,
@@ -145,23 +145,26 @@ class TeardownPanel(Panel):
         return left
 
     def leftovers(self) -> list[str]:
-        """labkit's queues (dead-letter and reply queues too) and bucket that exist."""
-        s = self._checked()
-        return provision.existing(Clients(s)) if teardown.reachable(s) else []
+        """labkit's fleet, queues (dead-letter and reply queues too) and bucket that exist."""
+        return teardown.leftovers(self._checked())
 
     def teardown(self) -> dict[str, Any]:
         """Delete everything and stop local processes; returns what was deleted and what is left (``left``
         and ``processes_left`` are empty when all went)."""
         report = teardown.teardown(self._checked(), keep_bucket=self.keep_bucket.value,
                                    forget_wait=90 if self.is_aws else 0)
-        self.show(changes_table("Teardown", deleted=report.deleted, note=report.notes))
+        self.show(changes_table("Teardown", deleted=report.deleted, note=report.notes,
+                                kept=[f"{x} (in use: a client still runs)" for x in report.kept]))
         running = ", ".join(map(str, report.processes_left))
-        rows = [["labkit queues and bucket", ", ".join(report.left) if report.left else "none left"],
+        rest = [x for x in report.left if x not in (report.fleet_left or [])]
+        rows = [["EC2 worker fleet", report.fleet_line()],
+                ["labkit queues and bucket", ", ".join(rest) if rest else "none left"],
                 ["local workers", f"{report.workers_stopped} stopped" + (f"; still running: {running}"
                                                                           if running else "")],
                 ["emulator", "stopped" if report.emulator_stopped else "was not running"]]
         self.show(Table(rows, None, "What is left after teardown"))
-        self.show(Note("nothing is left: no queue, no bucket, no labkit process" if report.ok else
+        self.show(Note("nothing is left: no fleet, no queue, no bucket, no labkit process" if report.ok else
                        "something is still there: see the table above", "ok" if report.ok else "warning"))
-        return {"deleted": report.deleted, "left": report.left, "processes_left": report.processes_left,
+        return {"deleted": report.deleted, "left": report.left, "fleet_left": report.fleet_left,
+                "processes_left": report.processes_left,
                 "workers_stopped": report.workers_stopped, "emulator_stopped": report.emulator_stopped}
