@@ -173,7 +173,10 @@ def test_each_command_runs_with_only_the_deployer_policy_docs_list_for_it(iam: I
     run("deploy", "deploy", "--autoscale", "0:2")
     run("undeploy", "undeploy")
     run("deploy", "deploy", "--workers", "1")
-    run("teardown", "teardown", "--yes")
+    # (a client's reply queue, last seen two hours ago: teardown reads its tag before deleting it)
+    idle = {provision.LAST_SEEN_TAG: str(int(time.time()) - 7200)}
+    iam.client("sqs").create_queue(QueueName=f"labkit-reply-{s.bucket[-8:]}", tags=idle)
+    assert f"queue labkit-reply-{s.bucket[-8:]}" in run("teardown", "teardown", "--yes")
     # And everything is gone at the end
     assert s.bucket not in [b["Name"] for b in iam.client("s3").list_buckets()["Buckets"]]
     # And the emulator did enforce the policies: the `up` user may not deploy
