@@ -189,6 +189,16 @@ class NotebookPage:
         self.page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
         self.page.wait_for_function(RUN_ALL_DONE, timeout=timeout_s * 1000)
 
+    def rerun_cell(self, text: str) -> None:
+        """Run again the code cell that contains ``text`` (click into it, Shift+Enter) and wait for it."""
+        cell = self.page.locator(".jp-NotebookPanel .jp-CodeCell", has_text=text).first
+        before = cell.locator(".jp-InputPrompt").inner_text()
+        cell.locator(".jp-InputArea-editor").click()
+        self.page.keyboard.press("Shift+Enter")
+        prompt = cell.locator(".jp-InputPrompt")
+        wait_for(lambda: prompt.inner_text() not in (before, "[*]:"), 60, f"the cell with {text!r} to run again",
+                 interval=0.1)
+
     def panel(self, name: str) -> Any:
         """The displayed panel of class ``name`` (``NumbersPanel`` …), rendered and scrolled into view."""
         loc = self.page.locator(f".labkit-{name.lower()}")
@@ -212,9 +222,14 @@ class NotebookPage:
     def click(self, root: Any, button: str, timeout_s: float = 120) -> list[str]:
         """Click the button named ``button`` in ``root`` and wait for its action to end; returns the busy
         lines shown meanwhile (every action shows one)."""
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
         self.page.evaluate(WATCH_BUSY)
         self.button(root, button).click()
-        self.page.wait_for_function(ACTION_DONE, timeout=timeout_s * 1000)
+        try:
+            self.page.wait_for_function(ACTION_DONE, timeout=timeout_s * 1000)
+        except PlaywrightTimeout:
+            raise AssertionError(f"{button}: no busy line came and went within {timeout_s:g} s; the panel shows:\n"
+                                 f"{root.inner_text()[-2000:]}") from None
         return self.page.evaluate("() => [...new Set(window.__labkitBusy)]")
 
     def out(self, panel: Any) -> str:
