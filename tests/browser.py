@@ -22,9 +22,9 @@ from labkit.waiting import wait_for
 from tests.conftest import ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's (.ci/run installs it); Playwright's own download is unreachable
-# Headless, and no background connection attempts: this machine's network is closed, and Chromium's
-# refused connections would otherwise show up as errors.
-CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+# With headless=True: no sandbox (CI runs as root), no GPU, and no background connection attempts: this
+# machine's network is closed, and Chromium's refused connections would otherwise show up as errors.
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run"]
 SHOTS = ROOT / "runs" / "browser"
 # JupyterLab settings of the test's own: every cell in the page (no virtual scrolling, so the page shows

@@ -13,7 +13,6 @@ import io
 import re
 import statistics
 import time
-from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -24,8 +23,9 @@ except ImportError:  # the fixture says what to install (and fails in CI, which 
     expect = sync_playwright = None
 
 from labkit import local
-from labkit.config import Settings
+from labkit.config import Settings, read_state
 from labkit.jobs.numbers import PRESET
+from labkit.processes import pid_alive
 from tests.browser import CHROMIUM, CHROMIUM_FLAGS, JupyterLab, NotebookPage, copy_project, set_parameters
 from tests.conftest import require_tool
 
@@ -46,14 +46,13 @@ def nb(tmp_path_factory: pytest.TempPathFactory):
     set_parameters(root / "notebooks" / "04_benchmark.ipynb", **SMALL_04)
     server = JupyterLab(root, root / ".jupyter", root / "jupyterlab.log")
     t0 = time.monotonic()
-    server.start()
     try:
+        server.start()
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1800}, accept_downloads=True)
             page.set_default_timeout(60_000)
             session = NotebookPage(page, server)
-            session.root = root
             # The error capture works: a console error is seen (and then forgotten)
             page.goto(server.url("notebooks"))
             page.evaluate("console.error('labkit test: console errors are seen')")
@@ -68,9 +67,15 @@ def nb(tmp_path_factory: pytest.TempPathFactory):
         print("\nbrowser test, seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in SECONDS.items()))
 
 
-def run_all(nb: NotebookPage, name: str, timeout_s: float = 300) -> None:
-    if name != "00_setup" and "00_setup" not in SECONDS:  # a test chosen alone (-k): labkit must be up first
+def set_up(nb: NotebookPage) -> None:
+    """00_setup run once (a test chosen alone with -k still finds labkit up)."""
+    if "00_setup" not in SECONDS:
         run_all(nb, "00_setup")
+
+
+def run_all(nb: NotebookPage, name: str, timeout_s: float = 300) -> None:
+    if name != "00_setup":
+        set_up(nb)
     t0 = time.monotonic()
     nb.open(name)
     nb.run_all(timeout_s)
@@ -218,7 +223,7 @@ def test_02_images_panel_after_run_all(nb, tmp_path):
         assert (im.format, im.size, im.mode) == ("PNG", (64, 48), "L")
     # Save on the server: into the notebook's download_dir, the folder its own cell saved into
     nb.click(panel, "Save on server")
-    on_server = nb.root / "runs" / "downloads" / saved.name
+    on_server = nb.lab.root / "runs" / "downloads" / saved.name
     assert on_server.read_bytes() == saved.read_bytes()
     assert f"saved {on_server}" in nb.out(panel)
     # List: both folders
@@ -270,8 +275,14 @@ def test_04_benchmark_small(nb):
 
 
 def test_99_teardown_leaves_nothing(nb):
+    # Given what 00_setup started: the emulator and a worker
+    set_up(nb)
+    state = read_state(nb.lab.root / ".labkit")
+    pids = [state["emulator"]["pid"]] + [w["pid"] for w in state["workers"]]
+    assert all(pid_alive(p) for p in pids)
+    # When 99_teardown runs all its cells
     run_all(nb, "99_teardown")
+    # Then it says nothing is left, and those processes are gone
     assert "nothing is left: no queue, no bucket, no labkit process" in nb.notebook_text()
-    assert not Path(nb.root / ".labkit" / "state.json").exists() or "emulator" not in (
-        nb.root / ".labkit" / "state.json").read_text()
+    assert not any(pid_alive(p) for p in pids)
     assert nb.problems() == []

@@ -68,3 +68,13 @@ def test_readme_starts_with_the_two_commands():
 
 def test_ci_runs_the_readme_test_command():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_make_lab_starts_labkit_then_jupyterlab_on_loopback_with_a_token():
+    from tests.browser import make_lab_command  # `make -n lab`: checks that `labkit up` comes first
+    cmd = make_lab_command()
+    assert cmd[0].endswith("/jupyter") and cmd[1] == "lab"
+    assert "--ServerApp.ip=127.0.0.1" in cmd and "--LabApp.default_url=/lab/tree/notebooks" in cmd
+    assert not [w for w in cmd if "token" in w.lower() or "password" in w.lower()]  # Jupyter's own token stays on
+    head = (ROOT / "README.md").read_text()[:1500]
+    assert head.index("make test") < head.index("make lab")

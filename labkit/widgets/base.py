@@ -83,7 +83,7 @@ def explain(exc: BaseException, endpoint: str | None, button: str) -> str:
     if isinstance(exc, NoCredentialsError):
         return f"no AWS credentials found: configure them (aws configure, AWS_PROFILE) or use the emulator, {again}"
     if isinstance(exc, AwsError) and exc.code and "NonExistentQueue" in exc.code:
-        return f"{exc} (00_setup.ipynb provisions them), {again}"
+        return f"{exc}; in JupyterLab, run 00_setup.ipynb, {again}"
     if isinstance(exc, JobTimeout):
         return f"{exc}; 00_setup.ipynb starts a local worker, {again}"
     if isinstance(exc, LabkitError):
