@@ -439,3 +439,10 @@ def test_download_is_a_browser_link_and_the_server_copy_goes_to_one_folder(lab, 
     panel.save_button.click()
     assert (folder / "sample-rings.png").read_bytes() == data
     assert panel.download() == folder / "sample-rings.png"
+
+
+def test_a_result_too_large_for_a_browser_link_says_how_to_get_it():
+    from labkit.widgets.images import LINK_LIMIT, download_link
+    assert 'download="ok.png"' in download_link(b"x" * LINK_LIMIT, "ok.png", "png")
+    big = download_link(b"x" * (LINK_LIMIT + 1), "big.png", "png")
+    assert "data:" not in big and "too large for a browser link" in big and "save it on the server" in big

@@ -22,6 +22,7 @@ from labkit.widgets.base import LABELS, TOGGLES, FloatField, IntField, LabPanel
 
 READABLE = "PNG, JPEG, WebP, GIF, BMP or TIFF"
 MIME = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+LINK_LIMIT = 20 * 2**20  # bytes: the link carries the image through the kernel's connection to the page
 
 
 def _param_widget(param: dict[str, Any]) -> W.Widget:
@@ -64,7 +65,10 @@ def image_info(data: bytes, name: str) -> str:
 
 def download_link(data: bytes, name: str, fmt: str) -> str:
     """An HTML link the browser downloads ``data`` from (a data URL: it needs no route to this machine's
-    files, so it works on a remote JupyterHub too)."""
+    files, so it works on a remote JupyterHub too); a note instead when the image is too large to carry."""
+    if len(data) > LINK_LIMIT:
+        return (f"<i>{html.escape(name)} is {len(data) / 2**20:,.0f} MiB, too large for a browser link (at most "
+                f"{LINK_LIMIT // 2**20} MiB): save it on the server, or use <code>labkit submit image --out</code></i>")
     url = f"data:{MIME.get(fmt, 'application/octet-stream')};base64,{base64.b64encode(data).decode()}"
     return (f'<a class="jupyter-button widget-button labkit-download" download="{html.escape(name)}" '
             f'href="{url}" style="text-decoration:none;padding:0 12px;width:auto">'
