@@ -24,7 +24,7 @@ import numpy as np
 
 from labkit import kinds, provision
 from labkit.aws.clients import Clients
-from labkit.aws.queues import Queue
+from labkit.aws.queues import PurgeOutcome, Queue
 from labkit.aws.storage import Bucket, ObjectInfo
 from labkit.config import PROCESSED_PREFIX, UNPROCESSED_PREFIX, Settings, read_state
 from labkit.errors import AwsError, InvalidInput, JobTimeout, RemoteJobError
@@ -270,19 +270,19 @@ class Lab:
         return target
 
     # -- queues and status ---------------------------------------------------------------------------
-    def purge(self, which: str = "all") -> list[str]:
-        """Empty a queue (by name or role: requests, responses, inbox, outbox) or ``all`` four."""
+    def purge(self, which: str = "all") -> list[PurgeOutcome]:
+        """Empty a queue (by name or role: requests, responses, inbox, outbox) or ``all`` four; returns
+        each queue's outcome: purged, refused (SQS allows one purge per queue every 60 s; ``retry_in``
+        says how long is left when this Lab made the last purge) or failed. Every queue is tried."""
         names = self.settings.queue_names()
         targets = list(names.values()) if which == "all" else [kinds.queue_name(self.settings, which)]
+        outcomes = []
         for name in targets:
             try:
-                self.queue(name).purge()
-            except AwsError as exc:
-                if exc.code and "PurgeQueueInProgress" in exc.code:
-                    raise AwsError(f"queue {name} was purged less than 60 s ago; SQS allows one purge a minute",
-                                   code=exc.code) from exc
-                raise
-        return targets
+                outcomes.append(self.queue(name).purge_outcome())
+            except AwsError as exc:  # the queue cannot be looked up (it does not exist)
+                outcomes.append(PurgeOutcome(name, False, error=str(exc)))
+        return outcomes
 
     def status(self) -> dict[str, Any]:
         """Endpoint, queues and depths, bucket, and the local workers recorded by ``labkit up``."""

@@ -9,10 +9,14 @@ as aligned text in a terminal and as HTML in a notebook.
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from labkit.local import running
+
+if TYPE_CHECKING:
+    from labkit.aws.queues import PurgeOutcome
 
 
 class Table:
@@ -117,3 +121,26 @@ def changes_table(title: str, **lines: Iterable[str]) -> Table:
     (``changes_table("Provisioning", created=[...], updated=[...])``)."""
     rows = [[change, line] for change, items in lines.items() for line in items]
     return Table(rows or [["-", "nothing to do"]], ["change", "resource"], title)
+
+
+def purge_outcome(outcome: PurgeOutcome) -> str:
+    """One queue's purge, in words: purged, refused with the seconds left, or failed with the reason."""
+    if outcome.purged:
+        return "purged"
+    if outcome.error:
+        return f"failed: {outcome.error}"
+    wait = "try again within 60 s" if outcome.retry_in is None else f"try again in {math.ceil(outcome.retry_in)} s"
+    return f"refused: purged less than 60 s ago (SQS allows one purge per queue every 60 s); {wait}"
+
+
+def purge_report(outcomes: Sequence[PurgeOutcome]) -> tuple[Table, Note]:
+    """``Lab.purge()``'s outcomes as a table (one row per queue) and one line: "ok" when every queue was
+    purged, "warning" when some were refused, "error" when some failed."""
+    table = Table([[o.queue, purge_outcome(o)] for o in outcomes], ["queue", "outcome"], "Purge")
+    purged = [o.queue for o in outcomes if o.purged]
+    left = [o for o in outcomes if not o.purged]
+    if not left:
+        return table, Note("purged " + ", ".join(purged), "ok")
+    text = f"purged {len(purged)} of {len(outcomes)} queue(s)" + (f" ({', '.join(purged)})" if purged else "")
+    text += "; " + "; ".join(f"{o.queue} {purge_outcome(o)}" for o in left)
+    return table, Note(text, "error" if any(o.error for o in left) else "warning")

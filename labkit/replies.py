@@ -60,6 +60,11 @@ class Replies:
                 self._next_beat = time.monotonic() + self.heartbeat
             return self._queue
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran: no job can be sent with this reply queue any more."""
+        return self._closed
+
     def track(self, jobs: Iterable[Job]) -> None:
         """Wait for the replies of ``jobs`` (listening starts with the first)."""
         with self._lock:

@@ -57,6 +57,9 @@ def test_up_submit_status_purge_down(tmp_path):
         assert purge.returncode == 0 and "requestQueue" in purge.stdout
         twice = labkit("purge", "requests", "--state-dir", sd)
         assert twice.returncode == 1 and "60 s" in twice.stderr, twice.stderr
+        # each queue's outcome is printed: the refused one with why, and when to try again
+        assert "requestQueue  refused: purged less than 60 s ago" in twice.stdout and "try again" in twice.stdout
+        assert [line.split()[1] for line in purge.stdout.splitlines()[3:]] == ["purged"] * 4
     finally:
         down = labkit("down", "--state-dir", sd)
     assert down.returncode == 0, down.stderr

@@ -91,3 +91,13 @@ def test_the_boto3_lower_bound_has_every_api_parameter_labkit_uses():
         assert parameter in models.get_service_model(service).operation_model(operation).input_shape.members
         # and the lower bound is a release that has it
         assert bound >= Version(first), f"boto3>={bound} lacks {service} {operation} {parameter} (needs {first})"
+
+
+def test_make_lab_starts_labkit_then_jupyterlab_on_loopback_with_a_token():
+    from tests.browser import make_lab_command  # `make -n lab`: checks that `labkit up` comes first
+    cmd = make_lab_command()
+    assert cmd[0].endswith("/jupyter") and cmd[1] == "lab"
+    assert "--ServerApp.ip=127.0.0.1" in cmd and "--LabApp.default_url=/lab/tree/notebooks" in cmd
+    assert not [w for w in cmd if "token" in w.lower() or "password" in w.lower()]  # Jupyter's own token stays on
+    head = (ROOT / "README.md").read_text()[:1500]
+    assert head.index("make test") < head.index("make lab")

@@ -6,8 +6,10 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 import re
 import statistics
+import time
 
 import pytest
 from PIL import Image
@@ -128,7 +130,8 @@ def test_purge_button_empties_the_chosen_queue(lab, settings):
     panel.purge_button.click()
     # Then it is empty and the panel says so
     assert requests.depth()["visible"] == 0
-    assert texts(panel) == f"purged {settings.request_queue}"
+    assert texts(panel).splitlines()[-1] == f"purged {settings.request_queue}"
+    assert [(o.queue, o.purged) for o in panel.purged] == [(settings.request_queue, True)]
 
 
 def test_batch_button_moves_the_progress_bar_and_plots_latency(lab, start_worker):
@@ -171,9 +174,9 @@ def test_image_panel_buttons_end_to_end(lab, start_worker, tmp_path):
     shown = texts(panel)
     assert "images/unprocessed/" in shown and "images/processed/" in shown
     assert shown.count("sample-rings.png") == 2
-    # Download
+    # Save on the server
     panel.dest.value = str(tmp_path / "dl")
-    panel.download_button.click()
+    panel.save_button.click()
     with Image.open(tmp_path / "dl" / "sample-rings.png") as im:
         assert im.size == panel.processed.size
 
@@ -280,3 +283,167 @@ def test_summary_is_json_ready(capsys):
     notebooks.summary("two jobs", jobs=2)
     out = capsys.readouterr().out
     assert notebooks.SUMMARY_MIME in out and json.dumps("summary: two jobs") in out.replace("'", '"')
+
+
+# -- issue 12: what a student meets in JupyterLab ------------------------------------------------------
+
+def test_panels_keep_working_after_the_notebook_closed_its_lab(lab, start_worker):
+    # Given panels built on a Lab that was then closed (as Run All did with the notebook's last cell)
+    start_worker()
+    numbers = widgets.NumbersPanel(lab)
+    batch = widgets.BatchPanel(lab, jobs=3, list_length=4, window=2)
+    image = widgets.ImagePanel(lab, sample="gradient")
+    lab.close()
+    # When their buttons are clicked
+    numbers.text.value = "2 4 9"
+    numbers.send_button.click()
+    batch.send_button.click()
+    image.process_button.click()
+    # Then each acts on a Lab of its own (same settings), and none says the Lab is closed
+    assert numbers.result["median"] == 4 and "closed" not in texts(numbers)
+    assert (batch.batch.jobs, batch.batch.errors) == (3, 0) and "closed" not in texts(batch)
+    assert image.result is not None and "closed" not in texts(image)
+    assert numbers.lab is not lab and numbers.lab.settings == lab.settings
+
+
+def test_a_panel_that_cannot_reach_labkit_says_what_to_do(tmp_path):
+    # Given a panel on an emulator that has since stopped (labkit went down, or 99_teardown ran)
+    from labkit import provision
+    from labkit.aws.clients import Clients
+    from labkit.client import Lab
+    from labkit.emulator import Emulator
+    with Emulator() as emu:
+        s = Settings.load(state_dir=tmp_path / "state", endpoint_url=emu.url, env={})
+        provision.ensure(Clients(s))
+        panel = widgets.NumbersPanel(Lab(s), timeout=5)
+    # When Send is clicked
+    panel.send_button.click()
+    # Then one line says that labkit does not answer and exactly what to do
+    shown = texts(panel)
+    assert shown.count("\n") == 0 and shown.startswith("error: ")
+    assert s.endpoint_url in shown and "run 00_setup.ipynb" in shown and "press Send again" in shown
+
+
+def test_upload_and_sample_are_an_explicit_choice(lab, start_worker, tmp_path):
+    start_worker()
+    photo = tmp_path / "my photo.jpg"
+    Image.new("RGB", (120, 90), (10, 200, 90)).save(photo, "JPEG")
+    panel = widgets.ImagePanel(lab, sample="gradient")
+    assert panel.source.value == "sample" and not panel.sample.disabled and panel.clear_file_button.disabled
+    # Given an uploaded file: it is the chosen source, and its name is shown
+    panel.use_file(photo)
+    assert panel.source.value == "upload" and panel.sample.disabled
+    assert "my photo.jpg" in panel.file_label.value and not panel.clear_file_button.disabled
+    # When a sample is chosen after the upload
+    panel.source.value = "sample"
+    panel.sample.value = "rings"
+    # Then the sample is what gets processed (the file is kept, and can be chosen again)
+    panel.process_button.click()
+    assert panel.result.key == "images/processed/sample-rings.png"
+    # When the file is cleared, the choice falls back to the sample and the name disappears
+    panel.source.value = "upload"
+    panel.clear_file_button.click()
+    assert panel.upload.value == () and panel.source.value == "sample"
+    assert "my photo.jpg" not in panel.file_label.value and panel.clear_file_button.disabled
+
+
+def test_a_file_that_is_not_an_image_is_refused_with_one_line(lab, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a picture")
+    panel = widgets.ImagePanel(lab)
+    panel.use_file(notes)
+    panel.process_button.click()
+    shown = texts(panel)
+    assert shown.count("\n") == 0 and shown.startswith("error: ") and "notes.txt is not an image" in shown
+    assert lab.bucket.list("images/unprocessed/") == []  # refused before anything was uploaded
+
+
+def test_work_in_progress_is_visible_and_inputs_that_do_not_apply_are_disabled(lab, start_worker):
+    start_worker()
+    panel = widgets.NumbersPanel(lab)
+    # Inputs follow the chosen mode
+    assert not panel.text.disabled and panel.length.disabled
+    panel.mode.value = "preset"
+    assert panel.text.disabled and panel.length.disabled
+    panel.mode.value = "random"
+    assert panel.text.disabled and not panel.length.disabled
+    # While an action runs, a spinner says what runs and the buttons wait
+    seen: list[tuple[str, bool]] = []
+    panel.busy.observe(lambda change: seen.append((change["new"], panel.purge_button.disabled)), "value")
+    panel.length.value = 2000
+    panel.send_button.click()
+    assert seen and "fa-spin" in seen[0][0] and "2,000 numbers" in seen[0][0] and seen[0][1] is True
+    assert panel.busy.value == "" and not panel.purge_button.disabled and not panel.send_button.disabled
+    assert panel.text.disabled and not panel.length.disabled  # the mode's inputs, as before the click
+
+
+def test_purge_all_reports_each_queue(lab, settings):
+    # Given the request queue purged a moment ago (SQS allows one purge per queue every 60 s)
+    panel = widgets.NumbersPanel(lab)
+    panel.purge_queue.value = "requests"
+    before_first = time.monotonic()
+    panel.purge_button.click()
+    # When all four queues are purged
+    panel.purge_queue.value = "all"
+    panel.purge_button.click()
+    since_first = time.monotonic() - before_first
+    # Then three are purged and the request queue is refused with the seconds left
+    outcomes = {o.queue: o for o in panel.purged}
+    assert [o.queue for o in panel.purged] == list(settings.queue_names().values())
+    assert [q for q, o in outcomes.items() if o.purged] == [settings.response_queue, settings.image_inbox,
+                                                              settings.image_outbox]
+    refused = outcomes[settings.request_queue]
+    assert refused.refused and 60 - since_first <= refused.retry_in <= 60
+    shown = texts(panel)
+    assert f"{settings.response_queue}  purged" in shown
+    assert f"try again in {math.ceil(refused.retry_in)} s" in shown
+    assert "purged 3 of 4 queue(s)" in shown.splitlines()[-1]
+
+
+@pytest.mark.parametrize("op, param, value", [("thumbnail", "size", 0), ("blur", "radius", 101.0),
+                                              ("autocontrast", "cutoff", 50.0)])
+def test_out_of_range_parameters_say_so(lab, op, param, value):
+    panel = widgets.ImagePanel(lab)
+    panel.op.value = op
+    panel.param_widgets[param].value = value
+    panel.add_button.click()
+    shown = texts(panel)
+    assert shown.startswith("error: ") and f"{op}: {param} must be" in shown and shown.count("\n") == 0
+    assert panel.pipeline == []
+
+
+def test_out_of_range_numbers_say_so(lab):
+    panel = widgets.NumbersPanel(lab)
+    panel.mode.value = "random"
+    panel.length.value = 0
+    panel.send_button.click()
+    assert texts(panel) == "error: length must be between 1 and 10,000,000, got 0"
+    batch = widgets.BatchPanel(lab)
+    batch.jobs.value = 0
+    batch.send_button.click()
+    assert texts(batch) == "error: jobs must be between 1 and 5,000, got 0"
+
+
+def test_download_is_a_browser_link_and_the_server_copy_goes_to_one_folder(lab, start_worker, tmp_path):
+    start_worker()
+    folder = tmp_path / "downloads"
+    panel = widgets.ImagePanel(lab, sample="rings", download_dir=folder)
+    assert panel.dest.value == str(folder) and panel.save_button.disabled and panel.download_link.value == ""
+    panel.add_op("thumbnail:64")
+    panel.process_button.click()
+    # A link the browser downloads: the result itself, named after it
+    link = panel.download_link.value
+    assert 'download="sample-rings.png"' in link
+    data = base64.b64decode(link.split("data:image/png;base64,", 1)[1].split('"', 1)[0])
+    assert data == lab.bucket.get(panel.result.key)
+    # The server-side copy: into the folder the notebook's parameters name, by button or by code
+    panel.save_button.click()
+    assert (folder / "sample-rings.png").read_bytes() == data
+    assert panel.download() == folder / "sample-rings.png"
+
+
+def test_a_result_too_large_for_a_browser_link_says_how_to_get_it():
+    from labkit.widgets.images import LINK_LIMIT, download_link
+    assert 'download="ok.png"' in download_link(b"x" * LINK_LIMIT, "ok.png", "png")
+    big = download_link(b"x" * (LINK_LIMIT + 1), "big.png", "png")
+    assert "data:" not in big and "too large for a browser link" in big and "save it on the server" in big

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,8 @@ from labkit.errors import AwsError
 MAX_BATCH = 10  # SQS: entries per batch call
 MAX_BATCH_BYTES = 1024 * 1024  # SQS: bytes per batch call (and per message) since 2025
 NON_EXISTENT = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
+PURGE_INTERVAL = 60  # SQS: one purge per queue every 60 s
+PURGE_IN_PROGRESS = "PurgeQueueInProgress"  # the end of the error code SQS refuses a second purge with
 
 
 def is_missing_queue(exc: BaseException) -> bool:
@@ -41,6 +44,22 @@ class Failure:
     sender_fault: bool
 
 
+@dataclass(frozen=True)
+class PurgeOutcome:
+    """What purging one queue did: ``purged``; or refused, because SQS allows one purge per queue every
+    60 s (``retry_in``: the seconds left, None when the last purge was not made here); or ``error``."""
+
+    queue: str
+    purged: bool
+    retry_in: float | None = None
+    error: str | None = None
+
+    @property
+    def refused(self) -> bool:
+        """Refused by SQS's one-purge-a-minute rule (not another failure)."""
+        return not self.purged and self.error is None
+
+
 def chunks(items: Sequence[Any], sizes: Sequence[int] | None = None) -> Iterator[list[int]]:
     """Indexes of ``items`` grouped in batches of at most 10 entries and 1 MiB (when sizes are given)."""
     batch: list[int] = []
@@ -63,6 +82,7 @@ class Queue:
         self.sqs = sqs
         self.url = url
         self.name = name or url.rstrip("/").rsplit("/", 1)[-1]
+        self.purged_at: float | None = None  # time.monotonic() of the last purge made through this object
 
     def __repr__(self) -> str:
         return f"Queue({self.name!r})"
@@ -179,6 +199,20 @@ class Queue:
     def purge(self) -> None:
         """Delete every message (SQS refuses a second purge of a queue within 60 s)."""
         self._call("purge_queue")
+        self.purged_at = time.monotonic()
+
+    def purge_outcome(self) -> PurgeOutcome:
+        """Purge, and say how it went instead of raising: purged, refused (with the seconds left when this
+        object made the last purge) or failed."""
+        try:
+            self.purge()
+        except AwsError as exc:
+            if not (exc.code or "").endswith(PURGE_IN_PROGRESS):
+                return PurgeOutcome(self.name, False, error=str(exc))
+            last = self.purged_at
+            left = None if last is None else max(0.0, PURGE_INTERVAL - (time.monotonic() - last))
+            return PurgeOutcome(self.name, False, retry_in=left)
+        return PurgeOutcome(self.name, True)
 
     def depth(self) -> dict[str, int]:
         """Approximate counts: visible, in flight (received, not deleted), delayed."""

@@ -85,10 +85,14 @@ def _submit_folder(lab: Any, folder: Path, ops: Any, args: argparse.Namespace) -
 
 def cmd_purge(args: argparse.Namespace) -> int:
     from labkit.client import Lab
+    from labkit.presenters import purge_report
     with Lab(settings(args)) as lab:
-        names = lab.purge(args.queue)
-    print("purged " + ", ".join(names))
-    return 0
+        table, note = purge_report(lab.purge(args.queue))
+    print(table)
+    if note.kind == "ok":
+        return 0
+    print(f"labkit: error: {note.text}", file=sys.stderr)  # some queue was not purged: exit 1
+    return 1
 
 
 def cmd_dlq_show(args: argparse.Namespace) -> int:
@@ -151,7 +155,8 @@ def register(add: Add, common: argparse.ArgumentParser) -> None:
                     "created if missing, one file per image)")
     si.add_argument("--timeout", type=float, default=120, metavar="S", help="seconds to wait (default 120)")
 
-    sp = add("purge", cmd_purge, "empty a queue (name, or requests|responses|inbox|outbox) or all four")
+    sp = add("purge", cmd_purge, "empty a queue (name, or requests|responses|inbox|outbox) or all four; each "
+             "queue's outcome is shown (SQS allows one purge per queue every 60 s), exit 1 if any was not purged")
     sp.add_argument("queue", help="queue name, role, or 'all'")
 
     sp = add("dlq", lambda a: (a.dlq_parser.print_help(), 2)[1], "inspect dead letters (requests that could not "

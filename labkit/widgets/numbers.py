@@ -10,50 +10,64 @@ import ipywidgets as W
 import numpy as np
 
 from labkit import plots
+from labkit.aws.queues import PurgeOutcome
 from labkit.client import ARRAY_THRESHOLD, Job, Lab
 from labkit.config import PAYLOADS_PREFIX
 from labkit.errors import LabkitError
 from labkit.jobs.numbers import PRESET
-from labkit.presenters import Note, Table
-from labkit.widgets.base import Panel
+from labkit.presenters import Table, purge_report
+from labkit.widgets.base import LABELS, TOGGLES, IntField, LabPanel
 
 
-class NumbersPanel(Panel):
+class NumbersPanel(LabPanel):
     """The original lab's client options: type numbers, the preset list, or a random list of any length
     (long lists travel through S3). ``send()`` shows the result as a table and a histogram."""
 
     MODES = (("type numbers", "typed"), ("preset list", "preset"), ("random list", "random"))
     PURGE = (("all four queues", "all"), ("requests", "requests"), ("responses", "responses"),
              ("image inbox", "inbox"), ("image outbox", "outbox"))
+    MAX_LENGTH = 10_000_000
 
     def __init__(self, lab: Lab, text: str = "1, 5, 22, 33, 9", random_length: int = 1000,
                  timeout: float = 120.0) -> None:
-        super().__init__()
-        self.lab = lab
+        super().__init__(lab)
         self.timeout = timeout
         self.seed: int | None = None
-        self.mode = W.ToggleButtons(options=self.MODES, value="typed", description="send")
+        self.mode = W.ToggleButtons(options=self.MODES, value="typed", description="send", style=TOGGLES)
         self.text = W.Textarea(value=text, placeholder="numbers, separated by commas or spaces: 1, 5, 22.5, -3",
-                               description="numbers", layout=W.Layout(width="60%"))
-        self.length = W.FloatLogSlider(value=random_length, base=10, min=0, max=7, step=0.01,
-                                       description="length", readout_format=",.0f",
-                                       layout=W.Layout(width="60%"))
+                               description="numbers", style=LABELS, layout=W.Layout(width="60%"))
+        self.length = IntField(random_length, 1, self.MAX_LENGTH, "length",
+                               tooltip=f"how many random numbers: 1 to {self.MAX_LENGTH:,} (over "
+                                       f"{ARRAY_THRESHOLD:,}, they travel through S3)")
         self.send_button = W.Button(description="Send", button_style="primary", icon="paper-plane")
-        self.purge_queue = W.Dropdown(options=self.PURGE, value="all", description="purge")
+        self.purge_queue = W.Dropdown(options=self.PURGE, value="all", description="purge", style=LABELS)
         self.purge_button = W.Button(description="Purge", button_style="warning", icon="eraser",
                                      tooltip="delete every message in the queue (SQS allows one purge a minute)")
-        self._button(self.send_button, self.send)
-        self._button(self.purge_button, self.purge)
+        self._button(self.send_button, self.send, self._doing)
+        self._button(self.purge_button, self.purge, "purging")
         self.values_sent: Any = None
         self.result: dict[str, Any] | None = None
+        self.purged: list[PurgeOutcome] = []
         self.job: Job | None = None
         self.figure: Any = None
+        self.mode.observe(lambda _: self._refresh(), "value")
+        self._refresh()
         self.box = W.VBox([self.mode, self.text, self.length, self.send_button,
-                           W.HBox([self.purge_queue, self.purge_button]), self.out])
+                           W.HBox([self.purge_queue, self.purge_button]), self.busy, self.out])
+
+    def _refresh(self) -> None:
+        super()._refresh()
+        self.text.disabled = self.mode.value != "typed"
+        self.length.disabled = self.mode.value != "random"
+
+    def _doing(self) -> str:
+        if self.mode.value == "random":
+            return f"sending {self.length.value:,} numbers and waiting for the worker"
+        return f"sending the {self.mode.value} list and waiting for the worker"
 
     @property
     def random_length(self) -> int:
-        return max(1, int(round(self.length.value)))
+        return self.length.checked()
 
     def values(self) -> list[int | float] | np.ndarray:
         """The list the current choice sends: the typed numbers, the preset, or a new random list."""
@@ -70,6 +84,7 @@ class NumbersPanel(Panel):
         t0 = time.perf_counter()
         job = self.lab.numbers(values)
         self.job, self.values_sent = job, values
+        self.step(f"waiting for the worker's answer to job {job.id[:8]}")
         result = job.result(timeout=self.timeout)
         elapsed = time.perf_counter() - t0
         self.result = result
@@ -92,11 +107,12 @@ class NumbersPanel(Panel):
         keys = [o.key for o in self.lab.bucket.list(f"{PAYLOADS_PREFIX}{job.id}")]
         return f"through S3 (s3://{self.lab.bucket.name}/{keys[0]})" if keys else "inline in the SQS message"
 
-    def purge(self) -> list[str]:
-        """Empty the chosen queue (or all four); SQS allows one purge per queue a minute."""
-        names = self.lab.purge(self.purge_queue.value)
-        self.show(Note("purged " + ", ".join(names), "ok"))
-        return names
+    def purge(self) -> list[PurgeOutcome]:
+        """Empty the chosen queue (or all four); show each queue's outcome (SQS allows one purge per queue
+        every 60 s: a queue purged less than a minute ago is refused, with the seconds left)."""
+        self.purged = self.lab.purge(self.purge_queue.value)
+        self.show(*purge_report(self.purged))
+        return self.purged
 
 
 @dataclass
@@ -126,24 +142,24 @@ class BatchResult:
         return Table(rows, None, "Batch")
 
 
-class BatchPanel(Panel):
+class BatchPanel(LabPanel):
     """Send a batch of number jobs with a progress bar; plot round-trip latency."""
 
     def __init__(self, lab: Lab, jobs: int = 200, list_length: int = 100, window: int | None = None,
                  seed: int = 0) -> None:
-        super().__init__()
-        self.lab = lab
+        super().__init__(lab)
         self.seed = seed
-        self.jobs = W.IntSlider(value=jobs, min=1, max=5000, description="jobs")
-        self.list_length = W.IntSlider(value=list_length, min=1, max=ARRAY_THRESHOLD, description="numbers/job")
-        self.window = W.IntSlider(value=window or lab.default_window(), min=1, max=500, description="in flight",
-                                  tooltip="jobs sent but not yet answered, at most")
+        self.jobs = IntField(jobs, 1, 5000, "jobs")
+        self.list_length = IntField(list_length, 1, ARRAY_THRESHOLD, "numbers per job")
+        self.window = IntField(window or lab.default_window(), 1, 500, "jobs in flight",
+                               tooltip="jobs sent but not yet answered, at most (1 to 500)")
         self.send_button = W.Button(description="Send batch", button_style="primary", icon="paper-plane")
-        self.progress = W.IntProgress(value=0, min=0, max=jobs, description="done", bar_style="info")
-        self._button(self.send_button, self.send)
+        self.progress = W.IntProgress(value=0, min=0, max=jobs, description="done", bar_style="info", style=LABELS)
+        self._button(self.send_button, self.send, lambda: f"sending {self.jobs.value:,} jobs")
         self.batch: BatchResult | None = None
         self.figure: Any = None
-        self.box = W.VBox([self.jobs, self.list_length, self.window, self.send_button, self.progress, self.out])
+        self.box = W.VBox([W.HBox([self.jobs, self.list_length, self.window]), self.send_button, self.progress,
+                           self.busy, self.out])
 
     def _on_progress(self, done: int, total: int) -> None:
         self.progress.max = total
@@ -151,12 +167,12 @@ class BatchPanel(Panel):
 
     def send(self) -> BatchResult:
         """Send the batch (at most ``window`` jobs in flight), wait for every answer, plot latency."""
-        n, length = self.jobs.value, self.list_length.value
+        n, length, window = self.jobs.checked(), self.list_length.checked(), self.window.checked()
         rng = np.random.default_rng(self.seed)
         payloads = [{"numbers": rng.integers(-1000, 1000, size=length, endpoint=True).tolist()} for _ in range(n)]
         self.progress.value, self.progress.bar_style = 0, "info"
         t0 = time.time()
-        jobs = self.lab.submit_many("numbers", payloads, window=self.window.value, progress=False,
+        jobs = self.lab.submit_many("numbers", payloads, window=window, progress=False,
                                     desc="number jobs", on_progress=self._on_progress)
         elapsed = max(j.finished or t0 for j in jobs) - t0
         errors = 0
@@ -169,11 +185,11 @@ class BatchPanel(Panel):
         start = min(j.submitted for j in jobs)
         self.batch = BatchResult(jobs=n, errors=errors, elapsed_s=elapsed,
                                  latencies_s=np.array([j.latency for j in ok]),
-                                 sent_s=np.array([j.submitted - start for j in ok]), window=self.window.value)
+                                 sent_s=np.array([j.submitted - start for j in ok]), window=window)
         self.progress.bar_style = "success" if not errors else "danger"
         self.show(self.batch.table())
         self.figure = plots.latency_figure(self.batch.latencies_s, self.batch.sent_s,
                                            title=f"Round-trip latency of {n:,} number jobs "
-                                                 f"({length:,} numbers each, at most {self.window.value} in flight)")
+                                                 f"({length:,} numbers each, at most {window} in flight)")
         self.show(self.figure)
         return self.batch

@@ -13,7 +13,7 @@ from labkit.config import Settings
 from labkit.errors import ConfigError
 from labkit.local import resolve_backend
 from labkit.presenters import Note, Table, changes_table, status_tables
-from labkit.widgets.base import Panel
+from labkit.widgets.base import TOGGLES, IntField, Panel
 
 
 class SetupPanel(Panel):
@@ -28,17 +28,20 @@ class SetupPanel(Panel):
         super().__init__()
         self.state_dir = Path(state_dir)
         self.backend = W.ToggleButtons(options=[("embedded emulator", "local"), ("AWS", "aws")],
-                                       value=resolve_backend(backend, self.settings()), description="backend")
-        self.workers = W.IntSlider(value=workers, min=0, max=8, description="local workers")
+                                       value=resolve_backend(backend, self.settings()), description="backend",
+                                       style=TOGGLES)
+        self.workers = IntField(workers, 0, 8, "local workers",
+                                tooltip="worker processes to start on this machine (0 to 8)")
         self.concurrency = concurrency
         self.start_button = W.Button(description="Start", button_style="primary", icon="play",
                                      tooltip="start the emulator (local), provision queues and bucket, start workers")
         self.status_button = W.Button(description="Refresh status", icon="refresh")
-        self._button(self.start_button, self.start)
-        self._button(self.status_button, self.status)
+        self._button(self.start_button, self.start, "starting labkit: emulator, queues, bucket, workers")
+        self._button(self.status_button, self.status, "reading the queues and the bucket")
         self.backend.observe(lambda _: self._label(), "value")
         self._label()
-        self.box = W.VBox([self.backend, self.workers, W.HBox([self.start_button, self.status_button]), self.out])
+        self.box = W.VBox([self.backend, self.workers, W.HBox([self.start_button, self.status_button]), self.busy,
+                           self.out])
 
     def _label(self) -> None:
         aws = self.backend.value == "aws"
@@ -87,7 +90,7 @@ class SetupPanel(Panel):
         s = self.settings()
         if self.is_aws:
             self._check_aws(s)
-        out = local.up(s, local=not self.is_aws, workers=self.workers.value, concurrency=self.concurrency,
+        out = local.up(s, local=not self.is_aws, workers=self.workers.checked(), concurrency=self.concurrency,
                        progress=lambda text: self.show(Note(text)))
         report, state = out["report"], out["state"]
         already = [f"{len(report.unchanged)} resources"] if report.unchanged else []
@@ -117,10 +120,10 @@ class TeardownPanel(Panel):
         super().__init__()
         self.state_dir = Path(state_dir)
         self.backend = resolve_backend(backend, self.settings())
-        self.keep_bucket = W.Checkbox(value=keep_bucket, description="keep the bucket and its objects")
+        self.keep_bucket = W.Checkbox(value=keep_bucket, description="keep the bucket and its objects", indent=False)
         self.teardown_button = W.Button(description="Delete everything", button_style="danger", icon="trash")
-        self._button(self.teardown_button, self.teardown)
-        self.box = W.VBox([self.keep_bucket, self.teardown_button, self.out])
+        self._button(self.teardown_button, self.teardown, "deleting queues and bucket, stopping local processes")
+        self.box = W.VBox([self.keep_bucket, self.teardown_button, self.busy, self.out])
 
     def settings(self) -> Settings:
         return Settings.load(state_dir=self.state_dir)
