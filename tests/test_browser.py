@@ -210,7 +210,8 @@ def test_02_images_panel_after_run_all(nb, tmp_path):
     assert "operations: grayscale → thumbnail size=64" in panel.inner_text()
     busy = nb.click(panel, "Process")
     job = rows(next(t for c, t in nb.tables(panel).items() if c.startswith("Image job")))
-    assert "images/unprocessed/my photo.jpg (160 x 120" in job["original"] and "(64 x 48, png)" in job["result"]
+    assert re.search(r"images/unprocessed/[0-9a-f]{16}/my photo\.jpg \(160 x 120", job["original"])
+    assert "(64 x 48, png)" in job["result"]
     assert nb.figure_size(panel) == [[800, 450]]
     assert any("waiting for a worker" in b for b in busy), busy
     nb.shot("02-images-processed", panel)
@@ -241,7 +242,7 @@ def test_02_images_panel_after_run_all(nb, tmp_path):
     nb.field(panel, "sample").select_option(label="rings")
     nb.click(panel, "Process")
     job = rows(next(t for c, t in nb.tables(panel).items() if c.startswith("Image job")))
-    assert "images/unprocessed/sample-rings.png (640 x 400" in job["original"]
+    assert re.search(r"images/unprocessed/[0-9a-f]{16}/sample-rings\.png \(640 x 400", job["original"])
     # Clear file: the name goes, the sample is the choice
     nb.button(panel, "my file").click()
     nb.click(panel, "Clear file")
@@ -274,6 +275,19 @@ def test_04_benchmark_small(nb):
     assert nb.problems() == []
 
 
+def test_06_custom_kinds(nb):
+    # Given labkit up (00_setup), When 06 runs all its cells: the workers restart with kinds/wordcount.py
+    set_up(nb)
+    run_all(nb, "06_custom_kinds")
+    # Then the page shows the kinds loaded, both results, the histogram and the unknown kind's one line
+    text = nb.notebook_text()
+    assert "kinds histogram, wordcount" in text and "most frequent" in text
+    assert "unknown_kind: unknown job kind 'translate'; this worker knows histogram, image, numbers" in text
+    assert NotebookPage.figure_size(nb.page.locator(".jp-NotebookPanel").first).count([800, 450]) == 1
+    nb.shot("06-custom-kinds", nb.page.locator(".jp-NotebookPanel").first)
+    assert nb.problems() == []
+
+
 def test_99_teardown_leaves_nothing(nb):
     # Given what 00_setup started: the emulator and a worker
     set_up(nb)
@@ -283,6 +297,6 @@ def test_99_teardown_leaves_nothing(nb):
     # When 99_teardown runs all its cells
     run_all(nb, "99_teardown")
     # Then it says nothing is left, and those processes are gone
-    assert "nothing is left: no queue, no bucket, no labkit process" in nb.notebook_text()
+    assert "nothing is left: no fleet, no queue, no bucket, no labkit process" in nb.notebook_text()
     assert not any(pid_alive(p) for p in pids)
     assert nb.problems() == []

@@ -255,8 +255,11 @@ class ImagePanel(LabPanel):
         for folder in ("unprocessed", "processed"):
             items = self.lab.list_images(folder)
             out[folder] = items
-            rows = [[o.name, f"{o.size / 1024:,.1f}", o.modified.strftime("%Y-%m-%d %H:%M:%S")] for o in items]
-            self.show(Table(rows or [["(empty)", "", ""]], ["name", "KiB", "modified"], f"images/{folder}/"))
+            # Keys are <content hash>/<name> (uploads) and <job id>/<name> (results): the name first.
+            rows = [[o.name.rsplit("/", 1)[-1], o.name.rpartition("/")[0] or "-", f"{o.size / 1024:,.1f}",
+                     o.modified.strftime("%Y-%m-%d %H:%M:%S")] for o in items]
+            self.show(Table(rows or [["(empty)", "", "", ""]], ["name", "under", "KiB", "modified"],
+                            f"images/{folder}/"))
         return out
 
     def download(self, dest: str | Path | None = None) -> Path:
