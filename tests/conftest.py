@@ -54,11 +54,12 @@ def settings(emulator: Emulator, tmp_path: Path) -> Settings:
 
 
 class WorkerProcess:
-    """A real ``python -m worker`` process whose output goes to a log file."""
+    """A real ``python -m worker`` process whose output goes to a log file, with a line per job (``-v``:
+    tests count them)."""
 
     def __init__(self, s: Settings, log: Path, *args: str) -> None:
-        self.child = Child.spawn(python_module("worker", "--poll-wait", "1", *args), env=settings_env(s), log=log,
-                                 cwd=ROOT, detach=False)
+        self.child = Child.spawn(python_module("worker", "--poll-wait", "1", "-v", *args), env=settings_env(s),
+                                 log=log, cwd=ROOT, detach=False)
         self.proc = self.child.proc
         self.log_path = log
 
