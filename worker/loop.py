@@ -154,14 +154,20 @@ class Worker:
         """Run a received batch, reply, delete what was answered, bring the rest back soon.
 
         Each body is decoded once. Small jobs run here (a hand-off to a job thread would cost more than
-        they do); the others go to the pool first, so that they run meanwhile."""
+        they do) and are answered at once; the others go to the pool first, so that they run meanwhile,
+        and are answered when they end (a long job does not hold the small ones' replies)."""
         received = time.time()
         prepared = [self.answerer.prepare(src, m) for m in messages]
         tasks = [self.pool.submit(Task(p.message, lambda p=p: self.answerer.answer(src, p, received)))
                  for p in prepared if not p.inline]
-        outcomes = [self.answerer.answer(src, p, received) for p in prepared if p.inline]
+        self._finish(src, [self.answerer.answer(src, p, received) for p in prepared if p.inline])
         if tasks:
-            outcomes += self._await(src, tasks)
+            self._finish(src, self._await(src, tasks))
+
+    def _finish(self, src: Source, outcomes: list[Outcome]) -> None:
+        """Reply, delete what was answered, bring the rest back soon."""
+        if not outcomes:
+            return
         answered, unanswered = self._reply(src, outcomes)
         self._delete(src, answered)
         self._retry_later(src, unanswered)
