@@ -4,7 +4,7 @@ window: moto's queues slow down as they fill), and reports name it.
 
     ep = identify("http://127.0.0.1:4566")      # Endpoint(url=..., kind="localstack")
     ep.label                                   # "LocalStack at http://127.0.0.1:4566"
-    reachable("http://127.0.0.1:4566")         # something listens there (a TCP connect)
+    reachable("http://127.0.0.1:4566")         # an HTTP server answers there
 
 Each service is recognised by a page of its own (moto's ``/moto-api/``, fauxqs's ``/_fauxqs/queues``,
 LocalStack's ``/_localstack/health``), asked once per process and URL. None of these is an AWS call.
@@ -13,7 +13,6 @@ LocalStack's ``/_localstack/health``), asked once per process and URL. None of t
 from __future__ import annotations
 
 import functools
-import socket
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -82,16 +81,15 @@ def _page(url: str) -> bytes:
 
 
 def reachable(url: str, timeout: float = PROBE_TIMEOUT) -> bool:
-    """True when something accepts a connection at ``url``'s host and port."""
+    """True when an HTTP server answers at ``url`` (with any status: a service's root page is often a
+    404). Cheap: it asks for nothing that grows with the service's state."""
     parsed = urlparse(url)
-    try:
-        port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    except ValueError:
-        return False
-    if not parsed.hostname:
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
         return False
     try:
-        with socket.create_connection((parsed.hostname, port), timeout=timeout):
+        with urllib.request.urlopen(url.rstrip("/") + "/", timeout=timeout):
             return True
-    except OSError:
+    except urllib.error.HTTPError:
+        return True  # it answered, with an error status
+    except (urllib.error.URLError, OSError, ValueError):
         return False
