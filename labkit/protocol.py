@@ -106,10 +106,8 @@ class JobRequest:
     @classmethod
     def from_dict(cls, data: dict[str, Any], raw: str | bytes | None = None) -> JobRequest:
         """The request a decoded JSON object describes (see :meth:`decode`)."""
-        partial = addressing(data)
-
         def fail(msg: str, code: str = INVALID_INPUT) -> ProtocolError:
-            return ProtocolError(msg, raw=raw, code=code, partial=partial)
+            return ProtocolError(msg, raw=raw, code=code, partial=addressing(data))
 
         v = data.get("v")
         if v is None:
@@ -141,6 +139,9 @@ class JobRequest:
             raise fail("request 'payload' must be a JSON object")
         return cls(kind=kind, payload=payload, id=job_id, reply_to=reply_to, sent_at=float(sent_at),
                    payload_ref=ref, v=VERSION)
+
+
+RESULT_FIELDS = frozenset({"id", "ok", "kind", "result", "error", "worker", "timings", "result_ref", "v"})
 
 
 @dataclass(frozen=True)
@@ -184,8 +185,7 @@ class JobResult:
         data = _load_object(body)
         if data.get("v") != VERSION or not isinstance(data.get("id"), str) or not isinstance(data.get("ok"), bool):
             raise ProtocolError("not a labkit v1 result (needs 'v': 1, string 'id', boolean 'ok')", raw=body)
-        known = {"id", "ok", "kind", "result", "error", "worker", "timings", "result_ref", "v"}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**{k: v for k, v in data.items() if k in RESULT_FIELDS})
 
 
 def _big_int(text: str) -> int | Decimal:
