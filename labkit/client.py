@@ -27,6 +27,7 @@ from labkit.aws.clients import Clients
 from labkit.aws.queues import PurgeOutcome, Queue
 from labkit.aws.storage import Bucket, ObjectInfo
 from labkit.config import PROCESSED_PREFIX, UNPROCESSED_PREFIX, Settings, read_state
+from labkit.endpoints import Endpoint, identify
 from labkit.errors import AwsError, InvalidInput, JobTimeout, RemoteJobError
 from labkit.flow import Window, adaptive_window, default_window
 from labkit.job import DEFAULT_TIMEOUT, ImageResult, Job, SentRequest
@@ -130,7 +131,7 @@ class Lab:
         answered (or failed). ``window`` None: adaptive within bounds (:class:`Window`; the size it ended
         with is kept in ``last_window``). ``progress``: a tqdm bar (None: only for 50 jobs or more).
         ``on_progress(done, total)`` is called as jobs finish (e.g. to move a progress widget)."""
-        flow = Window(window) if window else adaptive_window(self.settings.is_local)
+        flow = Window(window) if window else adaptive_window(self.endpoint)
         queue = self._request_queue(kind)
         jobs: list[Job] = []
         outstanding: list[Job] = []
@@ -179,7 +180,12 @@ class Lab:
 
     def default_window(self) -> int:
         """Outstanding jobs to start with (see :func:`labkit.flow.default_window`)."""
-        return default_window(self.settings.is_local)
+        return default_window(self.endpoint)
+
+    @property
+    def endpoint(self) -> Endpoint:
+        """What answers at this Lab's endpoint (AWS, moto, fauxqs, ...): the window is chosen by it."""
+        return identify(self.settings.endpoint_url)
 
     # -- number jobs ---------------------------------------------------------------------------------
     def numbers(self, values: Sequence[Any] | np.ndarray | str) -> Job:

@@ -15,11 +15,10 @@ import os
 import signal
 import socket
 import threading
-import urllib.error
-import urllib.request
 from pathlib import Path
 from types import TracebackType
 
+from labkit import endpoints
 from labkit.errors import EmulatorError, WaitTimeout
 from labkit.processes import Child, python_module
 from labkit.waiting import wait_for
@@ -29,26 +28,9 @@ READY_PREFIX = "labkit emulator listening on "
 
 
 def healthy(url: str, timeout: float = 2.0) -> bool:
-    """True when an emulator answers at ``url``."""
-    try:
-        with urllib.request.urlopen(url.rstrip("/") + "/moto-api/", timeout=timeout) as resp:
-            return resp.status == 200
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
-def answers(url: str, timeout: float = 2.0) -> bool:
-    """True when any HTTP server answers at ``url`` (any status): the embedded emulator, or another
-    emulator on this machine (fauxqs, LocalStack) that has no ``/moto-api/``."""
-    if healthy(url, timeout):
-        return True
-    try:
-        with urllib.request.urlopen(url, timeout=timeout):
-            return True
-    except urllib.error.HTTPError:
-        return True  # an error status is still an answer
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
+    """True when an emulator (or any SQS/S3 service) answers at ``url``: moto's and others alike, and
+    without moto's ``/moto-api/`` page, which lists the emulator's whole state (seconds, once full)."""
+    return endpoints.reachable(url, timeout)
 
 
 def wait_healthy(url: str, timeout: float = 15.0) -> None:

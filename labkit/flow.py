@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import math
 import statistics
+import time
 
+from labkit.endpoints import Endpoint
 from labkit.errors import InvalidInput
+
+# A widening must buy this much more throughput to be kept; after one that did not, this many decisions
+# pass before the next try (on a service that shares this machine's cores, more in flight only queues).
+WIDEN_GAIN = 1.1
+HOLD_EPOCHS = 8
 
 
 class Window:
     """How many jobs :meth:`Lab.submit_many` keeps unanswered: ``size``, fixed unless ``low < high``.
 
-    Adaptive, it widens while answers come back about as fast as the fastest seen (under 2x: the workers
-    keep up, more in flight means more throughput) and narrows when they come back over 4x slower (jobs
-    wait in the queue: more in flight only adds latency and, on the emulator, slows its queues down).
-    It decides once per ``size`` answers.
+    Adaptive, it decides once per ``size`` answers, from what the endpoint shows:
+
+    * answers come back over 4x slower than the fastest seen: jobs wait in the queue, so it narrows (more
+      in flight only adds latency and, on moto, slows the queues down);
+    * its last widening did not raise the rate of answers by 10%: the workers were already busy, so it
+      goes back, and tries again only after a while;
+    * answers come back under 2x the fastest: the workers keep up, so it widens (by half) and watches.
     """
 
     def __init__(self, size: int, low: int | None = None, high: int | None = None) -> None:
@@ -25,37 +35,58 @@ class Window:
         self.size = size
         self.fastest = math.inf
         self._epoch: list[float] = []
+        self._epoch_start: float | None = None
+        self._tried: tuple[int, float] | None = None  # (size before the last widening, rate of answers then)
+        self._hold = 0  # decisions left before widening may be tried again
 
     def __repr__(self) -> str:
         return f"Window({self.size}, low={self.low}, high={self.high})"
 
-    def observe(self, latency: float) -> None:
-        """One answered job's latency (seconds from submit to answer)."""
+    def observe(self, latency: float, now: float | None = None) -> None:
+        """One answered job's latency (seconds from submit to answer), answered at ``now``
+        (``time.monotonic()``, given by tests)."""
         if self.low == self.high:
             return
+        now = time.monotonic() if now is None else now
+        if self._epoch_start is None:
+            self._epoch_start = now
         self.fastest = min(self.fastest, latency)
         self._epoch.append(latency)
         if len(self._epoch) < self.size:
             return
+        rate = len(self._epoch) / max(now - self._epoch_start, 1e-6)
         typical = statistics.median(self._epoch)
         self._epoch.clear()
-        if typical < 2 * self.fastest:
-            self.size = min(self.high, self.size + max(10, self.size // 2))
-        elif typical > 4 * self.fastest:
+        self._epoch_start = now
+        self._decide(typical, rate)
+
+    def _decide(self, typical: float, rate: float) -> None:
+        tried, self._tried = self._tried, None
+        self._hold = max(0, self._hold - 1)
+        if typical > 4 * self.fastest:
             self.size = max(self.low, self.size - max(10, self.size // 4))
+        elif tried is not None and rate < WIDEN_GAIN * tried[1]:
+            self.size = tried[0]
+            self._hold = HOLD_EPOCHS
+        elif typical < 2 * self.fastest and not self._hold and self.size < self.high:
+            self._tried = (self.size, rate)
+            self.size = min(self.high, self.size + max(10, self.size // 2))
 
 
-def default_window(local: bool) -> int:
-    """Outstanding jobs to start with: narrow on the emulator (its queues slow down as they fill),
-    wide on real SQS (where depth costs nothing)."""
-    return 20 if local else 200
+def default_window(endpoint: Endpoint) -> int:
+    """Outstanding jobs to start with: narrow on a service on this machine or in the lab (moto, fauxqs,
+    LocalStack: more in flight there only queues), wide on real SQS (where depth costs nothing and each
+    answer takes a network round trip)."""
+    return 200 if endpoint.kind == "aws" else 20
 
 
-def adaptive_window(local: bool) -> Window:
-    """The window :meth:`labkit.client.Lab.submit_many` uses by default. On real SQS it adapts from
-    :func:`default_window` within 10-1000 jobs. On the emulator it stays at 20: there every call costs
-    more as a queue fills, and measured (docs/benchmark.md) a fixed 10-20 beat the adaptive window,
-    which wandered between 10 and 30."""
-    if local:
-        return Window(default_window(local))
-    return Window(default_window(local), low=10, high=1000)
+def adaptive_window(endpoint: Endpoint) -> Window:
+    """The window :meth:`labkit.client.Lab.submit_many` uses by default, chosen from what the endpoint is.
+
+    On moto it stays at 20: every call there costs more as a queue fills, and measured
+    (docs/benchmark.md) a fixed 10-20 beat the adaptive window, which wandered between 10 and 30.
+    Anywhere else it adapts from :func:`default_window` within 10-1000 jobs: it widens while answers keep
+    pace (a remote endpoint, whose latency is the network's) and narrows when they queue."""
+    if endpoint.slows_as_queues_fill:
+        return Window(default_window(endpoint))
+    return Window(default_window(endpoint), low=10, high=1000)

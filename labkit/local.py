@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from labkit import emulator, provision
+from labkit import emulator, endpoints, provision
 from labkit.aws.clients import Clients, credentials_configured
 from labkit.config import Settings, read_state, update_state, write_state
 from labkit.errors import ConfigError
@@ -24,6 +24,17 @@ def choose_local(settings: Settings, local: bool | None) -> bool:
     if local is not None:
         return local
     return settings.endpoint_url is None and not credentials_configured()
+
+
+def where_up_goes(settings: Settings) -> str:
+    """Where ``up`` is about to make queues and a bucket when not on the embedded emulator, said before it
+    does: on AWS they cost money; an endpoint is named by what answers there (moto, fauxqs, LocalStack)."""
+    url = settings.endpoint_url
+    if url is None or endpoints.is_aws(url):
+        return (f"using real AWS in {settings.region}: queues and a bucket will be created (they cost money while "
+                "they hold data; `labkit teardown` deletes them)")
+    what = endpoints.identify(url).label if endpoints.reachable(url) else f"the endpoint {url}"
+    return f"using {what}: queues and a bucket will be made there (`labkit teardown` deletes them)"
 
 
 BACKENDS = ("local", "aws", "auto")
@@ -49,9 +60,10 @@ def spawn_worker(settings: Settings, index: int, concurrency: int = 4, lanes: st
     """Start ``python -m worker`` in the background, logging to ``<state_dir>/logs/worker-<i>.log``.
 
     Its settings are passed explicitly, so that an endpoint variable in this shell cannot point it
-    elsewhere than what ``up`` provisioned."""
+    elsewhere than what ``up`` provisioned. It logs a line per job (``-v``): this log is where a lab's
+    user looks to see the worker at work."""
     log = Path(settings.state_dir) / "logs" / f"worker-{index}.log"
-    args = python_module("worker", "--queues", lanes, "--concurrency", str(concurrency))
+    args = python_module("worker", "--queues", lanes, "--concurrency", str(concurrency), "--verbose")
     return Child.spawn(args, env=settings_env(settings), log=log)
 
 
@@ -73,8 +85,9 @@ def up(settings: Settings, local: bool | None = None, workers: int = 1, concurre
             child, url = emulator.spawn(state_dir)
             state["emulator"] = {**child.record(), "url": url}
         settings = settings.replace(endpoint_url=url)
-    elif settings.is_local and not emulator.answers(settings.endpoint_url or ""):
-        raise ConfigError(f"nothing answers at {settings.endpoint_url}; run `labkit up --local` for the emulator")
+    elif settings.endpoint_url and not endpoints.reachable(settings.endpoint_url):
+        raise ConfigError(f"nothing answers at {settings.endpoint_url}: start the service there, or run "
+                          "`labkit up --local` for the embedded emulator")
     wait_name_reuse(state.pop("queues_deleted", None), settings, progress)
     report = provision.ensure(Clients(settings), progress)
     settings = settings.replace(bucket=report.bucket)
@@ -128,7 +141,7 @@ def down(settings: Settings, timeout: float = 30.0) -> dict[str, Any]:
     stopped = [c.pid for c in running(state.get("workers")) if c.stop(timeout)]
     cleaned = provision.ReplyCleanup()
     emu = state.get("emulator")
-    reachable = emulator.answers(settings.endpoint_url or "") if settings.is_local else True
+    reachable = endpoints.reachable(settings.endpoint_url) if settings.endpoint_url else True
     if (settings.endpoint_url or not state.get("local")) and reachable:
         try:
             cleaned = provision.cleanup_reply_queues(Clients(settings))

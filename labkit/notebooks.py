@@ -14,27 +14,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from labkit import endpoints
 from labkit.client import Lab
 from labkit.config import Settings
 from labkit.errors import ConfigError
 from labkit.local import resolve_backend
 
 SUMMARY_MIME = "application/vnd.labkit.summary+json"
-
-
-def emulator_answers(url: str | None, timeout: float = 2.0) -> bool:
-    """Does something listen at the emulator's address? (A TCP connect: ``emulator.healthy`` fetches
-    the emulator's whole state, which takes seconds once a benchmark has filled it.)"""
-    import socket
-    from urllib.parse import urlparse
-    if not url:
-        return False
-    parts = urlparse(url)
-    try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def connect(state_dir: str | Path = ".labkit", backend: str = "local") -> Lab:
@@ -45,7 +31,7 @@ def connect(state_dir: str | Path = ".labkit", backend: str = "local") -> Lab:
         if not settings.is_local:
             raise ConfigError(f"no embedded emulator is recorded in {settings.state_file}: run 00_setup.ipynb "
                               "(or `labkit up --local`) first")
-        if not emulator_answers(settings.endpoint_url):
+        if not endpoints.reachable(settings.endpoint_url or ""):
             raise ConfigError(f"the emulator at {settings.endpoint_url} does not answer: run 00_setup.ipynb "
                               "(or `labkit up --local`) again")
     elif settings.is_local:

@@ -268,12 +268,12 @@ def bar_figure(labels: Sequence[str], values: Sequence[float], ylabel: str, titl
 
 
 SCENARIO_LABELS = {"floor": "floor\n(fewest calls)", "labkit": "labkit", "original": "original lab",
-                   "round_trip": "labkit", "original_round_trip": "original lab"}
+                   "floor_round_trip": "floor", "round_trip": "labkit", "original_round_trip": "original lab"}
 
 
 def scenarios_figure(rows: Sequence[Mapping[str, Any]], title: str | None = None) -> Figure:
     """``labkit bench`` scenarios (``Report.rows()``): throughput of floor, labkit and the original
-    pattern (left), and round-trip latency one job at a time, labkit against the original (right)."""
+    pattern (left), and round-trip latency one job at a time: the floor, labkit and the original (right)."""
     by_name = {r["name"]: r for r in rows}
     fig, (left, right) = new_figure(2)
     names = [n for n in ("floor", "labkit", "original") if n in by_name]
@@ -287,7 +287,8 @@ def scenarios_figure(rows: Sequence[Mapping[str, Any]], title: str | None = None
     left.set_ylabel("throughput (jobs/s)")
     left.set_title(f"Throughput, {by_name[names[0]]['jobs']:,} small jobs" if names else "Throughput (not measured)")
     left.grid(axis="y", alpha=0.3)
-    trips = [n for n in ("round_trip", "original_round_trip") if n in by_name and by_name[n].get("p50_ms")]
+    trips = [n for n in ("floor_round_trip", "round_trip", "original_round_trip")
+             if n in by_name and by_name[n].get("p50_ms")]
     if trips:
         x = np.arange(len(trips))
         p50 = [float(by_name[n]["p50_ms"]) for n in trips]

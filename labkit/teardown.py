@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from labkit import emulator, local, provision
+from labkit import endpoints, local, provision
 from labkit.aws.clients import Clients
 from labkit.config import Settings, read_state
 from labkit.errors import AwsError
@@ -57,7 +57,7 @@ class TeardownReport:
 
 def reachable(settings: Settings) -> bool:
     """Is there anything to delete? Locally, only while an emulator answers (its resources die with it)."""
-    return emulator.answers(settings.endpoint_url or "") if settings.is_local else True
+    return endpoints.reachable(settings.endpoint_url) if settings.endpoint_url else True
 
 
 def teardown(settings: Settings, keep_bucket: bool = False, forget_wait: float = 0.0,

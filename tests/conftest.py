@@ -54,11 +54,13 @@ def settings(emulator: Emulator, tmp_path: Path) -> Settings:
 
 
 class WorkerProcess:
-    """A real ``python -m worker`` process whose output goes to a log file."""
+    """A real ``python -m worker`` process whose output goes to a log file, with a line per job (``-v``:
+    tests count them)."""
 
-    def __init__(self, s: Settings, log: Path, *args: str) -> None:
-        self.child = Child.spawn(python_module("worker", "--poll-wait", "1", *args), env=settings_env(s), log=log,
-                                 cwd=ROOT, detach=False)
+    def __init__(self, s: Settings, log: Path, *args: str, verbose: bool = True) -> None:
+        args = ("-v", *args) if verbose else args
+        self.child = Child.spawn(python_module("worker", "--poll-wait", "1", *args), env=settings_env(s),
+                                 log=log, cwd=ROOT, detach=False)
         self.proc = self.child.proc
         self.log_path = log
 
@@ -82,8 +84,8 @@ def start_worker(settings: Settings, tmp_path: Path) -> Iterator:
     """Start real worker processes on this test's queues; all are stopped at the end."""
     started: list[WorkerProcess] = []
 
-    def start(*args: str, s: Settings | None = None) -> WorkerProcess:
-        w = WorkerProcess(s or settings, tmp_path / f"worker-{len(started)}.log", *args)
+    def start(*args: str, s: Settings | None = None, verbose: bool = True) -> WorkerProcess:
+        w = WorkerProcess(s or settings, tmp_path / f"worker-{len(started)}.log", *args, verbose=verbose)
         started.append(w)
         w.wait_for("serving")
         return w

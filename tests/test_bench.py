@@ -14,7 +14,9 @@ from botocore.exceptions import ClientError
 
 from labkit import bench
 from labkit.aws.clients import CallCounter, Clients
-from labkit.client import Window
+from labkit.client import Lab, Window
+from labkit.config import Settings
+from labkit.endpoints import Endpoint
 from labkit.errors import InvalidInput
 from labkit.flow import adaptive_window
 from tests.conftest import ROOT, settings_env
@@ -95,18 +97,38 @@ def test_fixed_window_never_moves():
     assert w.size == 20
 
 
-def test_adaptive_window_widens_while_answers_keep_pace_and_narrows_when_they_queue():
-    w = Window(20, low=10, high=100)
-    # Answers as fast as the fastest seen: the workers keep up, so more goes in flight, up to the bound.
-    for _ in range(20):
+def simulate(w: Window, capacity: float, base: float, epochs: int) -> list[int]:
+    """Feed ``w`` the answers of a pipeline that takes ``base`` seconds per job when idle and answers at
+    most ``capacity`` jobs/s (Little's law: the rate is min(window / base, capacity)); the sizes it chose."""
+    clock, sizes = 0.0, []
+    for _ in range(epochs):
+        rate = min(w.size / base, capacity)
         for _ in range(w.size):
-            w.observe(0.05)
-    assert w.size == 100
-    # Answers 10x slower than the fastest: jobs are queueing, so the window narrows, down to the bound.
+            clock += 1 / rate
+            w.observe(w.size / rate, now=clock)
+        sizes.append(w.size)
+    return sizes
+
+
+def test_adaptive_window_widens_while_wider_pays_and_narrows_when_jobs_queue():
+    # Given a pipeline bound by latency, not capacity (a remote endpoint: each answer a network round trip)
+    w = Window(20, low=10, high=1000)
+    # Then every widening raises the rate, and the window grows to its bound
+    assert simulate(w, capacity=1e9, base=0.05, epochs=40)[-1] == 1000
+    # And when answers then come 10x slower than the fastest (jobs queueing), it narrows to its floor
     for _ in range(40):
         for _ in range(w.size):
-            w.observe(0.5)
+            w.observe(10 * w.fastest)
     assert w.size == 10
+
+
+def test_adaptive_window_steps_back_when_widening_buys_no_throughput():
+    # Given a pipeline already at capacity with 20 in flight (workers and endpoint sharing this machine's cores)
+    w = Window(20, low=10, high=1000)
+    sizes = simulate(w, capacity=1500, base=0.004, epochs=60)
+    # Then it tries wider, sees no more answers per second, and comes back: never past one step
+    assert set(sizes) <= {20, 30} and sizes[-1] in (20, 30)
+    assert sizes.count(20) > sizes.count(30)  # after a failed try it waits before the next
 
 
 def test_adaptive_window_holds_between_two_and_four_times_the_fastest():
@@ -122,12 +144,20 @@ def test_window_must_be_positive():
         Window(0)
 
 
-def test_lab_default_windows(lab):
-    assert lab.settings.is_local
-    flow = adaptive_window(lab.settings.is_local)
-    assert (flow.size, flow.low, flow.high) == (20, 20, 20)  # narrow and fixed on the emulator
-    aws = Window(200, low=10, high=1000)
-    assert (aws.low, aws.high) == (10, 1000)
+def test_the_window_is_chosen_by_what_answers_at_the_endpoint(lab, fauxqs):
+    # Given a Lab on the embedded emulator (moto): its queues slow down as they fill
+    assert lab.endpoint.kind == "moto"
+    flow = adaptive_window(lab.endpoint)
+    # Then its window is narrow and fixed
+    assert (flow.size, flow.low, flow.high) == (20, 20, 20) and lab.default_window() == 20
+    # And on another service on this machine (fauxqs) it starts as narrow but adapts
+    with Lab(Settings.load(env={}, endpoint_url=fauxqs, state_dir=lab.settings.state_dir)) as other:
+        assert other.endpoint.kind == "fauxqs"
+        flow = adaptive_window(other.endpoint)
+        assert (flow.size, flow.low, flow.high) == (20, 10, 1000)
+    # And on AWS it starts wide (each answer is a network round trip away)
+    flow = adaptive_window(Endpoint(None, "aws"))
+    assert (flow.size, flow.low, flow.high) == (200, 10, 1000)
 
 
 # -- prices -----------------------------------------------------------------------------------------
@@ -146,14 +176,36 @@ def test_price_of_a_million_jobs():
 
 def test_report_targets_and_ratios_from_results():
     report = bench.Report("test", {"jobs": 10})
-    report.results["floor"] = bench.Result("floor", 100, 1.0, 100)
-    report.results["labkit"] = bench.Result("labkit", 100, 1.25, 100, {"sqs.SendMessageBatch": 60})
+    report.results["floor"] = bench.Result("floor", 100, 1.0, 100, cpu={"workers": 0.02})
+    report.results["labkit"] = bench.Result("labkit", 100, 1.25, 100, {"sqs.SendMessageBatch": 60},
+                                            cpu={"workers": 0.03})
     targets = {t.name: t for t in report.targets()}
+    # Unpaired runs: the ratio of the totals
     assert targets["labkit throughput / floor"].value == pytest.approx(0.8)
-    assert targets["labkit throughput / floor"].met is True
+    assert targets["labkit throughput / floor"].met is False  # the goal is 0.9
+    assert targets["worker CPU per job / floor's"].value == pytest.approx(1.5)
+    assert targets["worker CPU per job / floor's"].met is False  # the goal is at most 1.3
     assert targets["API calls per job (labkit)"].value == pytest.approx(0.6)
     assert targets["labkit throughput / original"].met is None  # not measured
     assert "labkit" in bench.format_table(report)
+
+
+def test_paired_rounds_give_the_median_of_their_ratios():
+    # Given floor and labkit in five alternating rounds, one round disturbed (labkit's 2nd ran while the
+    # machine was busy), and round trips in the same way
+    report = bench.Report("test", {})
+    report.results["floor"] = bench.Result("floor", 500, 1.0, 500, extra={"round_rates": [100, 100, 50, 100, 100]})
+    report.results["labkit"] = bench.Result("labkit", 500, 1.0, 500, extra={"round_rates": [95, 20, 48, 90, 99]})
+    report.results["floor_round_trip"] = bench.Result("floor_round_trip", 4, 1.0, 4,
+                                                      extra={"round_p50_ms": [5.0, 6.0]})
+    report.results["round_trip"] = bench.Result("round_trip", 4, 1.0, 4, extra={"round_p50_ms": [6.0, 6.6]})
+    # Then each ratio is taken within its pair, and the median of the pairs is the figure
+    assert report.paired("labkit", "floor") == pytest.approx([0.95, 0.2, 0.96, 0.9, 0.99])
+    ratios = report.ratios()
+    assert ratios["labkit_vs_floor"] == pytest.approx(0.95)
+    assert ratios["round_trip_vs_floor"] == pytest.approx(1.15)
+    table = bench.format_table(report)
+    assert "throughput labkit / floor by round: median 0.95" in table and "over 5 pairs" in table
 
 
 # -- the benchmark, small -----------------------------------------------------------------------------
@@ -168,8 +220,8 @@ def test_small_benchmark_answers_every_job_and_counts_plausibly(emulator, settin
     report = bench.run_bench(plan, settings=settings)
     r = report.results
     # Then every scenario ran and every job got the right answer
-    assert set(r) == {"floor", "labkit", "round_trip", "original", "original_round_trip", "big", "big_direct",
-                      "images", "images_inprocess"}
+    assert set(r) == {"floor", "labkit", "floor_round_trip", "round_trip", "original", "original_round_trip", "big",
+                      "big_direct", "images", "images_inprocess"}
     for res in r.values():
         assert res.correct == res.jobs, f"{res.name}: {res.correct} of {res.jobs} right"
         assert res.seconds > 0
@@ -183,9 +235,12 @@ def test_small_benchmark_answers_every_job_and_counts_plausibly(emulator, settin
         assert "sqs.SendMessage" not in calls and "sqs.GetQueueUrl" not in calls
         assert calls["sqs.DeleteMessageBatch"] <= calls["sqs.ReceiveMessage"]
     assert r["labkit"].extra["rounds"] == 2
-    # Round trip, one job at a time: exactly one send, one reply, and two deletes per job
-    rt = r["round_trip"].calls
-    assert rt["sqs.SendMessage"] == 3 and rt["sqs.SendMessageBatch"] == 3 and rt["sqs.DeleteMessageBatch"] == 6
+    # Round trip, one job at a time, through labkit and through the floor: exactly one send, one reply, and two
+    # deletes per job, in paired rounds
+    for name in ("round_trip", "floor_round_trip"):
+        rt = r[name].calls
+        assert rt["sqs.SendMessage"] == 3 and rt["sqs.SendMessageBatch"] == 3 and rt["sqs.DeleteMessageBatch"] == 6
+    assert len(report.paired("round_trip", "floor_round_trip", "round_p50_ms")) == 3
     # The original pattern: a lookup and a send per job, a send per reply
     orig = r["original"].calls
     assert orig["sqs.SendMessage"] == 2 * 6
@@ -198,7 +253,7 @@ def test_small_benchmark_answers_every_job_and_counts_plausibly(emulator, settin
     assert r["images"].calls["s3.GetObject"] == 2 and r["images"].calls["s3.PutObject"] == 2
     # The report serialises, and everything the run made is gone
     data = json.loads(json.dumps(report.to_dict()))
-    assert len(data["targets"]) == 7 and data["prices"]["as_of"]
+    assert len(data["targets"]) == 9 and data["prices"]["as_of"]
     assert data["results"]["labkit"]["calls_per_job"] == pytest.approx(r["labkit"].calls_per_job, abs=1e-3)
     sqs = Clients(settings).sqs
     assert [u for u in sqs.list_queues(QueueNamePrefix="bench-").get("QueueUrls", [])] == []

@@ -518,3 +518,56 @@ def test_compute_leaves_no_reference_cycle_holding_the_array(dtype):
         assert gone() is None
     finally:
         gc.enable()
+
+
+# ------------------------------------------------------------------------------------- short lists
+# Short integer lists take a plain-Python path (labkit.jobs.small_numbers); it must give numpy's figures.
+
+
+def test_pairwise_sum_adds_in_numpys_order() -> None:
+    from labkit.jobs.small_numbers import pairwise_sum
+
+    # Given sums whose rounding depends on the order of the additions (magnitudes from 1e-5 to 1e12)
+    rng = np.random.default_rng(13)
+    for n in [*range(1, 129)] * 20:
+        xs = (rng.uniform(-1, 1, n) * 10.0 ** rng.integers(-5, 13, n)).tolist()
+        # Then the plain sum is numpy's, bit for bit
+        assert pairwise_sum(xs) == float(np.sum(np.array(xs))), xs
+
+
+@relaxed
+@given(st.lists(int64s, min_size=1, max_size=64))
+def test_short_int_lists_take_the_plain_path_with_numpys_results(xs: list[int]) -> None:
+    from labkit.jobs.small_numbers import small_int_stats
+
+    # Given a short list of integers: the plain path takes it (unless its spread is wider than int64)
+    plain = small_int_stats(xs)
+    if max(xs) - min(xs) > INT64_MAX:
+        assert plain is None
+        return
+    # Then its figures are the numpy path's (an array never takes the plain path), bit for bit
+    assert plain == compute(np.array(xs, dtype=np.int64)) == compute(xs)
+
+
+def test_short_lists_of_large_integers_give_numpys_std() -> None:
+    from labkit.jobs.small_numbers import small_int_stats
+
+    # Given deviations so large that their squares round as floats (numpy's order of additions matters)
+    rng = np.random.default_rng(7)
+    for n in [*range(2, 65)] * 20:
+        values = rng.integers(-(2**40), 2**40, n) * rng.integers(1, 2**20, n)
+        # Then the plain path's std is numpy's, bit for bit
+        assert small_int_stats(values.tolist())["std"] == compute(values)["std"], values.tolist()
+
+
+def test_the_plain_path_leaves_everything_else_to_numpy() -> None:
+    from labkit.jobs.small_numbers import SMALL, small_int_stats
+
+    # Longer lists, floats, booleans, out-of-range integers and empty lists are not its business
+    for values in ([1] * (SMALL + 1), [1, 2.5], [1, True], [2**63], [], [INT64_MIN, INT64_MAX]):
+        assert small_int_stats(values) is None
+    # and compute still names what is wrong with them
+    with pytest.raises(InvalidInput, match="item 1 is a boolean"):
+        compute([1, True])
+    with pytest.raises(InvalidInput, match="item 0 is an integer too large"):
+        compute([2**63])

@@ -141,7 +141,7 @@ def test_no_credential_in_logs_output_state_or_notebooks(tmp_path):
         requests = Queue.by_name(clients.sqs, settings.request_queue)
         for i in range(5):
             requests.send(f"{i},{i + 1},{i + 2}")  # the original lab's plain-text jobs
-        burst = cli("worker", *sd, "--burst", "--log-to-s3")
+        burst = cli("worker", *sd, "--burst", "--log-to-s3", "-v")
         assert burst.stdout.count("ok=true") == 5
         # And `labkit up` starts a background worker, and the CLI is used as a person would
         cli("up", "--local", *sd, "--workers", "1")

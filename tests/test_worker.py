@@ -213,3 +213,104 @@ def test_numbers_many_reports_calls(lab, start_worker):
     assert stats["jobs_sent"] == 30
     assert stats["calls"]["sqs.SendMessageBatch"] >= 3
     assert np.isfinite(stats["calls_per_job"])
+
+
+# -- small jobs on the receiving thread, and the log -------------------------------------------------
+
+
+def _source(settings, lane: str):
+    from labkit import kinds
+    from worker.answer import Source
+    ln = kinds.get_lane(lane)
+    base = settings.endpoint_url + "/000000000000/"
+    return Source(ln, Queue(None, base + ln.request_queue(settings)), Queue(None, base + ln.reply_queue(settings)), 60)
+
+
+def test_small_jobs_are_marked_to_run_inline_and_the_rest_go_to_the_job_threads(settings):
+    from labkit.aws.queues import Message
+    from labkit.aws.storage import Bucket
+    from labkit.kinds import INLINE_NUMBERS
+    from worker.answer import Answerer, WorkerStats
+    from worker.outage import OutageLog
+
+    # Given an answerer and messages of every sort
+    answerer = Answerer(settings, Bucket(None, settings.bucket), "h:1", WorkerStats(), OutageLog("x"))
+    numbers, images = _source(settings, "numbers"), _source(settings, "images")
+    reply = numbers.default_reply.url
+
+    def inline(src, body: str) -> bool:
+        return answerer.prepare(src, Message(body, "r", "m", 1, None)).inline
+
+    def request(kind: str, payload=None, **kw) -> str:
+        return JobRequest(kind, payload if payload is not None else {}, reply_to=reply, **kw).encode()
+
+    big = list(range(INLINE_NUMBERS // 4))  # a body well over the inline limit
+    # Then small number jobs, plain-text number lists, errors and unknown kinds run inline
+    assert inline(numbers, request("numbers", {"numbers": [1, 5, 22]}))
+    assert inline(numbers, "1,5,22")
+    assert inline(numbers, "{not json") and inline(numbers, '{"v": 2}') and inline(numbers, request("teapot"))
+    # And large ones, claim checks, images and kinds that did not ask for it go to the job threads
+    assert not inline(numbers, request("numbers", {"numbers": big}))
+    assert not inline(numbers, ",".join(map(str, big)))
+    assert not inline(numbers, request("numbers", None, payload_ref={"bucket": settings.bucket,
+                                                                      "key": "payloads/x.npy", "format": "npy"}))
+    assert not inline(images, request("image", {"key": "images/unprocessed/cat.png", "ops": []}))
+    assert not inline(images, "cat.jpg")
+
+
+def test_a_long_job_does_not_hold_back_the_small_jobs_of_its_batch(emulator, tmp_path, start_worker):
+    from tests import job_kinds
+    # Given a slow job and small number jobs waiting together (one receive takes them all)
+    s = unique_settings(emulator, tmp_path / "state", job_modules=job_kinds.PATH)
+    provision.ensure(Clients(s))
+    requests = Queue.by_name(Clients(s).sqs, s.request_queue)
+    with Lab(s) as lab:
+        slow = JobRequest("sleep", {"seconds": 8}, reply_to=lab.reply_queue.url)
+        small = [JobRequest("numbers", {"numbers": [i, i + 1]}, reply_to=lab.reply_queue.url) for i in range(5)]
+        jobs = [lab.track(r.id, r.kind) for r in (slow, *small)]
+        requests.send_batch([r.encode() for r in (slow, *small)])
+        # When a worker takes the batch
+        worker = start_worker("--concurrency", "2", s=s)
+        worker.wait_for(f"sleep job {slow.id} started")
+        # Then the small jobs are answered while the slow one still runs
+        assert [j.result(timeout=30)["max"] for j in jobs[1:]] == [i + 1 for i in range(5)]
+        assert not jobs[0].done()
+        # And the slow one is answered when it ends, each request deleted after its reply
+        assert jobs[0].result(timeout=60) == {"slept": 8}
+        assert lab.duplicates == 0
+    assert requests.depth() == {"visible": 0, "in_flight": 0, "delayed": 0}
+
+
+def test_one_line_per_job_with_verbose_and_a_count_without(settings, start_worker):
+    # Given two workers, one started with -v, each serving 20 good jobs and 1 bad one
+    for verbose in (True, False):
+        worker = start_worker(verbose=verbose)
+        with Lab(settings) as lab:
+            lab.numbers_many([[i, i + 1] for i in range(20)], progress=False)
+            with pytest.raises(RemoteJobError):
+                lab.numbers([1, "x"]).result(timeout=30)
+        assert worker.terminate() == 0
+        out = worker.output
+        # Then with -v each job has its line; without, none does (the error reply always has one)
+        assert out.count("ok=true") == (20 if verbose else 0)
+        assert out.count("ok=false code=invalid_input") == 1
+        assert "stopped after 21 jobs (1 errors)" in out
+
+
+def test_the_worker_counts_its_jobs_in_one_info_line_a_while(settings, caplog, monkeypatch):
+    import logging
+
+    import worker.loop
+    # Given jobs waiting, and the worker's count due after every batch (10 s in service)
+    monkeypatch.setattr(worker.loop, "REPORT_EVERY", 0.0)
+    with Lab(settings) as lab:
+        jobs = [lab.numbers([i]) for i in range(12)]
+        # When a burst worker answers them, logging at INFO
+        with caplog.at_level(logging.INFO, logger="labkit.worker"):
+            assert Worker(settings, burst=True).run() == 0
+        assert all(j.result(timeout=10) for j in jobs)
+    # Then the jobs were counted at INFO, and no job has a line of its own there
+    counts = [r.getMessage() for r in caplog.records if "answered in the last" in r.getMessage()]
+    assert counts and all(r.levelno == logging.INFO for r in caplog.records if "answered in the last" in r.getMessage())
+    assert sum(int(c.split(": ")[1].split(" job")[0]) for c in counts) == 12
+    assert not [r for r in caplog.records if r.levelno >= logging.INFO and "ok=true" in r.getMessage()]

@@ -1,6 +1,8 @@
-"""One message in, one answer out: decode the body once, run its kind's handler, and say what to reply
-and where. Never raises: every failure becomes an error reply, or (no usable reply queue, AWS
-unreachable) no reply, so that the request comes back and, in the end, goes to its dead-letter queue.
+"""One message in, one answer out: decode the body once (:meth:`Answerer.prepare`, which also says whether
+the job is small enough to run on the receiving thread), run its kind's handler (:meth:`Answerer.answer`),
+and say what to reply and where. Never raises: every failure becomes an error reply, or (no usable reply
+queue, AWS unreachable) no reply, so that the request comes back and, in the end, goes to its dead-letter
+queue.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from worker.outage import OutageLog, is_transient, short
 
 log = logging.getLogger("labkit.worker")
 QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}(\.fifo)?$")
+REPLY_URLS_KEPT = 4096  # reply queue URLs remembered as checked
 
 
 @dataclass
@@ -36,7 +39,18 @@ class Source:
     visibility: int  # the queue's own visibility timeout, read at start
 
 
-@dataclass
+@dataclass(eq=False)
+class Prepared:
+    """A received message, its body decoded once: the request (None for the original lab's plain text),
+    or why it cannot be read. ``inline``: small enough to run on the receiving thread."""
+
+    message: Message
+    request: JobRequest | None = None
+    error: Exception | None = None  # a ProtocolError, or a bug met while decoding
+    inline: bool = False
+
+
+@dataclass(eq=False)  # compared by identity: the loop sorts outcomes into answered and not
 class Outcome:
     """What to do with one received message once its job has run."""
 
@@ -45,6 +59,7 @@ class Outcome:
     body: str | None
     summary: str  # the job's log line
     job_id: str | None = None
+    ok: bool = False  # answered with a result (its log line is DEBUG); error replies and no reply are INFO
 
 
 @dataclass
@@ -68,15 +83,35 @@ class Answerer:
         self.ctx = kinds.Context(settings, bucket)
         self.memory = MemoryBudget.detect()  # claim-check payloads are held to it (worker/memory.py)
         self._allowed_replies = set(kinds.reply_queues(settings).values())
+        self._reply_urls: dict[str, str | None] = {}  # reply_to -> checked URL (see reply_url)
+
+    def prepare(self, src: Source, m: Message) -> Prepared:
+        """Decode ``m`` once and say whether its job may run inline: a kind (or a lane's plain text) that
+        declares ``inline_below``, a body no longer than that, its payload in the message. Errors run
+        inline too (an error reply costs microseconds). Never raises."""
+        try:
+            req = read_request(m.body)
+        except Exception as exc:  # a ProtocolError, or a bug: answer() turns either into an error reply
+            return Prepared(m, None, exc, inline=True)
+        if req is None:
+            return Prepared(m, None, None, len(m.body) <= src.lane.inline_below)
+        kind = kinds.find_kind(req.kind)
+        small = kind is None or (req.payload_ref is None and len(m.body) <= kind.inline_below)
+        return Prepared(m, req, None, small)
 
     def process(self, src: Source, m: Message, received: float) -> Outcome:
-        """Run one message's job. Never raises: every failure becomes an error reply (or none)."""
+        """Decode and run one message's job (:meth:`prepare`, then :meth:`answer`)."""
+        return self.answer(src, self.prepare(src, m), received)
+
+    def answer(self, src: Source, p: Prepared, received: float) -> Outcome:
+        """Run a prepared message's job. Never raises: every failure becomes an error reply (or none)."""
+        m = p.message
         try:
-            try:
-                req = read_request(m.body)
-            except ProtocolError as exc:
-                return self._undecodable(src, m, exc)
-            return self._legacy(src, m) if req is None else self._job(src, m, req, received)
+            if isinstance(p.error, ProtocolError):
+                return self._undecodable(src, m, p.error)
+            if p.error is not None:
+                raise p.error
+            return self._legacy(src, m) if p.request is None else self._job(src, m, p.request, received)
         except Exception as exc:
             if is_transient(exc):  # AWS unreachable mid-job (S3, say): no answer now; the job runs again
                 self.outage.lost(exc, f"running the job of message {m.message_id}")
@@ -97,7 +132,7 @@ class Answerer:
         self.stats.jobs += 1
         self.stats.errors += not ok
         return Outcome(m, src.default_reply.url, body, f"job legacy-{src.lane.name} ok={str(ok).lower()} "
-                       f"compute={dt:.4f}s reply={src.default_reply.name}")
+                       f"compute={dt:.4f}s reply={src.default_reply.name}", ok=ok)
 
     def _undecodable(self, src: Source, m: Message, exc: ProtocolError) -> Outcome:
         p = exc.partial
@@ -130,7 +165,8 @@ class Answerer:
         self.stats.by_kind[req.kind] += 1
         status = "ok=true" if res.ok else f"ok=false code={res.error['code']}"  # type: ignore[index]
         summary = _summary(req.id, req.kind, f"{status} queued={queued:.3f}s compute={dt:.4f}s", url)
-        return Outcome(m, url, encode_result(res, self.bucket, self.settings.max_inline_bytes), summary, req.id)
+        return Outcome(m, url, encode_result(res, self.bucket, self.settings.max_inline_bytes), summary, req.id,
+                       res.ok)
 
     def error_outcome(self, src: Source, m: Message, message: str, why: str) -> Outcome:
         """An ``internal`` error reply to whatever address can be read from the message (best effort)."""
@@ -154,6 +190,15 @@ class Answerer:
         """
         if reply_to is None:
             return src.default_reply.url
+        if reply_to in self._reply_urls:  # a client's many jobs name the same queue: check it once
+            return self._reply_urls[reply_to]
+        url = self._check_reply_url(reply_to)
+        if len(self._reply_urls) >= REPLY_URLS_KEPT:
+            self._reply_urls.clear()  # bounded: a worker lives long and sees many clients
+        self._reply_urls[reply_to] = url
+        return url
+
+    def _check_reply_url(self, reply_to: str) -> str | None:
         try:
             parsed = urlparse(reply_to)
         except ValueError:

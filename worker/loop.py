@@ -1,9 +1,15 @@
 """The consumer loop: receive, run, reply, then delete.
 
-One consumer thread per request queue long-polls for up to 10 messages, runs them on a shared thread
-pool, sends the replies in batches (one batch per reply queue), and deletes exactly the requests
-whose reply was sent. A request whose reply cannot be sent stays in its queue and comes back after a
-short backoff; after ``max_receive_count`` receives SQS moves it to the dead-letter queue.
+One consumer thread per request queue long-polls for up to 10 messages, runs them, sends the replies in
+batches (one batch per reply queue), and deletes exactly the requests whose reply was sent. Small jobs
+(a number job of a few thousand numbers at most: see ``inline_below`` in :mod:`labkit.kinds`) run on the
+consumer thread itself, where they take microseconds; the others run on a shared thread pool, watched as
+below. A request whose reply cannot be sent stays in its queue and comes back after a short backoff;
+after ``max_receive_count`` receives SQS moves it to the dead-letter queue.
+
+Logging: one INFO line every ``REPORT_EVERY`` seconds while jobs flow (how many, how many errors), one
+INFO line per error reply or unanswered request, and one DEBUG line per job answered
+(``labkit worker -v`` shows them; ``--log-to-s3`` ships them all).
 
 The faults it survives (each has a test in tests/test_faults.py or tests/test_poison.py):
 
@@ -44,6 +50,7 @@ from worker.shipper import LogShipper
 
 log = logging.getLogger("labkit.worker")
 TICK = 0.2  # seconds between looks at a running batch (stop requests, hard limits, heartbeats)
+REPORT_EVERY = 10.0  # seconds between the INFO lines that count the jobs answered
 
 
 class Worker:
@@ -68,6 +75,8 @@ class Worker:
         self._force = threading.Event()
         self._shipper: LogShipper | None = None
         self._log_to_s3 = log_to_s3
+        self._report_lock = threading.Lock()
+        self._reported = (0, 0, time.monotonic())  # jobs, errors, when: as of the last count logged
 
     @property
     def forced(self) -> bool:
@@ -110,6 +119,7 @@ class Worker:
                 self._release(src, messages)
             elif messages:
                 self.handle_batch(src, messages)
+                self._report()
             elif self.burst:
                 return
 
@@ -145,10 +155,23 @@ class Worker:
 
     # -- one batch -----------------------------------------------------------------------------------
     def handle_batch(self, src: Source, messages: list[Message]) -> None:
-        """Run a received batch, reply, delete what was answered, bring the rest back soon."""
+        """Run a received batch, reply, delete what was answered, bring the rest back soon.
+
+        Each body is decoded once. Small jobs run here (a hand-off to a job thread would cost more than
+        they do) and are answered at once; the others go to the pool first, so that they run meanwhile,
+        and are answered when they end (a long job does not hold the small ones' replies)."""
         received = time.time()
-        tasks = [self.pool.submit(Task(m, lambda m=m: self.answerer.process(src, m, received))) for m in messages]
-        outcomes = self._await(src, tasks)
+        prepared = [self.answerer.prepare(src, m) for m in messages]
+        tasks = [self.pool.submit(Task(p.message, lambda p=p: self.answerer.answer(src, p, received)))
+                 for p in prepared if not p.inline]
+        self._finish(src, [self.answerer.answer(src, p, received) for p in prepared if p.inline])
+        if tasks:
+            self._finish(src, self._await(src, tasks))
+
+    def _finish(self, src: Source, outcomes: list[Outcome]) -> None:
+        """Reply, delete what was answered, bring the rest back soon."""
+        if not outcomes:
+            return
         answered, unanswered = self._reply(src, outcomes)
         self._delete(src, answered)
         self._retry_later(src, unanswered)
@@ -207,14 +230,15 @@ class Worker:
             else:
                 unanswered.append(o)
                 self.stats.unanswerable += 1
-                self._log(o.summary)
+                self._log(o)
         answered: list[Outcome] = []
         for url, group in by_target.items():
             sent = self._send_replies(src, url, group)
             answered += sent
-            unanswered += [o for o in group if o not in sent]
+            if len(sent) < len(group):
+                unanswered += [o for o in group if o not in sent]  # Outcome compares by identity
         for o in answered:
-            self._log(o.summary)
+            self._log(o)
         return answered, unanswered
 
     def _send_replies(self, src: Source, url: str, group: list[Outcome]) -> list[Outcome]:
@@ -274,10 +298,27 @@ class Worker:
             return out
         return None
 
-    def _log(self, line: str) -> None:
-        log.info(line)
+    def _log(self, o: Outcome) -> None:
+        """A job's line: DEBUG when it was answered with a result, INFO otherwise; shipped when asked."""
+        log.log(logging.DEBUG if o.ok else logging.INFO, o.summary)
         if self._shipper:
-            self._shipper.add(line)
+            self._shipper.add(o.summary)
+
+    def _report(self) -> None:
+        """Every REPORT_EVERY seconds while jobs flow, one INFO line counting them."""
+        jobs0, errors0, since = self._reported
+        now = time.monotonic()
+        if now - since < REPORT_EVERY or not self._report_lock.acquire(blocking=False):
+            return
+        try:
+            jobs, errors = self.stats.jobs, self.stats.errors
+            if jobs > jobs0:
+                log.info("worker %s: %d job(s) answered in the last %.0f s (%d error(s)), %d since start%s",
+                         self.name, jobs - jobs0, now - since, errors - errors0, jobs,
+                         "" if log.isEnabledFor(logging.DEBUG) else "; one line per job: labkit worker -v")
+            self._reported = (jobs, errors, now)
+        finally:
+            self._report_lock.release()
 
 
 def run_worker(settings: Settings, **kwargs: Any) -> int:

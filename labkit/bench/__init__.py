@@ -1,5 +1,6 @@
 """``labkit bench``: throughput, latency and big jobs, measured as ratios against a floor taken in the
-same run, on the same emulator (or on real AWS with ``aws=True``).
+same run, on the same endpoint: the embedded emulator, any SQS/S3 service (``endpoint=URL``), or real AWS
+(``aws=True``).
 
 Speed here is API calls and waiting, so every figure comes with its reference from the same run:
 
@@ -7,8 +8,9 @@ Speed here is API calls and waiting, so every figure comes with its reference fr
   code in the message path (only labkit's thin transport wrappers: batched send, long-poll receive,
   batched reply, batched delete, batched client receive and delete, the same window);
 * ``labkit``: small number jobs through the client's windowed, batched submission (what
-  :meth:`Lab.numbers_many` runs) and real worker processes; floor and labkit alternate in rounds;
-* ``round_trip``: one job at a time (p50, p95);
+  :meth:`Lab.numbers_many` runs) and real worker processes; floor and labkit alternate in rounds, and
+  the ratio is the median of the rounds' ratios (:meth:`Report.paired`);
+* ``floor_round_trip`` / ``round_trip``: one job at a time through each (p50, p95), in alternating rounds;
 * ``original`` / ``original_round_trip``: the original lab's queue settings (1 s delivery delay, 1 s
   polls, 1 s visibility) and call pattern (a queue lookup and a send per job, one send per reply),
   reimplemented for reference;

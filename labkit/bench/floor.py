@@ -20,6 +20,7 @@ from labkit.bench.drive import drive
 from labkit.bench.report import Result
 from labkit.bench.rig import Rig
 from labkit.errors import LabkitError
+from labkit.waiting import poll
 
 QUEUE = "floor-requests"
 COPIED_ATTRIBUTES = ("VisibilityTimeout", "ReceiveMessageWaitTimeSeconds", "MessageRetentionPeriod", "RedrivePolicy")
@@ -81,6 +82,35 @@ def floor(rig: Rig, jobs: int, window: int, workers: int = 1,
     correct = sum(matches(answers.get(i), plain_stats(v)) for i, v in enumerate(lists))
     return Result("floor", jobs, seconds, correct, counted, latencies, {"window": window, "workers": len(servers)},
                   calls.cpu)
+
+
+class FloorAsker:
+    """The floor's client one job at a time (``asker(values)`` -> the result): send the job, long-poll a
+    reply queue of its own until the answer is there, delete it. Its calls are counted apart."""
+
+    def __init__(self, rig: Rig) -> None:
+        self.clients = Clients(rig.settings)
+        self.request = Queue(self.clients.sqs, floor_queue(rig).url)
+        self.reply = Queue(self.clients.sqs, rig.reply_queue("floor-rt").url)
+        self.sent = 0
+
+    def __call__(self, values: list[int]) -> Any:
+        self.sent += 1
+        self.request.send(json.dumps({"id": self.sent, "reply_to": self.reply.url, "numbers": values}))
+        return _await_answer(self.reply, self.sent)
+
+
+def _await_answer(reply: Queue, job: int, timeout: float = 60.0) -> Any:
+    """Long-poll ``reply`` until the answer to job ``job`` arrives; delete what came; return its result."""
+    for _ in poll(0.0, timeout):  # each receive waits on its own (long poll)
+        msgs = reply.receive(10, wait=CLIENT_WAIT, receive_count=False)
+        if msgs:
+            reply.delete_batch([m.receipt for m in msgs])
+        for m in msgs:
+            body = json.loads(m.body)
+            if body["id"] == job:
+                return body["result"]
+    raise LabkitError(f"floor: no answer to round trip job {job} in {timeout:.0f} s")
 
 
 def serve_floor(requests: Queue, stop: threading.Event, wait: int = 1) -> None:

@@ -10,14 +10,15 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from urllib.parse import urlparse
 
-from labkit import emulator, provision
+from labkit import emulator, endpoints, provision
 from labkit.aws.clients import Clients, credentials_configured
 from labkit.aws.queues import Queue
 from labkit.aws.storage import Bucket
-from labkit.bench.counts import CountedProcess, cpu_seconds
+from labkit.bench.counts import CountedProcess, cpu_seconds, listening_pid
 from labkit.bench.report import add
-from labkit.config import Settings, read_state
+from labkit.config import Settings
 from labkit.errors import ConfigError
 from labkit.processes import Child, settings_env
 
@@ -70,8 +71,9 @@ def _diff(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
 class Rig:
     """Queues and a bucket of this run's own (unique names) on one endpoint, and its child processes.
 
-    ``Rig.open()`` reuses the emulator of ``labkit up`` when one runs, else starts a private one (a
-    separate process, so that it does not share this process's interpreter lock) and stops it at the end.
+    ``Rig.open()`` uses the endpoint it is given (``endpoint``, or ``LABKIT_ENDPOINT_URL``: any SQS/S3
+    service), else the emulator of ``labkit up`` when one runs, else starts a private one (a separate
+    process, so that it does not share this process's interpreter lock) and stops it at the end.
     """
 
     def __init__(self, settings: Settings, work_dir: Path, log: Callable[[str], None] = lambda s: None,
@@ -80,6 +82,10 @@ class Rig:
         self.log = log
         self.tag = uuid.uuid4().hex[:8]
         self.emulator = emulator  # the private emulator, stopped with the rig (None: not ours)
+        self.endpoint = endpoints.identify(settings.endpoint_url)
+        # The process serving the endpoint, when it runs on this machine apart from this one: its CPU time
+        # is shown beside the client's and the workers'.
+        self.endpoint_pid = emulator.pid if emulator else _server_pid(settings)
         names = {role: f"bench-{self.tag}-{name}" for role, name in settings.queue_names().items()}
         bucket = f"labkit-bench-{self.tag}"
         if not settings.is_local:
@@ -94,16 +100,26 @@ class Rig:
     def owns_endpoint(self) -> bool:
         return self.emulator is not None
 
+    @property
+    def where(self) -> str:
+        """What the run measures, for its report: the endpoint by what it is, and where."""
+        if not self.settings.endpoint_url:
+            return "AWS " + self.settings.region
+        label = self.endpoint.label
+        if self.endpoint.kind == "moto" and self.settings.is_local:
+            label = f"moto {_moto_version()} at {self.settings.endpoint_url}"
+        return label + (" (started for this run)" if self.owns_endpoint else "")
+
     @classmethod
     @contextlib.contextmanager
     def open(cls, settings: Settings | None = None, aws: bool = False,
-             log: Callable[[str], None] = lambda s: None) -> Iterator[Rig]:
+             log: Callable[[str], None] = lambda s: None, endpoint: str | None = None) -> Iterator[Rig]:
         """A provisioned rig; everything it created is deleted (or stopped) on exit."""
         with tempfile.TemporaryDirectory(prefix="labkit-bench-") as tmp:
             work = Path(tmp)
             emu = None
             if settings is None:
-                settings, emu = resolve_endpoint(aws, work, log)
+                settings, emu = resolve_endpoint(aws, work, log, endpoint)
             rig = cls(settings, work, log, emulator=emu)
             try:
                 provision.ensure(rig.clients)
@@ -160,7 +176,7 @@ class Rig:
 
     def meter(self, procs: Sequence[CountedProcess], *clients: Clients) -> Calls:
         """A :class:`Calls` meter that also reads the emulator's CPU time when it is this rig's process."""
-        return Calls(procs, *clients, emulator_pid=self.emulator.pid if self.emulator else None)
+        return Calls(procs, *clients, emulator_pid=self.endpoint_pid)
 
     # -- queues of the run's own ---------------------------------------------------------------------
     def create_queue(self, suffix: str, attributes: dict[str, str] | None = None) -> Queue:
@@ -179,8 +195,12 @@ class Rig:
         return self.queues[key]
 
 
-def resolve_endpoint(aws: bool, work: Path, log: Callable[[str], None]) -> tuple[Settings, Child | None]:
-    """Settings for the run and the private emulator started for it (None if one is reused, or AWS)."""
+def resolve_endpoint(aws: bool, work: Path, log: Callable[[str], None],
+                     endpoint: str | None = None) -> tuple[Settings, Child | None]:
+    """Settings for the run and the private emulator started for it (None if one is reused, or AWS).
+
+    In order: real AWS with ``aws``; ``endpoint`` or the environment's endpoint (any SQS/S3 service);
+    the emulator of ``labkit up``; a private emulator."""
     if aws:
         env = {k: v for k, v in os.environ.items() if k not in ("LABKIT_ENDPOINT_URL", "AWS_ENDPOINT_URL")}
         settings = Settings.load(env=env).replace(endpoint_url=None)
@@ -188,16 +208,34 @@ def resolve_endpoint(aws: bool, work: Path, log: Callable[[str], None]) -> tuple
             raise ConfigError("--aws needs AWS credentials (aws configure, AWS_PROFILE)")
         log(f"bench: real AWS in {settings.region}: this run creates queues and a bucket and deletes them at the end")
         return settings, None
-    settings = Settings.load()
-    url = settings.endpoint_url
-    if url is None:
-        emu = read_state(settings.state_dir).get("emulator") or {}
-        url = emu.get("url")
-    if url and settings.replace(endpoint_url=url).is_local and emulator.healthy(url):
-        log(f"bench: using the running emulator at {url}")
-        return settings.replace(endpoint_url=url), None
-    if settings.endpoint_url and not settings.is_local:
-        raise ConfigError(f"the endpoint {settings.endpoint_url} is not the local emulator; use --aws for AWS")
+    settings = Settings.load(endpoint_url=endpoint)
+    url = settings.endpoint_url  # given, from the environment, or from the state file of `labkit up`
+    asked = endpoint or os.environ.get("LABKIT_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL")
+    if url and endpoints.is_aws(url):
+        raise ConfigError(f"{url} is AWS: use --aws (the run makes queues and a bucket there, at a cost)")
+    if url and endpoints.reachable(url):
+        log(f"bench: {endpoints.identify(url).label}" + ("" if asked else " (from labkit up)"))
+        return settings, None
+    if asked:
+        raise ConfigError(f"nothing answers at {url}: start the service, or leave the endpoint out for a private "
+                          "emulator")
     child, url = emulator.spawn(work)
     log(f"bench: started a private emulator at {url}")
     return Settings.load(env={}, state_dir=work / "state", endpoint_url=url, region=settings.region), child
+
+
+def _server_pid(settings: Settings) -> int | None:
+    """The process of another's that serves a loopback endpoint (None elsewhere, or when it is this one)."""
+    if not settings.is_local or not settings.endpoint_url:
+        return None
+    port = urlparse(settings.endpoint_url).port
+    pid = listening_pid(port) if port else None
+    return pid if pid != os.getpid() else None
+
+
+def _moto_version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("moto")
+    except Exception:
+        return "?"

@@ -13,7 +13,7 @@ from labkit.bench.floor import floor
 from labkit.bench.original import original, original_round_trip
 from labkit.bench.report import Report, Result, ms, rounded
 from labkit.bench.rig import Rig
-from labkit.bench.scenarios import big_numbers, images, labkit_throughput, round_trip, throughput
+from labkit.bench.scenarios import big_numbers, images, labkit_throughput, round_trips, throughput
 from labkit.config import Settings
 from labkit.errors import ConfigError
 from labkit.flow import adaptive_window, default_window
@@ -25,16 +25,16 @@ SCENARIOS = ("floor", "labkit", "round_trip", "original", "big", "images")
 class Plan:
     """Sizes of one run. :meth:`quick` is a small run for tests and notebooks."""
 
-    jobs: int = 2000
+    jobs: int | None = None  # None: 2,400 on moto and AWS, 12,000 on a fast service on this machine
     window: int | None = None  # None: the client's default for the endpoint
     workers: int = 1
     concurrency: int = 4
-    round_trips: int = 50
+    round_trips: int = 100
     original_jobs: int = 300
     original_round_trips: int = 6
     big: int = 10_000_000
     images: int = 50
-    rounds: int = 2  # floor and labkit alternate in this many rounds each
+    rounds: int = 8  # floor and labkit alternate in this many rounds each (a ratio per pair: its median)
     only: tuple[str, ...] = SCENARIOS
 
     @classmethod
@@ -45,26 +45,36 @@ class Plan:
     @classmethod
     def quick(cls, **changes: Any) -> Plan:
         """A small run (about 30 s), with ``changes`` (None values ignored)."""
-        base = cls(jobs=200, round_trips=10, original_jobs=30, original_round_trips=2, big=200_000, images=4)
+        base = cls(jobs=200, round_trips=10, original_jobs=30, original_round_trips=2, big=200_000, images=4,
+                   rounds=2)
         return dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None})
 
 
 Step = Callable[[], Result | tuple[Result, ...]]
 
 
+def throughput_jobs(rig: Rig) -> int:
+    """Jobs for the throughput rounds by default: about 10 s of each pipeline. A fast service on this
+    machine (fauxqs: about 1,500 jobs/s) needs more than moto (200/s) for rounds long enough to compare."""
+    return 12_000 if rig.settings.is_local and not rig.endpoint.slows_as_queues_fill else 2_400
+
+
 def run_bench(plan: Plan | None = None, settings: Settings | None = None, aws: bool = False,
-              log: Callable[[str], None] = lambda s: None) -> Report:
+              log: Callable[[str], None] = lambda s: None, endpoint: str | None = None) -> Report:
     """Run the scenarios of ``plan`` in one process on one endpoint and return the :class:`Report`.
 
     ``settings``: an endpoint to use (its queue and bucket names are ignored: the run makes its own);
-    default: the emulator of ``labkit up`` if it runs, else a private one (or real AWS with ``aws``).
+    else ``endpoint`` (any SQS/S3 service's URL), ``LABKIT_ENDPOINT_URL``, the endpoint of ``labkit up``,
+    or a private emulator started for the run (or real AWS with ``aws``).
     """
     plan = plan or Plan()
     unknown = set(plan.only) - set(SCENARIOS)
     if unknown:
         raise ConfigError(f"unknown scenario(s) {', '.join(sorted(unknown))}: choose from {', '.join(SCENARIOS)}")
-    with Rig.open(settings, aws, log) as rig:
-        report = Report(_where(rig), _params(plan, rig))
+    with Rig.open(settings, aws, log, endpoint) as rig:
+        if plan.jobs is None:
+            plan = dataclasses.replace(plan, jobs=throughput_jobs(rig))
+        report = Report(rig.where, _params(plan, rig))
         for name, step in _steps(plan, rig):
             log(f"bench: {name} ...")
             out = step()
@@ -77,7 +87,7 @@ def run_bench(plan: Plan | None = None, settings: Settings | None = None, aws: b
 
 def _steps(plan: Plan, rig: Rig) -> list[tuple[str, Step]]:
     """What ``plan`` runs, in order, each with the name the log gives it."""
-    window = plan.window or default_window(rig.settings.is_local)
+    window = plan.window or default_window(rig.endpoint)
     steps: list[tuple[str, Step]] = []
     if "floor" in plan.only and "labkit" in plan.only:
         steps.append(("floor and labkit", lambda: throughput(rig, plan.jobs, plan.window, plan.workers,
@@ -88,7 +98,7 @@ def _steps(plan: Plan, rig: Rig) -> list[tuple[str, Step]]:
         steps.append(("labkit", lambda: labkit_throughput(rig, plan.jobs, plan.window, plan.workers,
                                                           plan.concurrency)))
     if "round_trip" in plan.only:
-        steps.append(("round trip", lambda: round_trip(rig, plan.round_trips)))
+        steps.append(("round trip (floor and labkit)", lambda: round_trips(rig, plan.round_trips)))
     if "original" in plan.only:
         steps.append(("original", lambda: original(rig, plan.original_jobs, window)))
         steps.append(("original round trip", lambda: original_round_trip(rig, plan.original_round_trips)))
@@ -99,17 +109,12 @@ def _steps(plan: Plan, rig: Rig) -> list[tuple[str, Step]]:
     return steps
 
 
-def _where(rig: Rig) -> str:
-    if not rig.settings.is_local:
-        return "AWS " + rig.settings.region
-    return f"emulator (moto {_moto_version()}) at {rig.settings.endpoint_url}"
 
 
 def _params(plan: Plan, rig: Rig) -> dict[str, Any]:
     """The run's parameters as the report keeps them (the window described as the client will use it)."""
-    local = rig.settings.is_local
-    window = plan.window or default_window(local)
-    flow = adaptive_window(local)
+    window = plan.window or default_window(rig.endpoint)
+    flow = adaptive_window(rig.endpoint)
     described = str(window) if plan.window or flow.low == flow.high else \
         f"adaptive from {window} ({flow.low}-{flow.high})"
     return {"jobs": plan.jobs, "window": described, "workers": plan.workers, "concurrency": plan.concurrency,
@@ -118,11 +123,12 @@ def _params(plan: Plan, rig: Rig) -> dict[str, Any]:
 
 def sweep(windows: Sequence[int] = (10, 20, 40, 80), workers: Sequence[int] = (1, 2),
           concurrency: Sequence[int] = (4,), jobs: int = 500, settings: Settings | None = None,
-          aws: bool = False, log: Callable[[str], None] = lambda s: None) -> list[dict[str, Any]]:
+          aws: bool = False, log: Callable[[str], None] = lambda s: None,
+          endpoint: str | None = None) -> list[dict[str, Any]]:
     """Throughput and latency of labkit and of the floor against the window, the number of worker
     processes and their concurrency: one plain dict per pipeline and point, e.g. for ``labkit.plots``."""
     rows: list[dict[str, Any]] = []
-    with Rig.open(settings, aws, log) as rig:
+    with Rig.open(settings, aws, log, endpoint) as rig:
         for k in workers:
             for c in concurrency:
                 for w in windows:
@@ -138,10 +144,3 @@ def _point(pipeline: str, res: Result, window: int, workers: int, concurrency: i
             "jobs": res.jobs, "correct": res.correct, "jobs_per_s": round(res.jobs_per_s, 2),
             "p50_ms": ms(res.p50), "p95_ms": ms(res.p95), "calls_per_job": rounded(res.calls_per_job, 3)}
 
-
-def _moto_version() -> str:
-    try:
-        from importlib.metadata import version
-        return version("moto")
-    except Exception:
-        return "?"

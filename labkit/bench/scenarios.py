@@ -9,15 +9,16 @@ import contextlib
 import io
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from labkit.aws.clients import Clients
 from labkit.aws.storage import Bucket
 from labkit.bench.answers import close, job_ok, matches, number_lists, plain_stats
 from labkit.bench.counts import CountedProcess
-from labkit.bench.floor import floor, floor_servers
+from labkit.bench.floor import FloorAsker, floor, floor_servers
 from labkit.bench.report import Result, add, merge
 from labkit.bench.rig import Rig, settle
 from labkit.errors import LabkitError
@@ -30,7 +31,7 @@ def throughput(rig: Rig, jobs: int, window: int | None, workers: int = 1, concur
                rounds: int = 2) -> tuple[Result, Result]:
     """The floor and labkit on ``jobs`` jobs each, in alternating rounds (floor, labkit, labkit, floor,
     ...), so that drift in the emulator's speed or the machine's load hits both alike."""
-    floor_window = window or default_window(rig.settings.is_local)
+    floor_window = window or default_window(rig.endpoint)
     servers = floor_servers(rig, workers)
     procs = rig.workers(workers, "numbers", concurrency)
     sizes = [jobs // rounds + (r < jobs % rounds) for r in range(rounds)]
@@ -78,31 +79,69 @@ def labkit_throughput(rig: Rig, jobs: int, window: int | None, workers: int = 1,
                    "concurrency": concurrency}, calls.cpu)
 
 
-def round_trip(rig: Rig, jobs: int = 50, procs: Sequence[CountedProcess] | None = None) -> Result:
-    """One number job at a time: submit, wait for the answer, next."""
+def round_trips(rig: Rig, jobs: int = 50, rounds: int = 5) -> tuple[Result, Result]:
+    """One job at a time through the floor and through labkit, ``jobs`` each, in alternating rounds (as
+    :func:`throughput` does), with one server and one worker process."""
     from labkit.client import Lab
-    lists = number_lists(jobs, seed=3)
+    servers = floor_servers(rig, 1)
+    procs = rig.workers(1, "numbers")
+    rounds = max(1, min(rounds, jobs))
+    sizes = [jobs // rounds + (r < jobs % rounds) for r in range(rounds)]
+    floors: list[Result] = []
+    labs: list[Result] = []
+    try:
+        with Lab(rig.settings) as lab:
+            ask_floor = FloorAsker(rig)
+            lab.numbers([1]).result(timeout=60)  # warm: reply queues made, connections open
+            ask_floor([1])
+            settle()
+            def ask_lab(values: list[int]) -> Any:
+                return lab.numbers(values).result(timeout=60)
+
+            for r, size in enumerate(sizes):
+                lists = number_lists(size, seed=30 + r)
+                for name in ("floor", "labkit") if r % 2 == 0 else ("labkit", "floor"):
+                    if name == "floor":
+                        floors.append(one_at_a_time(rig, "floor_round_trip", ask_floor, lists, servers,
+                                                    ask_floor.clients))
+                    else:
+                        labs.append(one_at_a_time(rig, "round_trip", ask_lab, lists, procs, lab.clients))
+    finally:
+        rig.stop([*servers, *procs])
+    return merge(floors), merge(labs)
+
+
+def round_trip(rig: Rig, jobs: int = 50, procs: Sequence[CountedProcess] | None = None, seed: int = 3) -> Result:
+    """One number job at a time through labkit: submit, wait for the answer, next."""
+    from labkit.client import Lab
     own = procs is None
     procs = rig.workers(1, "numbers") if procs is None else procs
     try:
         with Lab(rig.settings) as lab:
             lab.numbers([1]).result(timeout=60)
             settle()
-            calls = rig.meter(procs, lab.clients)
-            calls.start()
-            latencies, correct = [], 0
-            t0 = time.perf_counter()
-            for values in lists:
-                t = time.perf_counter()
-                result = lab.numbers(values).result(timeout=60)
-                latencies.append(time.perf_counter() - t)
-                correct += matches(result, plain_stats(values))
-            seconds = time.perf_counter() - t0
-            counted = calls.stop()
+            return one_at_a_time(rig, "round_trip", lambda values: lab.numbers(values).result(timeout=60),
+                                 number_lists(jobs, seed=seed), procs, lab.clients)
     finally:
         if own:
             rig.stop(procs)
-    return Result("round_trip", jobs, seconds, correct, counted, latencies, cpu=calls.cpu)
+
+
+def one_at_a_time(rig: Rig, name: str, ask: Callable[[list[int]], Any], lists: list[list[int]],
+                  procs: Sequence[CountedProcess], clients: Clients) -> Result:
+    """``ask(values)`` for each list in turn, timed and metered (the processes' and the clients' calls)."""
+    calls = rig.meter(procs, clients)
+    calls.start()
+    latencies, correct = [], 0
+    t0 = time.perf_counter()
+    for values in lists:
+        t = time.perf_counter()
+        result = ask(values)
+        latencies.append(time.perf_counter() - t)
+        correct += matches(result, plain_stats(values))
+    seconds = time.perf_counter() - t0
+    counted = calls.stop()
+    return Result(name, len(lists), seconds, correct, counted, latencies, cpu=calls.cpu)
 
 
 # -- 10 million numbers ----------------------------------------------------------------------------------

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from labkit.bench.prices import PRICES
 from labkit.bench.report import Report, ms
 
@@ -42,8 +44,16 @@ def _cpu(report: Report) -> list[str]:
 
 
 def _notes(report: Report) -> list[str]:
-    """The big list's memory and the images' upload and reference rates."""
-    lines = []
+    """The paired rounds, the big list's memory and the images' upload and reference rates."""
+    lines = [""] if report.paired("labkit", "floor") or report.paired("round_trip", "floor_round_trip",
+                                                                      "round_p50_ms") else []
+    for a, b, key, what in (("labkit", "floor", "round_rates", "throughput labkit / floor"),
+                            ("round_trip", "floor_round_trip", "round_p50_ms", "round trip p50 labkit / floor")):
+        pairs = report.paired(a, b, key)
+        if pairs:
+            q1, q2, q3 = np.percentile(pairs, [25, 50, 75])
+            lines.append(f"{what} by round: median {q2:.2f}, IQR {q1:.2f}-{q3:.2f}, range {min(pairs):.2f}-"
+                         f"{max(pairs):.2f} over {len(pairs)} pairs")
     big = report.get("big")
     if big is not None and "peak_rss_mib" in big.extra:
         e = big.extra

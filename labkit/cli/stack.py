@@ -19,9 +19,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     from labkit import local
     s = settings(args)
     use_local = True if args.local else (False if args.aws else None)
-    if local.choose_local(s, use_local) is False and not s.endpoint_url:
-        say(f"using real AWS in {s.region}: queues and a bucket will be created (they cost money while they hold "
-            "data; `labkit teardown` deletes them)")
+    if local.choose_local(s, use_local) is False:
+        say(local.where_up_goes(s))
     out = local.up(s, use_local, workers=args.workers, concurrency=args.concurrency, progress=say)
     report, state = out["report"], out["state"]
     print_changes(created=report.created, updated=report.updated)
@@ -65,6 +64,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from worker.loop import run_worker
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout)
     logging.getLogger("botocore").setLevel(logging.WARNING)
+    if args.verbose:
+        logging.getLogger("labkit").setLevel(logging.DEBUG)
     lanes = tuple(r.strip() for r in args.queues.split(",") if r.strip())
     return run_worker(settings(args), roles=lanes, concurrency=args.concurrency, burst=args.burst,
                       poll_wait=args.poll_wait, job_timeout=args.job_timeout, log_to_s3=args.log_to_s3)
@@ -117,6 +118,8 @@ def register(add: Add) -> None:
     sp.add_argument("--job-timeout", type=float, default=600, metavar="S",
                     help="abandon a job with an error reply after S seconds (default 600)")
     sp.add_argument("--log-to-s3", action="store_true", help="also write job log lines to the bucket under logs/")
+    sp.add_argument("-v", "--verbose", action="store_true", help="log one line per job answered (by default: "
+                    "a count every 10 s, and a line per error reply)")
 
     sp = add("emulator", cmd_emulator, "run the embedded emulator in the foreground (127.0.0.1 only)", parents=[])
     sp.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")

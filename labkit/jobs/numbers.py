@@ -1,8 +1,9 @@
 """The "numbers" job: summary statistics of a list of numbers.
 
 Input is a list of JSON-decoded numbers, the legacy plain-text form ("1,5,22" or "1 5 22"), or a 1-D
-numpy array (e.g. decoded from a ``.npy`` claim-check payload). Everything is vectorised with numpy, so
-millions of numbers are cheap; the median uses ``np.partition`` (linear time).
+numpy array (e.g. decoded from a ``.npy`` claim-check payload). Vectorised with numpy, millions of numbers
+are cheap (the median uses ``np.partition``, linear time); short lists of integers take a plain-Python path
+with the same results (:mod:`labkit.jobs.small_numbers`), for numpy's fixed cost would dominate them.
 
 Integers are exact: when every item is an integer, min, max, sum (a Python int, never overflowing) and
 median (when it is a whole number) are exact, and the mean is the correctly rounded quotient of the exact
@@ -22,11 +23,9 @@ from typing import Any
 import numpy as np
 
 from labkit.errors import InvalidInput
+from labkit.jobs.small_numbers import INT64_MAX, INT64_MIN, small_int_stats
 
 __all__ = ["compute", "parse_text", "to_array", "format_legacy", "format_legacy_error"]
-
-INT64_MIN = -(2**63)
-INT64_MAX = 2**63 - 1
 
 _SHOW_LIMIT = 40  # longest repr shown in an error message
 
@@ -243,6 +242,10 @@ def compute(values: list[Any] | tuple[Any, ...] | str | np.ndarray, overwrite: b
     place instead of sorting a copy of the same size (for arrays nobody else uses, like a payload just
     read from S3). The results are the same either way.
     """
+    if isinstance(values, str):
+        values = parse_text(values)
+    if isinstance(values, (list, tuple)) and (small := small_int_stats(values)) is not None:
+        return small  # the same figures as below, bit for bit, in a fifth of the time
     array = to_array(values)
     ours = not (isinstance(values, np.ndarray) and np.may_share_memory(array, values))
     in_place = (overwrite or ours) and array.flags.writeable
