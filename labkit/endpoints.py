@@ -13,6 +13,7 @@ LocalStack's ``/_localstack/health``), asked once per process and URL. None of t
 from __future__ import annotations
 
 import functools
+import socket
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -81,15 +82,15 @@ def _page(url: str) -> bytes:
 
 
 def reachable(url: str, timeout: float = PROBE_TIMEOUT) -> bool:
-    """True when an HTTP server answers at ``url`` (with any status: a service's root page is often a
-    404). Cheap: it asks for nothing that grows with the service's state."""
+    """True when something listens at ``url``'s host and port. Only a TCP connect: no HTTP request, so it
+    costs the service nothing (moto's page of state grows with it) and counts as none of its actions (an
+    emulator that enforces IAM lets only a few unsigned requests through)."""
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         return False
     try:
-        with urllib.request.urlopen(url.rstrip("/") + "/", timeout=timeout):
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        with socket.create_connection((parsed.hostname, port), timeout=timeout):
             return True
-    except urllib.error.HTTPError:
-        return True  # it answered, with an error status
-    except (urllib.error.URLError, OSError, ValueError):
+    except (OSError, ValueError):
         return False

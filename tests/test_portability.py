@@ -10,6 +10,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -81,8 +82,9 @@ def test_up_status_submit_down_on_fauxqs(fauxqs: str, tmp_path: Path) -> None:
                "--out", str(tmp_path / "out.png"))
         with Image.open(tmp_path / "out.png") as out:
             assert (out.size, out.mode) == ((32, 24), "L")
-        # And a reply queue left behind by a client that died is there for `down` to clean up
+        # And a reply queue left behind by a client that died (last seen two hours ago) is there for `down`
         leftover = provision.create_reply_queue(Clients(s))
+        leftover.tag({provision.LAST_SEEN_TAG: str(int(time.time()) - 7200)})
     finally:
         # When labkit goes down
         down = labkit(env, "down")
