@@ -32,6 +32,7 @@ from labkit.errors import AwsError, InvalidInput, JobTimeout, RemoteJobError
 from labkit.flow import Window, adaptive_window, default_window
 from labkit.job import DEFAULT_TIMEOUT, ImageResult, Job, SentRequest
 from labkit.jobs import numbers as numbers_job
+from labkit.journal import Journal
 from labkit.keys import safe_key, upload_key
 from labkit.protocol import JobRequest, encode_request
 from labkit.replies import Replies
@@ -50,7 +51,8 @@ class Lab:
     def __init__(self, settings: Settings | None = None, **overrides: Any) -> None:
         self.settings = settings or Settings.load(**overrides)
         self.clients = Clients(self.settings)
-        self.replies = Replies(self.clients)
+        self.journal = Journal(self.settings.state_dir)  # job timelines, for `labkit trace`
+        self.replies = Replies(self.clients, on_done=self._record)
         self.jobs_sent = 0
         self.last_window: int | None = None  # the window the last submit_many ended with
         self._queues: dict[str, Queue] = {}
@@ -68,6 +70,10 @@ class Lab:
         """Stop listening and delete this client's reply queue."""
         atexit.unregister(self.close)
         self.replies.close()
+        self.journal.flush()
+
+    def _record(self, job: Job) -> None:
+        self.journal.record(job.id, job.kind, job.timeline())
 
     # -- resources -----------------------------------------------------------------------------------
     @property

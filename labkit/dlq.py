@@ -13,6 +13,8 @@ in both queues, and the client drops the duplicate reply by id.
 
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -21,7 +23,8 @@ from labkit.aws.clients import Clients
 from labkit.aws.queues import MAX_BATCH, NON_EXISTENT, Message, Queue
 from labkit.config import DLQ_SUFFIX
 from labkit.errors import AwsError, ConfigError
-from labkit.protocol import peek
+from labkit.protocol import json_loads, peek
+from labkit.timeline import event
 
 # Hold received dead letters this long while showing or moving them (released or deleted before).
 HOLD_SECONDS = 60
@@ -112,7 +115,7 @@ class DeadLetters:
 
     def _move(self, batch: list[Message], report: RedriveReport) -> None:
         try:
-            failures = self.source.send_batch([m.body for m in batch])
+            failures = self.source.send_batch([with_history(m) for m in batch])
         except Exception:
             self.dlq.change_visibility([m.receipt for m in batch], 0)
             raise
@@ -124,3 +127,23 @@ class DeadLetters:
         if sent:
             report.not_deleted += len(self.dlq.delete_batch([m.receipt for m in sent]))
             report.moved += len(sent)
+
+
+def with_history(m: Message) -> str:
+    """The body to send back: a v1 request gets ``history`` events (its first delivery, as SQS recorded it,
+    and this redrive), so that its answer's timeline tells the whole story. Other bodies go back as they
+    came (the original lab's plain text, a malformed body)."""
+    try:
+        data = json_loads(m.body)
+    except (ValueError, RecursionError):
+        return m.body
+    if not isinstance(data, dict) or data.get("v") != 1:
+        return m.body
+    history = data.get("history") if isinstance(data.get("history"), list) else []
+    if m.first_received_at:
+        history.append(event("received", m.first_received_at, receive_count=1, inferred=True))
+    history.append(event("redriven", time.time(), receive_count=m.receive_count))
+    try:
+        return json.dumps({**data, "history": history}, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):  # a literal JSON cannot write back (an integer of 4,000 digits): as it came
+        return m.body

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from labkit.errors import JobTimeout, LabkitError, RemoteJobError
 from labkit.protocol import JobResult, load_result
+from labkit.timeline import clean, event, merge
 
 if TYPE_CHECKING:
     from labkit.client import Lab
@@ -51,6 +52,7 @@ class Job:
         self.submitted = time.time()
         self.finished: float | None = None
         self.reply: JobResult | None = None
+        self.notes: list[dict[str, Any]] = []  # events the client saw besides the answer (labkit.timeline)
         self._future: cf.Future[JobResult] = cf.Future()
 
     def __repr__(self) -> str:
@@ -75,6 +77,17 @@ class Job:
     def _fail(self, exc: BaseException) -> None:
         if not self._future.done():
             self._future.set_exception(exc)
+
+    def timeline(self) -> list[dict[str, Any]]:
+        """The job's life so far, in time order: ``sent`` and ``result`` as this client saw them, merged with
+        the events the workers reported (``received`` once per delivery, ``started``, ``finished``,
+        ``replied``; ``visibility_extended``, ``released``, ``abandoned``, ``redriven`` when they happen)
+        and ``duplicate`` for a second answer dropped. See docs/protocol.md, "Timelines"."""
+        mine = [event("sent", self.submitted)]
+        if self.finished is not None:
+            mine.append(event("result", self.finished))
+        theirs = clean(self.reply.events) if self.reply is not None else []
+        return merge(mine, theirs, clean(self.notes))
 
     def result(self, timeout: float | None = DEFAULT_TIMEOUT) -> Any:
         """The job's result (a dict; an :class:`ImageResult` for image jobs).

@@ -144,3 +144,15 @@ def purge_report(outcomes: Sequence[PurgeOutcome]) -> tuple[Table, Note]:
     text = f"purged {len(purged)} of {len(outcomes)} queue(s)" + (f" ({', '.join(purged)})" if purged else "")
     text += "; " + "; ".join(f"{o.queue} {purge_outcome(o)}" for o in left)
     return table, Note(text, "error" if any(o.error for o in left) else "warning")
+
+
+def timeline_table(events: Sequence[dict[str, Any]], title: str = "Timeline") -> Table:
+    """A job's life (``Job.timeline()``): one row per event, with the time spent in each phase below."""
+    from labkit.timeline import deliveries, phases, rows
+    p = phases(events)
+    spent = ", ".join(f"{name.replace('_', ' ')} {value * 1000:,.1f} ms" for name, value in p.items()
+                      if value is not None)
+    n = deliveries(events)
+    summary = f"{n} deliver{'y' if n == 1 else 'ies'}; {spent}"
+    table_rows = rows(events) + ([["", "", summary]] if spent else [])
+    return Table(table_rows or [["", "(no events)", ""]], ["at", "event", ""], title)

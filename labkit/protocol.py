@@ -7,6 +7,7 @@ This module does no I/O of its own: the claim check takes a *store* with ``put(k
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -77,11 +78,15 @@ class JobRequest:
     sent_at: float = field(default_factory=time.time)
     payload_ref: dict[str, Any] | None = None
     v: int = VERSION
+    # Events of earlier lives of this request (a redrive adds them): the worker passes them on in its reply.
+    history: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = {"v": self.v, "id": self.id, "kind": self.kind, "sent_at": self.sent_at}
         if self.reply_to:
             d["reply_to"] = self.reply_to
+        if self.history:
+            d["history"] = self.history
         if self.payload_ref is not None:
             d["payload_ref"] = self.payload_ref
         else:
@@ -137,11 +142,12 @@ class JobRequest:
             payload = None
         elif not isinstance(payload, dict):
             raise fail("request 'payload' must be a JSON object")
+        history = data.get("history")
         return cls(kind=kind, payload=payload, id=job_id, reply_to=reply_to, sent_at=float(sent_at),
-                   payload_ref=ref, v=VERSION)
+                   payload_ref=ref, v=VERSION, history=history if isinstance(history, list) else None)
 
 
-RESULT_FIELDS = frozenset({"id", "ok", "kind", "result", "error", "worker", "timings", "result_ref", "v"})
+RESULT_FIELDS = frozenset({"id", "ok", "kind", "result", "error", "worker", "timings", "result_ref", "v", "events"})
 
 
 @dataclass(frozen=True)
@@ -157,6 +163,8 @@ class JobResult:
     timings: dict[str, float] = field(default_factory=dict)
     result_ref: dict[str, Any] | None = None
     v: int = VERSION
+    # The worker's side of the job's life (labkit.timeline): received, started, finished, replied, ...
+    events: list[dict[str, Any]] | None = None
 
     @classmethod
     def success(cls, job_id: str, kind: str, result: dict[str, Any], **kw: Any) -> JobResult:
@@ -169,7 +177,7 @@ class JobResult:
     def to_dict(self) -> dict[str, Any]:
         # By hand, not dataclasses.asdict: that deep-copies every reply's result on the worker's hot path.
         d: dict[str, Any] = {"v": self.v, "id": self.id, "ok": self.ok}
-        for name in ("kind", "result", "error", "worker", "result_ref"):
+        for name in ("kind", "result", "error", "worker", "result_ref", "events"):
             value = getattr(self, name)
             if value is not None:
                 d[name] = value
@@ -186,6 +194,19 @@ class JobResult:
         if data.get("v") != VERSION or not isinstance(data.get("id"), str) or not isinstance(data.get("ok"), bool):
             raise ProtocolError("not a labkit v1 result (needs 'v': 1, string 'id', boolean 'ok')", raw=body)
         return cls(**{k: v for k, v in data.items() if k in RESULT_FIELDS})
+
+
+def note_body(job_id: str, events: list[dict[str, Any]]) -> str:
+    """A worker's note about a job that is not its answer (a delivery it gave back): events only."""
+    return _dumps({"v": VERSION, "id": job_id, "note": "events", "events": events})
+
+
+def read_note(data: dict[str, Any]) -> tuple[str, list[dict[str, Any]]] | None:
+    """(job id, events) of a decoded note body, or None when it is not one."""
+    if data.get("v") == VERSION and data.get("note") == "events" and isinstance(data.get("id"), str) \
+            and isinstance(data.get("events"), list):
+        return data["id"], data["events"]
+    return None
 
 
 def _big_int(text: str) -> int | Decimal:
@@ -405,7 +426,7 @@ def encode_result(res: JobResult, store: Store | None, max_inline: int) -> str:
     key = f"{PAYLOADS_PREFIX}{res.id}.result.json"
     store.put(key, data, "application/json")
     ref = {"bucket": store.name, "key": key, "format": "json", "bytes": len(data)}
-    return JobResult(res.id, res.ok, res.kind, None, res.error, res.worker, res.timings, ref).encode()
+    return dataclasses.replace(res, result=None, result_ref=ref).encode()
 
 
 def load_result(res: JobResult, store: Store | None) -> dict[str, Any] | None:

@@ -17,14 +17,15 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from labkit import provision
 from labkit.aws.clients import Clients
 from labkit.aws.queues import Queue, is_missing_queue
 from labkit.errors import LabkitError, ProtocolError
 from labkit.job import Job
-from labkit.protocol import JobResult
+from labkit.protocol import JobResult, json_loads, read_note
+from labkit.timeline import event
 
 RECEIVE_WAIT = 5  # seconds each receive waits: short enough to notice a close soon
 log = logging.getLogger(__name__)
@@ -33,8 +34,10 @@ log = logging.getLogger(__name__)
 class Replies:
     """The reply queue of one client and the jobs waiting on it."""
 
-    def __init__(self, clients: Clients, heartbeat: float = provision.REPLY_HEARTBEAT) -> None:
+    def __init__(self, clients: Clients, heartbeat: float = provision.REPLY_HEARTBEAT,
+                 on_done: Callable[[Job], None] | None = None) -> None:
         self.clients = clients
+        self.on_done = on_done  # called with each job once its answer has come (the Lab's journal)
         self.heartbeat = heartbeat  # seconds between refreshes of the queue's last-seen tag
         self.duplicates = 0
         self.replaced = 0  # times the queue was found deleted and made anew
@@ -42,7 +45,7 @@ class Replies:
         self._wake = threading.Condition(self._lock)
         self._pending: dict[str, Job] = {}
         self._stale: set[str] = set()  # pending jobs whose request names a reply queue that is gone
-        self._done_ids: set[str] = set()
+        self._done: dict[str, Job] = {}  # answered jobs by id: a second answer is a duplicate
         self._queue: Queue | None = None
         self._next_beat = 0.0
         self._listener: threading.Thread | None = None
@@ -143,7 +146,7 @@ class Replies:
             self._resend(queue)
 
     def _receive(self, queue: Queue) -> None:
-        messages = queue.receive(10, wait=RECEIVE_WAIT)
+        messages = queue.receive(10, wait=RECEIVE_WAIT, receive_count=False)  # no attribute: never read
         # Answer the waiting jobs first, then delete: a reply whose delete fails comes back later and is
         # dropped as a duplicate, and nobody waits for the delete call.
         for m in messages:
@@ -204,14 +207,32 @@ class Replies:
         try:
             reply = JobResult.decode(body)
         except ProtocolError:
-            return  # not ours to understand; nothing waits for it
+            self._note(body)
+            return
         with self._lock:
             job = self._pending.pop(reply.id, None)
             self._stale.discard(reply.id)
             if job is None:
-                if reply.id in self._done_ids:
+                done = self._done.get(reply.id)
+                if done is not None:
                     self.duplicates += 1
+                    done.notes.append(event("duplicate", time.time()))
                 return
-            self._done_ids.add(reply.id)
+            self._done[reply.id] = job
         job._resolve(reply)
+        if self.on_done is not None:
+            self.on_done(job)
 
+    def _note(self, body: str) -> None:
+        """A worker's note on a job (a delivery it gave back): its events join the job's timeline. Anything
+        else that is not an answer is not ours to understand; nothing waits for it."""
+        try:
+            data = json_loads(body)
+        except (ValueError, RecursionError):
+            return
+        note = read_note(data) if isinstance(data, dict) else None
+        if note is not None:
+            with self._lock:
+                job = self._pending.get(note[0]) or self._done.get(note[0])
+            if job is not None:
+                job.notes += note[1]

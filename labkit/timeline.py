@@ -18,13 +18,13 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 # The order events of one delivery happen in: it breaks ties between events stamped at the same time.
-ORDER = ("sent", "received", "started", "visibility_extended", "released", "abandoned", "finished", "replied",
-         "result")
+ORDER = ("sent", "received", "redriven", "started", "visibility_extended", "released", "abandoned", "finished",
+         "replied", "result", "duplicate")
 _RANK = {name: i for i, name in enumerate(ORDER)}
 # What an event may carry besides "event" and "at" (anything else from a worker is dropped).
 FIELDS = {"received": ("receive_count", "worker", "inferred"), "visibility_extended": ("seconds",),
           "finished": ("ok",), "released": ("worker", "why"), "abandoned": ("worker",), "sent": ("queue",),
-          "started": (), "replied": (), "result": ("duplicates",)}
+          "redriven": ("receive_count",), "started": (), "replied": (), "result": (), "duplicate": ()}
 
 
 def event(name: str, at: float, **fields: Any) -> dict[str, Any]:
@@ -71,25 +71,37 @@ def phases(events: Sequence[dict[str, Any]]) -> dict[str, float | None]:
     return {"queue_wait": span(sent, started), "compute": span(started, finished), "return": span(finished, result)}
 
 
+def rows(events: Sequence[dict[str, Any]]) -> list[list[str]]:
+    """One row per event: seconds after the first event, the event, what it says."""
+    if not events:
+        return []
+    t0 = events[0]["at"]
+    return [[f"+{e['at'] - t0:.3f} s", e["event"], describe(e)] for e in events]
+
+
+def describe(e: dict[str, Any]) -> str:
+    """What an event says besides its name and time."""
+    name = e["event"]
+    if name == "received":
+        text = f"delivery {e.get('receive_count', 1)}" + (f", by {e['worker']}" if e.get("worker") else "")
+        if e.get("inferred"):
+            text += " (when SQS first handed it out: whoever held it then did not answer)"
+        return text
+    if name == "visibility_extended":
+        return f"kept invisible for another {e.get('seconds', '?')} s (heartbeat)"
+    if name == "finished":
+        return "ok" if e.get("ok", True) else "with an error"
+    if name == "redriven":
+        return f"sent back from the dead-letter queue, after {e.get('receive_count', '?')} receives"
+    if name == "duplicate":
+        return "a second answer with this id, dropped"
+    if name in ("released", "abandoned"):
+        why = {"released": "handed back unstarted (the worker was stopping)",
+               "abandoned": "past the worker's hard limit: an error was answered"}[name]
+        return why + (f", by {e['worker']}" if e.get("worker") else "")
+    return ""
+
+
 def format_timeline(events: Sequence[dict[str, Any]]) -> list[str]:
     """One line per event, times relative to the first: what ``labkit trace`` prints."""
-    if not events:
-        return ["(no events)"]
-    t0 = events[0]["at"]
-    lines = []
-    for e in events:
-        details = []
-        if e["event"] == "received":
-            details.append(f"delivery {e.get('receive_count', 1)}")
-            if e.get("worker"):
-                details.append(f"by {e['worker']}")
-            if e.get("inferred"):
-                details.append("(from SQS's first-receive time: the worker of that delivery did not answer)")
-        elif e["event"] == "visibility_extended":
-            details.append(f"for another {e.get('seconds', '?')} s")
-        elif e["event"] == "finished":
-            details.append("ok" if e.get("ok", True) else "with an error")
-        elif e["event"] in ("released", "abandoned") and e.get("worker"):
-            details.append(f"by {e['worker']}" + (f": {e['why']}" if e.get("why") else ""))
-        lines.append(f"+{e['at'] - t0:8.3f} s  {e['event']:<20}{' '.join(details)}".rstrip())
-    return lines
+    return [f"{at:>10}  {name:<20}{text}".rstrip() for at, name, text in rows(events)] or ["(no events)"]

@@ -12,6 +12,7 @@ import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlparse
 
 from labkit import kinds
@@ -20,7 +21,8 @@ from labkit.aws.storage import Bucket
 from labkit.config import REPLY_QUEUE_PREFIX, Settings
 from labkit.errors import INTERNAL, JobError, ProtocolError
 from labkit.jobs.numbers import format_legacy_error
-from labkit.protocol import JobRequest, JobResult, encode_result, load_payload, peek, read_request
+from labkit.protocol import JobRequest, JobResult, encode_result, load_payload, note_body, peek, read_request
+from labkit.timeline import clean, event
 from worker.memory import MemoryBudget
 from worker.outage import OutageLog, is_transient, short
 
@@ -48,6 +50,7 @@ class Prepared:
     request: JobRequest | None = None
     error: Exception | None = None  # a ProtocolError, or a bug met while decoding
     inline: bool = False
+    events: list[dict[str, Any]] = field(default_factory=list)  # this delivery's life so far (labkit.timeline)
 
 
 @dataclass(eq=False)  # compared by identity: the loop sorts outcomes into answered and not
@@ -60,6 +63,7 @@ class Outcome:
     summary: str  # the job's log line
     job_id: str | None = None
     ok: bool = False  # answered with a result (its log line is DEBUG); error replies and no reply are INFO
+    result: JobResult | None = None  # a v1 answer, sealed into ``body`` (``replied`` stamped) when it is sent
 
 
 @dataclass
@@ -89,15 +93,24 @@ class Answerer:
         """Decode ``m`` once and say whether its job may run inline: a kind (or a lane's plain text) that
         declares ``inline_below``, a body no longer than that, its payload in the message. Errors run
         inline too (an error reply costs microseconds). Never raises."""
+        events = self.received(m)
         try:
             req = read_request(m.body)
         except Exception as exc:  # a ProtocolError, or a bug: answer() turns either into an error reply
-            return Prepared(m, None, exc, inline=True)
+            return Prepared(m, None, exc, inline=True, events=events)
         if req is None:
-            return Prepared(m, None, None, len(m.body) <= src.lane.inline_below)
+            return Prepared(m, None, None, len(m.body) <= src.lane.inline_below, events)
         kind = kinds.find_kind(req.kind)
         small = kind is None or (req.payload_ref is None and len(m.body) <= kind.inline_below)
-        return Prepared(m, req, None, small)
+        return Prepared(m, req, None, small, events + clean(req.history))
+
+    def received(self, m: Message) -> list[dict[str, Any]]:
+        """This delivery's ``received`` event, after one for the first delivery when this is a later one
+        (its time from SQS; whoever held it then did not answer)."""
+        now = event("received", time.time(), receive_count=m.receive_count, worker=self.name)
+        if m.receive_count > 1 and m.first_received_at:
+            return [event("received", m.first_received_at, receive_count=1, inferred=True), now]
+        return [now]
 
     def process(self, src: Source, m: Message, received: float) -> Outcome:
         """Decode and run one message's job (:meth:`prepare`, then :meth:`answer`)."""
@@ -108,10 +121,10 @@ class Answerer:
         m = p.message
         try:
             if isinstance(p.error, ProtocolError):
-                return self._undecodable(src, m, p.error)
+                return self._undecodable(src, m, p.error, p.events)
             if p.error is not None:
                 raise p.error
-            return self._legacy(src, m) if p.request is None else self._job(src, m, p.request, received)
+            return self._legacy(src, m) if p.request is None else self._job(src, p, p.request, received)
         except Exception as exc:
             if is_transient(exc):  # AWS unreachable mid-job (S3, say): no answer now; the job runs again
                 self.outage.lost(exc, f"running the job of message {m.message_id}")
@@ -120,7 +133,7 @@ class Answerer:
             # A bug: answer "internal" rather than leave the sender waiting.
             log.exception("unexpected error on message %s", m.message_id)
             return self.error_outcome(src, m, f"the worker failed unexpectedly: {short(exc, 200)}",
-                                      f"unexpected {type(exc).__name__}")
+                                      f"unexpected {type(exc).__name__}", p.events)
 
     def _legacy(self, src: Source, m: Message) -> Outcome:
         t0 = time.perf_counter()
@@ -134,41 +147,61 @@ class Answerer:
         return Outcome(m, src.default_reply.url, body, f"job legacy-{src.lane.name} ok={str(ok).lower()} "
                        f"compute={dt:.4f}s reply={src.default_reply.name}", ok=ok)
 
-    def _undecodable(self, src: Source, m: Message, exc: ProtocolError) -> Outcome:
+    def _undecodable(self, src: Source, m: Message, exc: ProtocolError, events: list[dict[str, Any]]) -> Outcome:
         p = exc.partial
         url = self.reply_url(p.get("reply_to"), src)
         job_id = p.get("id") or f"sqs:{m.message_id}"
-        res = JobResult.failure(job_id, p.get("kind"), exc.code, str(exc), worker=self.name)
+        res = JobResult.failure(job_id, p.get("kind"), exc.code, str(exc), worker=self.name, events=events)
         self.stats.errors += 1
-        return Outcome(m, url, res.encode(), _summary(job_id, p.get("kind"), f"ok=false code={exc.code} {exc}", url),
-                       job_id)
+        return Outcome(m, url, None, _summary(job_id, p.get("kind"), f"ok=false code={exc.code} {exc}", url),
+                       job_id, result=res)
 
-    def _job(self, src: Source, m: Message, req: JobRequest, received: float) -> Outcome:
+    def _job(self, src: Source, p: Prepared, req: JobRequest, received: float) -> Outcome:
+        m, events = p.message, p.events
         url = self.reply_url(req.reply_to, src)
         sent = req.sent_at or m.sent_at
         queued = max(0.0, received - sent) if sent else 0.0
         t0 = time.perf_counter()
+        events.append(event("started", time.time()))
         try:
             handler = kinds.get_kind(req.kind).handler()
             with self.memory.hold(req, self.bucket):
                 payload = load_payload(req, self.bucket, self.settings.max_payload_bytes)
                 result = handler(payload, kinds.Context(self.settings, self.bucket, req.id))
             dt = time.perf_counter() - t0
-            res = JobResult.success(req.id, req.kind, result, worker=self.name,
+            events.append(event("finished", time.time(), ok=True))
+            res = JobResult.success(req.id, req.kind, result, worker=self.name, events=events,
                                     timings={"queued_s": round(queued, 6), "compute_s": round(dt, 6)})
         except JobError as exc:
             dt = time.perf_counter() - t0
-            res = JobResult.failure(req.id, req.kind, exc.code, str(exc), worker=self.name,
+            events.append(event("finished", time.time(), ok=False))
+            res = JobResult.failure(req.id, req.kind, exc.code, str(exc), worker=self.name, events=events,
                                     timings={"queued_s": round(queued, 6), "compute_s": round(dt, 6)})
         self.stats.jobs += 1
         self.stats.errors += not res.ok
         self.stats.by_kind[req.kind] += 1
         status = "ok=true" if res.ok else f"ok=false code={res.error['code']}"  # type: ignore[index]
         summary = _summary(req.id, req.kind, f"{status} queued={queued:.3f}s compute={dt:.4f}s", url)
-        return Outcome(m, url, encode_result(res, self.bucket, self.settings.max_inline_bytes), summary, req.id,
-                       res.ok)
+        return Outcome(m, url, None, summary, req.id, res.ok, result=res)
 
-    def error_outcome(self, src: Source, m: Message, message: str, why: str) -> Outcome:
+    def seal(self, o: Outcome, now: float) -> None:
+        """Give ``o``'s answer its ``replied`` event and encode it into ``o.body`` (a big result goes to the
+        bucket: the call may fail, and the answer then waits for the request's next delivery)."""
+        if o.result is not None and o.body is None:
+            if o.result.events is not None:
+                o.result.events.append(event("replied", now))
+            o.body = encode_result(o.result, self.bucket, self.settings.max_inline_bytes)
+
+    def note(self, p: Prepared, what: str, src: Source) -> tuple[str, str] | None:
+        """(reply URL, note body) telling a job's client that this delivery ended without an answer
+        (``released``: handed back unstarted on a stop); None when no client can be told."""
+        url = self.reply_url(p.request.reply_to, src) if p.request is not None else None
+        if url is None or p.request is None or p.request.reply_to is None:
+            return None
+        return url, note_body(p.request.id, [*p.events, event(what, time.time(), worker=self.name)])
+
+    def error_outcome(self, src: Source, m: Message, message: str, why: str,
+                      events: list[dict[str, Any]] | None = None) -> Outcome:
         """An ``internal`` error reply to whatever address can be read from the message (best effort)."""
         fields = peek(m.body)
         if fields is None:  # plain text: the original lab's error form, on the default reply queue
@@ -176,10 +209,10 @@ class Answerer:
                            f"job legacy-{src.lane.name} ok=false code=internal ({why})")
         job_id = fields.get("id") or f"sqs:{m.message_id}"
         url = self.reply_url(fields.get("reply_to"), src)
-        res = JobResult.failure(job_id, fields.get("kind"), INTERNAL, message, worker=self.name)
+        res = JobResult.failure(job_id, fields.get("kind"), INTERNAL, message, worker=self.name, events=events)
         self.stats.errors += 1
-        return Outcome(m, url, res.encode(), _summary(job_id, fields.get("kind"), f"ok=false code=internal ({why})",
-                                                      url), job_id)
+        return Outcome(m, url, None, _summary(job_id, fields.get("kind"), f"ok=false code=internal ({why})", url),
+                       job_id, result=res)
 
     def reply_url(self, reply_to: str | None, src: Source) -> str | None:
         """Where a reply goes: ``reply_to`` if it names a labkit reply queue, else the default.

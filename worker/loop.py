@@ -42,6 +42,7 @@ from labkit.aws.clients import Clients
 from labkit.aws.queues import Message, Queue
 from labkit.aws.storage import Bucket
 from labkit.config import Settings
+from labkit.timeline import event
 from worker.answer import Answerer, Outcome, Source, WorkerStats
 from worker.health import WorkerHealth
 from worker.outage import OutageLog, is_transient, short
@@ -162,7 +163,7 @@ class Worker:
         and are answered when they end (a long job does not hold the small ones' replies)."""
         received = time.time()
         prepared = [self.answerer.prepare(src, m) for m in messages]
-        tasks = [self.pool.submit(Task(p.message, lambda p=p: self.answerer.answer(src, p, received)))
+        tasks = [self.pool.submit(Task(p.message, lambda p=p: self.answerer.answer(src, p, received), p))
                  for p in prepared if not p.inline]
         self._finish(src, [self.answerer.answer(src, p, received) for p in prepared if p.inline])
         if tasks:
@@ -202,29 +203,55 @@ class Worker:
     def _extend_visibility(self, src: Source, tasks: list[Task]) -> None:
         """Heartbeat: keep the messages of running (or queued) jobs invisible for another visibility timeout."""
         receipts = [t.message.receipt for t in tasks]
-        self._guarded(lambda: src.queue.change_visibility(receipts, src.visibility),
-                      f"extending visibility on {src.queue.name}", 2)
+        if self._guarded(lambda: src.queue.change_visibility(receipts, src.visibility),
+                         f"extending visibility on {src.queue.name}", 2) is not None:
+            now = time.time()
+            for t in tasks:
+                t.prepared.events.append(event("visibility_extended", now, seconds=src.visibility))
 
     def _abandon(self, src: Source, task: Task) -> Outcome:
         """A job past the hard limit: leave its thread, answer with an error."""
         self.pool.abandon(task)
         self.stats.abandoned += 1
         elapsed = time.monotonic() - (task.started or time.monotonic())
+        events = [*task.prepared.events, event("abandoned", time.time(), worker=self.name)]
         return self.answerer.error_outcome(src, task.message, f"the job ran past the worker's limit of "
-                                   f"{self.job_timeout:g} s and was abandoned", f"timeout after {elapsed:.1f}s")
+                                           f"{self.job_timeout:g} s and was abandoned", f"timeout after {elapsed:.1f}s",
+                                           events)
 
     def _release_unstarted(self, src: Source, pending: list[Task]) -> list[Task]:
         """Stopping: give back (visibility 0) the jobs that have not started; returns those still running."""
         unstarted = [t for t in pending if t.future.cancel()]
         if unstarted:
             self._release(src, [t.message for t in unstarted])
+            self._send_notes(src, [self.answerer.note(t.prepared, "released", src) for t in unstarted])
         return [t for t in pending if t not in unstarted]
+
+    def _send_notes(self, src: Source, notes: list[tuple[str, str] | None]) -> None:
+        """Tell clients about deliveries that ended without an answer (their jobs' timelines show it)."""
+        by_target: dict[str, list[str]] = defaultdict(list)
+        for note in notes:
+            if note is not None:
+                by_target[note[0]].append(note[1])
+        for url, bodies in by_target.items():
+            queue = src.default_reply if url == src.default_reply.url else Queue(self.clients.sqs, url)
+            self._guarded(lambda q=queue, b=bodies: q.send_batch(b), f"telling {queue.name} of released jobs")
 
     def _reply(self, src: Source, outcomes: list[Outcome]) -> tuple[list[Outcome], list[Outcome]]:
         """Send the replies, grouped by reply queue; returns (answered, not answered)."""
         by_target: dict[str, list[Outcome]] = defaultdict(list)
         unanswered = []
+        now = time.time()
         for o in outcomes:
+            if o.reply_to and o.result is not None:
+                try:
+                    self.answerer.seal(o, now)
+                except Exception as exc:  # a big result could not reach the bucket: its request comes back
+                    o.body = None
+                    if is_transient(exc):
+                        self.outage.lost(exc, f"storing the result of job {o.job_id}")
+                    else:
+                        log.warning("could not store the result of job %s: %s", o.job_id, short(exc))
             if o.reply_to and o.body is not None:
                 by_target[o.reply_to].append(o)
             else:

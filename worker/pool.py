@@ -18,6 +18,7 @@ class Task:
 
     message: Message
     run: Callable[[], Any]
+    prepared: Any = None  # the decoded message (worker.answer.Prepared): its events grow while it runs
     future: cf.Future[Any] = field(init=False, repr=False)  # set by JobPool.submit
     pool: cf.ThreadPoolExecutor = field(init=False, repr=False)
     started: float | None = None  # time.monotonic() when the job began to run (set by its thread)

@@ -95,6 +95,21 @@ def cmd_purge(args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_trace(args: argparse.Namespace) -> int:
+    from labkit.journal import Journal
+    from labkit.presenters import timeline_table
+    s = settings(args)
+    record = Journal(s.state_dir).find(args.job_id)
+    if record is None:
+        raise LabkitError(f"no job {args.job_id!r} in {s.state_dir}/journal.jsonl: trace knows the jobs this machine's "
+                          "clients sent with this state folder (give the whole id, or its first 6 characters or more)")
+    if args.json:
+        print_json(record)
+        return 0
+    print(timeline_table(record["events"], f"job {record['id']} ({record['kind']})"))
+    return 0
+
+
 def cmd_dlq_show(args: argparse.Namespace) -> int:
     from labkit.aws.clients import Clients
     from labkit.dlq import DeadLetters
@@ -154,6 +169,11 @@ def register(add: Add, common: argparse.ArgumentParser) -> None:
     si.add_argument("--out", metavar="PATH", help="download the result here (a file, or a folder for folders: "
                     "created if missing, one file per image)")
     si.add_argument("--timeout", type=float, default=120, metavar="S", help="seconds to wait (default 120)")
+
+    sp = add("trace", cmd_trace, "print a job's life: sent, each delivery, started, finished, replied, result "
+             "(jobs this machine's clients sent)")
+    sp.add_argument("job_id", metavar="JOB_ID", help="the job's id (or its first 6 characters or more)")
+    sp.add_argument("--json", action="store_true", help="print the journal's record as JSON")
 
     sp = add("purge", cmd_purge, "empty a queue (name, or requests|responses|inbox|outbox) or all four; each "
              "queue's outcome is shown (SQS allows one purge per queue every 60 s), exit 1 if any was not purged")
