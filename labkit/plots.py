@@ -324,3 +324,78 @@ def bench_sweep_figure(rows: Sequence[Mapping[str, Any]], title: str | None = No
     return sweep_figure(labelled, x="window", series="series", x_label="jobs in flight (window)",
                         label_format="{value}",
                         title=title or f"Throughput and latency against the window ({rows[0]['jobs']:,} jobs a point)")
+
+
+# -- a message's life -------------------------------------------------------------------------------------
+
+PHASE_COLORS = {"queue_wait": "#c7c7c7", "held": "#f7c6c5", "return": "#9edae5"}
+WORKER_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+
+
+def job_timeline_figure(timelines: Sequence[Sequence[Mapping[str, Any]]], title: str | None = None) -> Figure:
+    """One bar per job (``Job.timeline()`` each): waiting in the queue (grey), held by a delivery that did
+    not answer (hatched red: a worker died or handed it back, and the message came back), computing
+    (coloured by the worker that answered), coming back (light blue). Seconds from the batch's first send."""
+    fig, ax = new_figure()
+    starts = [e["at"] for t in timelines for e in t if e["event"] == "sent"]
+    t0 = min(starts) if starts else 0.0
+    workers: dict[str, str] = {}
+    redelivered = 0
+    for y, events in enumerate(timelines):
+        at = {e["event"]: e["at"] - t0 for e in events}  # the last of each name
+        got = [e for e in events if e["event"] == "received"]
+        worker = got[-1].get("worker", "?") if got else "?"
+        color = workers.setdefault(worker, WORKER_COLORS[len(workers) % len(WORKER_COLORS)])
+        marks = [at.get("sent")] + [e["at"] - t0 for e in got] + [at.get("started")]
+        for k, (a, b) in enumerate(zip(marks, marks[1:], strict=False)):
+            if a is not None and b is not None:
+                held = 0 < k < len(got)  # from an unanswered delivery to the next one
+                ax.barh(y, b - a, left=a, height=0.8, color=PHASE_COLORS["held" if held else "queue_wait"],
+                        hatch="///" if held else None, edgecolor="#d62728" if held else None, linewidth=0)
+        redelivered += len(got) > 1
+        if "started" in at and "finished" in at:
+            ax.barh(y, max(at["finished"] - at["started"], 1e-4), left=at["started"], color=color, height=0.8)
+        if "finished" in at and "result" in at:
+            ax.barh(y, at["result"] - at["finished"], left=at["finished"], color=PHASE_COLORS["return"], height=0.8)
+    handles = [Line2D([0], [0], color=PHASE_COLORS["queue_wait"], lw=6, label="waiting in the queue"),
+               *[Line2D([0], [0], color=c, lw=6, label=f"computing on {w}") for w, c in workers.items()],
+               Line2D([0], [0], color=PHASE_COLORS["return"], lw=6, label="reply coming back")]
+    if redelivered:
+        handles.insert(1, Line2D([0], [0], color=PHASE_COLORS["held"], lw=6,
+                                 label="held by a delivery that did not answer"))
+    ax.legend(handles=handles, fontsize="small", loc="lower right")
+    ax.set_xlabel("seconds since the first job was sent")
+    ax.set_ylabel("job (in the order sent)")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.invert_yaxis()
+    ax.set_title(title or f"The life of {len(timelines)} jobs" + (f" ({redelivered} delivered more than once)"
+                                                                   if redelivered else ""))
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def queue_depth_figure(samples: Sequence[Any], title: str | None = None) -> Figure:
+    """Messages visible, in flight and in the dead-letter queue over time (``QueueWatcher.samples``)."""
+    fig, ax = new_figure()
+    t0 = samples[0].at if samples else 0.0
+    queues = sorted({s.queue for s in samples})
+    styles = {"visible": ("#1f77b4", "-"), "in flight": ("#ff7f0e", "-"), "dead-letter": ("#d62728", "--")}
+    for q in queues:
+        mine = [s for s in samples if s.queue == q]
+        x = [s.at - t0 for s in mine]
+        suffix = f" ({q})" if len(queues) > 1 else ""
+        ax.step(x, [s.visible for s in mine], where="post", color=styles["visible"][0], label="visible" + suffix)
+        ax.step(x, [s.in_flight for s in mine], where="post", color=styles["in flight"][0],
+                label="in flight (received, not yet deleted)" + suffix)
+        if any(s.dead_letter is not None for s in mine):
+            ax.step(x, [s.dead_letter or 0 for s in mine], where="post", color=styles["dead-letter"][0],
+                    linestyle="--", label="in the dead-letter queue" + suffix)
+    ax.set_xlabel("seconds since watching began")
+    ax.set_ylabel("messages (SQS's approximate counts)")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylim(bottom=0)
+    ax.set_title(title or f"Queue depth: {', '.join(queues)}")
+    ax.grid(alpha=0.3)
+    if samples:
+        ax.legend(fontsize="small", loc="upper right")
+    return fig

@@ -117,3 +117,42 @@ def test_mime_bundle_is_a_png_with_a_text_line():
     assert bundle["text/plain"] == "<figure: three numbers>"
     with Image.open(io.BytesIO(base64.b64decode(bundle["image/png"]))) as im:
         assert im.size == (800, 450)
+
+
+def _life(t: float, worker: str, redelivered: bool = False) -> list[dict]:
+    first = [{"event": "received", "at": t + 0.1, "receive_count": 1, "inferred": True}] if redelivered else []
+    again = 3.0 if redelivered else 0.0
+    return [{"event": "sent", "at": t}, *first,
+            {"event": "received", "at": t + 0.2 + again, "receive_count": 2 if redelivered else 1, "worker": worker},
+            {"event": "started", "at": t + 0.25 + again}, {"event": "finished", "at": t + 0.4 + again},
+            {"event": "replied", "at": t + 0.41 + again}, {"event": "result", "at": t + 0.5 + again}]
+
+
+def test_job_timeline_bars_by_phase_coloured_by_worker(tmp_path):
+    # Given the timelines of four jobs on two workers, one of them delivered twice
+    lives = [_life(100.0, "a:1"), _life(100.1, "b:2"), _life(100.2, "a:1", redelivered=True), _life(100.3, "b:2")]
+    # When they are plotted
+    fig = plots.job_timeline_figure(lives)
+    # Then one bar row per job, a colour per worker, the redelivery's held stretch named, titled and saved 800x450
+    ax = fig.axes[0]
+    assert _labels(ax) == ["waiting in the queue", "held by a delivery that did not answer", "computing on a:1",
+                           "computing on b:2", "reply coming back"]
+    assert ax.get_title() == "The life of 4 jobs (1 delivered more than once)"
+    assert ax.get_xlabel() == "seconds since the first job was sent"
+    held = [p for p in ax.patches if p.get_hatch() == "///"]
+    assert len(held) == 1 and held[0].get_width() == pytest.approx(3.1)  # first delivery to the second
+    assert _png_size(plots.save(fig, tmp_path, "01-job-timeline")) == (800, 450)
+
+
+def test_queue_depth_steps_for_each_count(tmp_path):
+    from labkit.watcher import Sample
+    # Given samples of a queue draining, then a message dead-lettered
+    samples = [Sample(50.0 + i, "requestQueue", max(0, 4 - i), min(i, 2), int(i >= 5)) for i in range(7)]
+    # When they are plotted
+    fig = plots.queue_depth_figure(samples)
+    ax = fig.axes[0]
+    # Then three step lines with their meanings, time from the first sample
+    assert _labels(ax) == ["visible", "in flight (received, not yet deleted)", "in the dead-letter queue"]
+    assert [list(line.get_xdata())[:2] for line in ax.get_lines()] == [[0.0, 1.0]] * 3
+    assert ax.get_title() == "Queue depth: requestQueue"
+    assert _png_size(plots.save(fig, tmp_path, "01-queue-depth")) == (800, 450)
