@@ -14,7 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from labkit import endpoints
+from labkit import costs, endpoints
+from labkit.aws.clients import PROCESS_CALLS
 from labkit.client import Lab
 from labkit.config import Settings
 from labkit.errors import ConfigError
@@ -42,11 +43,17 @@ def connect(state_dir: str | Path = ".labkit", backend: str = "local") -> Lab:
 def summary(headline: str, **data: Any) -> None:
     """Show a notebook's result in one line; ``labkit run-notebooks`` prints it in its summary.
 
-    ``data`` must be JSON-ready (numbers, strings, lists); ``jobs`` counts the jobs this notebook ran.
+    ``data`` must be JSON-ready (numbers, strings, lists); ``jobs`` counts the jobs this notebook ran. The
+    AWS requests this notebook's kernel made are added (``api_calls`` by operation, ``cost_usd`` at the list
+    prices of ``prices_as_of``) and shown as a table above the line.
     """
-    record = {"headline": headline, **data}
+    from labkit.presenters import calls_table
+    calls = PROCESS_CALLS.snapshot()
+    record = {"headline": headline, **data, "api_calls": calls, "cost_usd": costs.cost(calls)["total_usd"],
+              "prices_as_of": costs.PRICES["as_of"]}
     json.dumps(record)  # fail here, not in the runner, if something is not JSON-ready
     from IPython.display import display
+    display(calls_table(calls, "AWS requests this notebook made"))
     display({SUMMARY_MIME: record, "text/plain": f"summary: {headline}"}, raw=True)
 
 

@@ -156,3 +156,20 @@ def timeline_table(events: Sequence[dict[str, Any]], title: str = "Timeline") ->
     summary = f"{n} deliver{'y' if n == 1 else 'ies'}; {spent}"
     table_rows = rows(events) + ([["", "", summary]] if spent else [])
     return Table(table_rows or [["", "(no events)", ""]], ["at", "event", ""], title)
+
+
+def calls_table(calls: dict[str, int], title: str = "AWS requests") -> Table:
+    """AWS requests by operation with their price at list prices (dated), and the total."""
+    from labkit import costs
+    total = costs.cost(calls)["total_usd"]
+    rows = costs.rows(calls) + [["total", sum(calls.values()), f"${total:,.6f}"]]
+    return Table(rows, ["operation", "requests", f"at list prices of {costs.PRICES['as_of']}"], title)
+
+
+def billing_table(status: dict[str, Any], local: bool = False) -> Table:
+    """What is billing now on AWS (instances, alarms, bucket storage, queues) with list prices (dated); on an
+    emulator, what the same would cost there."""
+    from labkit import costs
+    title = "What the same would cost on AWS" if local else "What costs money while it exists"
+    return Table(costs.billing_now(status) or [["nothing", ""]],
+                 ["billing now" if not local else "on AWS", f"at list prices of {costs.PRICES['as_of']}"], title)

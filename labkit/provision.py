@@ -295,7 +295,8 @@ def status(clients: Clients) -> dict[str, Any]:
         for o in objects:
             top = "/".join(o.key.split("/")[:2]) + "/" if o.key.startswith("images/") else o.key.split("/")[0] + "/"
             prefixes[top] = prefixes.get(top, 0) + 1
-        out["bucket"] = {"name": bucket.name, "objects": len(objects), "by_prefix": prefixes}
+        out["bucket"] = {"name": bucket.name, "objects": len(objects), "by_prefix": prefixes,
+                         "bytes": sum(o.size for o in objects)}
     else:
         out["bucket"] = {"name": bucket.name, "error": "missing"}
     return out

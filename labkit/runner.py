@@ -24,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from labkit import local
+from labkit import costs, local
 from labkit.config import Settings
 from labkit.errors import ConfigError
 from labkit.notebooks import SUMMARY_MIME, number_or_text
@@ -330,7 +330,8 @@ def _line(run: NotebookRun) -> str:
     text = f"  {run.name:<16} {run.status:<7} {run.seconds:6.1f} s"
     if run.error:
         return f"{text}  {run.error}"
-    return f"{text}  {headline}" if headline else text
+    requests = sum(sum((s.get("api_calls") or {}).values()) for s in run.summaries)
+    return f"{text}  {headline} [{requests:,} AWS requests]" if headline else text
 
 
 def format_report(report: RunReport, cwd: Path | None = None) -> str:
@@ -344,8 +345,14 @@ def format_report(report: RunReport, cwd: Path | None = None) -> str:
             return str(p)
 
     done = sum(n.status == "ok" for n in report.notebooks)
+    calls: dict[str, int] = {}
+    for s in (s for n in report.notebooks for s in n.summaries):
+        for op, count in (s.get("api_calls") or {}).items():
+            calls[op] = calls.get(op, 0) + count
     lines = [f"{done} of {len(report.notebooks)} notebooks ran without error in {report.seconds:.1f} s; "
-             f"{report.jobs:,} jobs done"]
+             f"{report.jobs:,} jobs done",
+             f"the notebooks made {sum(calls.values()):,} AWS requests: ${costs.cost(calls)['total_usd']:.4f} at the "
+             f"list prices of {costs.PRICES['as_of']} (requests only; the workers' own requests not counted)"]
     if report.figures:
         lines.append(f"figures ({len(report.figures)}) in {rel(report.figures[0].parent)}/:")
         lines += [f"  {f.name}" for f in report.figures]

@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import logging
+import re
 import subprocess
 import sys
 import zipfile
@@ -559,6 +560,10 @@ def test_cli_deploy_status_undeploy_and_teardown(settings: Settings) -> None:
     status = labkit(settings, "status")
     assert status.returncode == 0, status.stderr
     assert "fleet" in status.stdout and all(f"{i}" in status.stdout for i in ids) and "running" in status.stdout
+    # and what it would bill on AWS: two t3.micro at list price, the bucket's storage, the queues
+    assert "What the same would cost on AWS" in status.stdout
+    assert re.search(r"2 EC2 instance\(s\) t3.micro running +\$15\.18/month \(\$0\.0104/hour each\)", status.stdout)
+    assert "(storage)" in status.stdout and "per million requests" in status.stdout
     as_json = json.loads(labkit(settings, "status", "--json").stdout)
     assert sorted(i["id"] for i in as_json["fleet"]["instances"]) == sorted(ids)
 

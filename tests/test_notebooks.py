@@ -283,3 +283,20 @@ def test_custom_kinds_notebook_results(run):
     assert sum(s["histogram_counts"]) == runner.declared_parameters(
         ROOT / "notebooks" / "06_custom_kinds.ipynb")["histogram_length"]
     assert s["unknown"].startswith("unknown_kind: unknown job kind 'translate'") and "wordcount" in s["unknown"]
+
+
+@pytest.mark.slow
+def test_every_summary_prices_the_requests_its_notebook_made(run):
+    # Each notebook's summary lists the AWS requests its kernel made, by operation, and their list price
+    report, lines, out = run
+    from labkit import costs
+    for n in report.notebooks:
+        [s] = n.summaries
+        assert s["api_calls"] and all(isinstance(v, int) and v > 0 for v in s["api_calls"].values()), n.name
+        assert s["cost_usd"] == pytest.approx(costs.cost(s["api_calls"])["total_usd"])
+        assert s["prices_as_of"] == costs.PRICES["as_of"]
+        text = all_text(executed(report, n.name))
+        assert "AWS requests this notebook made" in text and f"at list prices of {costs.PRICES['as_of']}" in text
+    numbers = summary(report, "01_numbers")["api_calls"]
+    assert numbers["sqs.SendMessageBatch"] >= 1 and numbers["s3.PutObject"] >= 1  # the batch; the big list
+    assert "AWS requests: $" in runner.format_report(report)

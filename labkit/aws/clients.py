@@ -64,6 +64,10 @@ class CallCounter:
             self._counts.clear()
 
 
+# Every call this process makes through any Clients: what a notebook's summary prices (labkit.notebooks).
+PROCESS_CALLS = CallCounter()
+
+
 class Clients:
     """Builds and caches boto3 clients for one :class:`Settings` (thread-safe, reuse it)."""
 
@@ -100,6 +104,7 @@ class Clients:
         )
         client = self._session.client(service, endpoint_url=self.settings.endpoint_url, config=config)
         self.counter.attach(client)
+        PROCESS_CALLS.attach(client)
         if service == "s3":
             client.meta.events.register("before-parameter-build.s3", self._expect_owner)
         return client

@@ -26,7 +26,7 @@ against the window and the worker count, for plots.
 
 The modules, one concept each::
 
-    prices     PRICES, price()                  report   Result, Target, Report
+    report     Result, Target, Report (prices: labkit.costs)
     table      format_table, format_sweep        counts   call counts across processes (SIGUSR1), /proc
     rig        Rig: endpoint, queues, children, the call/CPU meter (Calls)
     drive      a window of jobs through a send and a receive function
@@ -39,7 +39,6 @@ from labkit.bench.answers import number_lists, plain_stats
 from labkit.bench.counts import CountedProcess, cpu_seconds
 from labkit.bench.floor import floor
 from labkit.bench.original import ORIGINAL_ATTRIBUTES, original, original_reply, original_round_trip
-from labkit.bench.prices import PRICES, price
 from labkit.bench.report import Report, Result, Target, merge
 from labkit.bench.rig import Calls, Rig
 from labkit.bench.run import SCENARIOS, Plan, run_bench, sweep
@@ -54,6 +53,7 @@ from labkit.bench.scenarios import (
     throughput,
 )
 from labkit.bench.table import format_sweep, format_table
+from labkit.costs import PRICES, price
 
 __all__ = [
     "IMAGE_OPS", "ORIGINAL_ATTRIBUTES", "PRICES", "SCENARIOS", "Calls", "CountedProcess", "Plan", "Report", "Result",

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from labkit.bench.prices import PRICES, price
+from labkit.costs import PRICES, price
 
 N = TypeVar("N", int, float)
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from labkit.bench.prices import PRICES
 from labkit.bench.report import Report, ms
+from labkit.costs import PRICES
 
 
 def format_table(report: Report) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 
 from labkit.cli.common import confirm, print_changes, print_json, print_tables, say, settings
 from labkit.config import read_state
-from labkit.presenters import status_tables
+from labkit.presenters import billing_table, status_tables
 
 Add = Any  # the parser-adding function of labkit.cli.build_parser
 
@@ -53,7 +53,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print_json(st)
         return 0
-    print_tables(*status_tables(st))
+    print_tables(*status_tables(st), billing_table(st, local=lab.settings.is_local))
     if "fleet" in st:
         from labkit import fleet
         print(fleet.format_status(st["fleet"]))
