@@ -30,8 +30,9 @@ from labkit.aws.clients import Clients
 from labkit.aws.queues import Message, Queue
 from labkit.client import Job, Lab
 from labkit.config import DLQ_SUFFIX, Settings
-from labkit.errors import RemoteJobError
+from labkit.errors import RemoteJobError, WaitTimeout
 from labkit.protocol import JobRequest, JobResult
+from labkit.waiting import wait_for
 from tests import job_kinds
 from tests.conftest import ROOT, WorkerProcess, settings_env, unique_settings
 from tests.tcp_proxy import TcpProxy
@@ -55,11 +56,10 @@ def report(scenario: str, **counts: Any) -> None:
 
 
 def wait_until(condition: Any, timeout: float, what: str, poll: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what} after {timeout:.0f} s")
-        time.sleep(poll)
+    try:
+        wait_for(condition, timeout, what, interval=poll)
+    except WaitTimeout as exc:
+        raise AssertionError(str(exc)) from None
 
 
 def count_ok(*workers: WorkerProcess) -> int:
