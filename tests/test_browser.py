@@ -73,11 +73,13 @@ def set_up(nb: NotebookPage) -> None:
         run_all(nb, "00_setup")
 
 
-def run_all(nb: NotebookPage, name: str, timeout_s: float = 300) -> None:
+def run_all(nb: NotebookPage, name: str, timeout_s: float = 300, watch_live: bool = False) -> None:
     if name != "00_setup":
         set_up(nb)
     t0 = time.monotonic()
     nb.open(name)
+    if watch_live:
+        nb.watch_live()
     nb.run_all(timeout_s)
     SECONDS[name] = time.monotonic() - t0
     nb.shot(f"{name}-run-all")
@@ -169,16 +171,26 @@ def test_01_numbers_panels_after_run_all(nb):
     assert refused and 0 < int(refused[1]) <= 60, outcome["responseQueue"]
     assert nb.out(panel).splitlines()[-1].startswith("WARNING: purged 3 of 4 queue(s)")
     nb.shot("01-numbers-purge", panel)
-    # The batch panel, after its cell ran again (a new panel on the notebook's Lab)
+    # The batch panel, after its cell ran again (a new panel on the notebook's Lab), with 300 jobs
     nb.rerun_cell("batch_panel = widgets.BatchPanel(")
     batch = nb.panel("BatchPanel")
     assert nb.truncated(batch) == []
+    nb.field(batch, "jobs").fill("300")
+    nb.field(batch, "jobs").press("Enter")
+    nb.watch_live()
     nb.click(batch, "Send batch")
     summary = rows(nb.tables(batch)["Batch"])
-    assert (summary["jobs"], summary["errors"]) == ("20", "0")
-    assert nb.figure_size(batch) == [[800, 450]]
+    assert (summary["jobs"], summary["errors"]) == ("300", "0")
+    # The request queue's depth was drawn live while the batch ran, then gave way to the three figures:
+    # latency, every job's life, the queue's depth over the batch
+    assert nb.live_frames() >= 1
+    expect(batch.locator("img.labkit-live-depth")).to_be_hidden()
+    assert nb.figure_size(batch) == [[800, 450]] * 3
     assert batch.locator(".progress-bar-success").count() == 1
     nb.shot("01-batch", batch)
+    # And Run All showed the same three figures under the notebook's batch cell
+    cell = nb.page.locator(".jp-NotebookPanel .jp-CodeCell", has_text="batch = batch_panel.send()").first
+    assert NotebookPage.figure_size(cell) == [[800, 450]] * 3
     assert nb.problems() == []
 
 

@@ -26,8 +26,9 @@ SMALL = {"random_length": 20_000, "batch_jobs": 20, "batch_list_length": 10, "nu
          "ops": ["grayscale", "thumbnail:96"], "bench_jobs": 60, "windows": [5, 10], "worker_counts": [1],
          "round_trips": 3,
          "scenarios": ["floor", "labkit", "round_trip"]}
-FIGURES = ["01-batch-latency.png", "01-numbers-preset.png", "01-numbers-random.png", "01-numbers-typed.png",
-           "02-image-side-by-side.png", "04-bench-scenarios.png", "04-bench-sweep.png", "06-histogram.png"]
+FIGURES = ["01-batch-latency.png", "01-job-timeline.png", "01-numbers-preset.png", "01-numbers-random.png",
+           "01-numbers-typed.png", "01-queue-depth.png", "02-image-side-by-side.png", "04-bench-scenarios.png",
+           "04-bench-sweep.png", "06-histogram.png"]
 
 
 # -- committed notebooks: clean, parameterised -------------------------------------------------------
@@ -191,6 +192,9 @@ def test_numbers_notebook_results(run):
     text = all_text(executed(report, "01_numbers"))
     assert "through S3 (s3://" in text and ".npy)" in text
     assert text.count("inline in the SQS message") == 2
+    # The batch's figures: every job's life, and the request queue's depth as the watcher saw it meanwhile
+    assert f"<figure: The life of {SMALL['batch_jobs']} jobs>" in text
+    assert "<figure: Depth of requestQueue during the batch (a look every 0.25 s)>" in text
 
 
 @pytest.mark.slow
