@@ -287,6 +287,31 @@ def test_04_benchmark_small(nb):
     assert nb.problems() == []
 
 
+def test_05_delivery(nb):
+    # Given labkit up (00_setup), When 05 runs all its cells (about a minute: its own queues, its own worker)
+    set_up(nb)
+    run_all(nb, "05_delivery", watch_live=True)
+    # Then every step shows what happened: the killed worker's messages delivered again, a duplicate dropped,
+    # a dead letter read, redriven and answered, a long job's heartbeats; and its queues deleted at the end
+    text = nb.notebook_text()
+    held = re.search(r"worker \d+ was killed holding (\d+) message\(s\)", text)
+    assert held and int(held[1]) >= 1 and "received twice, answered once" in text
+    assert "a second answer with this id, dropped" in text
+    assert "before the redrive" in text and "sent back from the dead-letter queue" in text
+    assert "kept invisible for another 5 s (heartbeat)" in text and "deleted labkit-delivery-" in text
+    # And four figures, and the queue's depth drawn live while each watched step ran
+    notebook = nb.page.locator(".jp-NotebookPanel").first
+    assert NotebookPage.figure_size(notebook) == [[800, 450]] * 4
+    assert nb.live_frames() >= 3
+    assert all(not img.is_visible() for img in notebook.locator("img.labkit-live-depth").all())
+    # And nothing of the exercise is left running or recorded
+    assert "delivery_exercise" not in read_state(nb.lab.root / ".labkit")
+    for step, text in (("redelivery", "redelivery.depth_figure("), ("dead-letter", "poison = exercise.poison(")):
+        nb.shot(f"05-delivery-{step}", nb.page.locator(".jp-NotebookPanel .jp-CodeCell", has_text=text).first)
+    nb.shot("05-delivery", notebook)
+    assert nb.problems() == []
+
+
 def test_06_custom_kinds(nb):
     # Given labkit up (00_setup), When 06 runs all its cells: the workers restart with kinds/wordcount.py
     set_up(nb)
