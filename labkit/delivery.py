@@ -9,7 +9,8 @@
 
 It makes three queues, ``labkit-delivery-<tag>`` (a short visibility timeout, and a redrive to its dead-letter
 queue after a few receives), ``labkit-delivery-<tag>-dlq`` and ``labkit-delivery-<tag>-replies`` (the
-worker's default reply queue, which a worker needs to start), and runs a local worker of its own
+worker's default reply queue, which a worker needs to start), a fourth in the poison step (the reply queue
+``labkit-reply-<tag>-later`` it lacked), and runs a local worker of its own
 (``python -m worker`` with the ``nap`` kind loaded through ``LABKIT_JOB_MODULES``), which it kills and starts
 again. Nothing of the other notebooks (their queues, their workers) is touched. What it made goes at
 :meth:`DeliveryExercise.close`, at exit, and at the next start in the same state folder when a kernel died
@@ -36,7 +37,7 @@ from labkit.aws.queues import Queue
 from labkit.client import Lab
 from labkit.config import DLQ_SUFFIX, REPLY_QUEUE_PREFIX, Settings, read_state, update_state
 from labkit.dlq import DeadLetter, DeadLetters, RedriveReport
-from labkit.errors import InvalidInput
+from labkit.errors import AwsError, ConfigError, InvalidInput
 from labkit.job import Job
 from labkit.processes import Child, python_module, settings_env
 from labkit.protocol import JobRequest, JobResult
@@ -47,6 +48,8 @@ PREFIX = "labkit-delivery-"
 STATE_KEY = "delivery_exercise"
 WORKER_START = 60.0  # seconds a worker may take to start serving (a busy machine, a cold import)
 DWELL_LOOKS = 4  # looks of the watcher that see a dead letter before it is redriven
+# What SQS answers to a call the credentials may not make (an emulator may give the bare HTTP status).
+DENIED = ("AccessDenied", "AccessDeniedException", "AuthorizationError", "403")
 OnSample = Callable[[list[Sample]], None] | None
 
 
@@ -145,6 +148,10 @@ class DeliveryExercise:
             raise InvalidInput(f"visibility must be between 1 and 60 seconds, got {visibility}")
         if not 1 <= max_receive_count <= 10:
             raise InvalidInput(f"max_receive_count must be between 1 and 10, got {max_receive_count}")
+        missing = [str(m) for m in job_modules if str(m).endswith(".py") and not Path(m).is_file()]
+        if missing:
+            raise ConfigError(f"no job module at {', '.join(missing)}: the exercise's worker needs the nap kind "
+                              "(notebooks/kinds/nap.py)")
         cleanup_leftovers(settings)
         name = PREFIX + uuid.uuid4().hex[:8]
         mine = settings.replace(request_queue=name, response_queue=name + "-replies", visibility_timeout=visibility,
@@ -185,6 +192,7 @@ class DeliveryExercise:
         return self.lab.jobs_sent + self.sent_by_hand
 
     def ensure_worker(self) -> Child:
+        """The running worker, or a new one."""
         return self.worker or self.start_worker()
 
     def kill_worker(self) -> int:
@@ -368,11 +376,22 @@ def make_queues(clients: Clients, settings: Settings) -> list[Queue]:
     provisioning makes labkit's own, with the exercise's visibility timeout and receive count."""
     attrs = provision.queue_attributes(settings)
     name, tags = settings.request_queue, {**provision.TAGS, "labkit:exercise": "delivery"}
-    dlq = Queue.create(clients.sqs, name + DLQ_SUFFIX, attrs[name + DLQ_SUFFIX], tags)
-    policy = json.dumps({"deadLetterTargetArn": dlq.arn(), "maxReceiveCount": str(settings.max_receive_count)})
-    requests = Queue.create(clients.sqs, name, {**attrs[name], "RedrivePolicy": policy}, tags)
-    replies = Queue.create(clients.sqs, settings.response_queue, attrs[settings.response_queue], tags)
-    return [dlq, requests, replies]
+    made: list[Queue] = []
+    try:
+        made.append(Queue.create(clients.sqs, name + DLQ_SUFFIX, attrs[name + DLQ_SUFFIX], tags))
+        policy = json.dumps({"deadLetterTargetArn": made[0].arn(), "maxReceiveCount": str(settings.max_receive_count)})
+        made.append(Queue.create(clients.sqs, name, {**attrs[name], "RedrivePolicy": policy}, tags))
+        made.append(Queue.create(clients.sqs, settings.response_queue, attrs[settings.response_queue], tags))
+    except AwsError as exc:
+        for queue in made:  # none left half made
+            _delete(queue)
+        if exc.code in DENIED:
+            raise ConfigError("your AWS credentials may not make the exercise's queues (access denied): it needs "
+                              f"sqs:* on the queues named {PREFIX}* and {REPLY_QUEUE_PREFIX}* (the deployer "
+                              "policy of docs/aws.md covers labkit's own queues only); run it on the emulator "
+                              "(backend \"local\") otherwise") from exc
+        raise
+    return made
 
 
 def cleanup_leftovers(settings: Settings) -> list[str]:

@@ -13,9 +13,9 @@ from PIL import Image
 from labkit import plots
 from labkit.aws.clients import Clients
 from labkit.aws.queues import Queue
-from labkit.config import read_state
+from labkit.config import Settings, read_state
 from labkit.delivery import STATE_KEY, DeliveryExercise
-from labkit.errors import InvalidInput, RemoteJobError
+from labkit.errors import ConfigError, InvalidInput, RemoteJobError
 from labkit.processes import pid_alive
 from tests.conftest import ROOT
 
@@ -142,10 +142,30 @@ def test_close_leaves_nothing_and_a_dead_kernel_s_exercise_is_cleaned_up_at_the_
     first.lab.close()
 
 
-def test_settings_out_of_range_are_refused_before_anything_is_made(settings, exercise):
+def test_settings_out_of_range_are_refused_before_anything_is_made(settings, exercise, tmp_path):
     with pytest.raises(InvalidInput, match="visibility must be between 1 and 60 seconds, got 0"):
         DeliveryExercise.start(settings, [NAP], visibility=0)
     with pytest.raises(InvalidInput, match="max_receive_count must be between 1 and 10"):
         DeliveryExercise.start(settings, [NAP], max_receive_count=0)
     with pytest.raises(InvalidInput, match="jobs must be between 3"):
         exercise.redelivery(jobs=2)
+    with pytest.raises(ConfigError, match="no job module at .*nope.py: the exercise's worker needs the nap kind"):
+        DeliveryExercise.start(settings, [tmp_path / "nope.py"])
+
+
+def test_credentials_that_may_not_make_its_queues_are_told_what_is_needed_and_nothing_is_left(tmp_path, monkeypatch):
+    from tests.iam_emulator import iam_emulator, keys_env
+    with iam_emulator(tmp_path / "emulator.log") as iam:
+        # Given credentials that may create and delete queues, but not read their attributes (a queue's ARN)
+        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Resource": "*", "Action": [
+            "sqs:CreateQueue", "sqs:DeleteQueue", "sqs:GetQueueUrl", "sqs:ListQueues", "sqs:TagQueue"]}]}
+        for var, value in keys_env(iam.user("student", policy)).items():
+            monkeypatch.setenv(var, value)
+        s = Settings.load(state_dir=tmp_path / "state", endpoint_url=iam.url, env={}, bucket="labkit-iam-delivery")
+        # When the exercise starts
+        with pytest.raises(ConfigError) as refused:
+            DeliveryExercise.start(s, [NAP])
+        # Then it says what it needs, and the dead-letter queue it had made is gone again
+        assert "may not make the exercise's queues (access denied)" in str(refused.value)
+        assert "sqs:* on the queues named labkit-delivery-* and labkit-reply-*" in str(refused.value)
+        assert iam.client("sqs").list_queues(QueueNamePrefix="labkit-delivery-").get("QueueUrls", []) == []
