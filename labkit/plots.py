@@ -408,11 +408,12 @@ def queue_depth_figure(samples: Sequence[Any], title: str | None = None,
         x = [s.at - t0 for s in mine]
         suffix = f" ({q})" if len(queues) > 1 else ""
         # A dot at each look: between two looks the counts are not known (a fast batch changes them often).
+        # In flight drawn wide and first, visible narrow on top: where both are equal, both still show.
         dot = {"marker": "o", "markersize": 2.5}
-        ax.step(x, [s.visible for s in mine], where="post", color=styles["visible"][0], label="visible" + suffix,
-                **dot)
-        ax.step(x, [s.in_flight for s in mine], where="post", color=styles["in flight"][0],
+        ax.step(x, [s.in_flight for s in mine], where="post", color=styles["in flight"][0], linewidth=3.5,
                 label="in flight (received, not yet deleted)" + suffix, **dot)
+        ax.step(x, [s.visible for s in mine], where="post", color=styles["visible"][0], label="visible" + suffix,
+                linewidth=1.5, **dot)
         if any(s.dead_letter is not None for s in mine):
             ax.step(x, [s.dead_letter or 0 for s in mine], where="post", color=styles["dead-letter"][0],
                     linestyle="--", label="in the dead-letter queue" + suffix)

@@ -152,7 +152,7 @@ def test_queue_depth_steps_for_each_count(tmp_path):
     fig = plots.queue_depth_figure(samples)
     ax = fig.axes[0]
     # Then three step lines with their meanings, time from the first sample
-    assert _labels(ax) == ["visible", "in flight (received, not yet deleted)", "in the dead-letter queue"]
+    assert _labels(ax) == ["in flight (received, not yet deleted)", "visible", "in the dead-letter queue"]
     assert [list(line.get_xdata())[:2] for line in ax.get_lines()] == [[0.0, 1.0]] * 3
     assert plots.title_of(fig) == "Queue depth: requestQueue"
     assert _png_size(plots.save(fig, tmp_path, "01-queue-depth")) == (800, 450)
