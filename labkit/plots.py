@@ -335,12 +335,16 @@ WORKER_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b
 def job_timeline_figure(timelines: Sequence[Sequence[Mapping[str, Any]]], title: str | None = None) -> Figure:
     """One bar per job (``Job.timeline()`` each): waiting in the queue (grey), held by a delivery that did
     not answer (hatched red: a worker died or handed it back, and the message came back), computing
-    (coloured by the worker that answered), coming back (light blue). Seconds from the batch's first send."""
+    (coloured by the worker that answered; a dot of its colour when too short to see), coming back (light
+    blue); a tick at each heartbeat that kept the message invisible. Seconds from the batch's first send."""
     fig, ax = new_figure()
     starts = [e["at"] for t in timelines for e in t if e["event"] == "sent"]
     t0 = min(starts) if starts else 0.0
     workers: dict[str, str] = {}
-    redelivered = 0
+    redelivered = heartbeats = 0
+    ends = [e["at"] - t0 for t in timelines for e in t]
+    tiny = 0.004 * (max(ends) if ends else 1.0)  # a compute bar narrower than this (about 2 px) gets a dot too
+    dots: dict[str, list[tuple[float, int]]] = {}
     for y, events in enumerate(timelines):
         at = {e["event"]: e["at"] - t0 for e in events}  # the last of each name
         got = [e for e in events if e["event"] == "received"]
@@ -355,27 +359,46 @@ def job_timeline_figure(timelines: Sequence[Sequence[Mapping[str, Any]]], title:
         redelivered += len(got) > 1
         if "started" in at and "finished" in at:
             ax.barh(y, max(at["finished"] - at["started"], 1e-4), left=at["started"], color=color, height=0.8)
+            if at["finished"] - at["started"] < tiny:
+                dots.setdefault(color, []).append((at["started"], y))
         if "finished" in at and "result" in at:
             ax.barh(y, at["result"] - at["finished"], left=at["finished"], color=PHASE_COLORS["return"], height=0.8)
+        beats = [e["at"] - t0 for e in events if e["event"] == "visibility_extended"]
+        heartbeats += len(beats)
+        ax.plot(beats, [y] * len(beats), linestyle="none", marker="|", markersize=12, color="#333333")
+    for color, points in dots.items():  # a job that computed in microseconds still shows by whom
+        ax.scatter([x for x, _ in points], [y for _, y in points], marker="D", s=10, color=color, zorder=3)
     handles = [Line2D([0], [0], color=PHASE_COLORS["queue_wait"], lw=6, label="waiting in the queue"),
                *[Line2D([0], [0], color=c, lw=6, label=f"computing on {w}") for w, c in workers.items()],
                Line2D([0], [0], color=PHASE_COLORS["return"], lw=6, label="reply coming back")]
     if redelivered:
         handles.insert(1, Line2D([0], [0], color=PHASE_COLORS["held"], lw=6,
                                  label="held by a delivery that did not answer"))
-    ax.legend(handles=handles, fontsize="small", loc="lower right")
+    if heartbeats:
+        handles.append(Line2D([0], [0], color="#333333", linestyle="none", marker="|", markersize=12,
+                              label="visibility extended (heartbeat)"))
+    if dots:
+        handles.append(Line2D([0], [0], color="#555555", linestyle="none", marker="D", markersize=4,
+                              label="computing, too short for a bar"))
+    # Beside the axes, not on them: inside, it hid the last jobs' bars.
+    ax.legend(handles=handles, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     ax.set_xlabel("seconds since the first job was sent")
     ax.set_ylabel("job (in the order sent)")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.invert_yaxis()
-    ax.set_title(title or f"The life of {len(timelines)} jobs" + (f" ({redelivered} delivered more than once)"
-                                                                   if redelivered else ""))
+    # A figure title (not the axes' one): the legend beside the axes leaves them too narrow for it.
+    fig.suptitle(title or f"The life of {len(timelines)} jobs" + (f" ({redelivered} delivered more than once)"
+                                                                  if redelivered else ""))
     ax.grid(axis="x", alpha=0.3)
     return fig
 
 
-def queue_depth_figure(samples: Sequence[Any], title: str | None = None) -> Figure:
-    """Messages visible, in flight and in the dead-letter queue over time (``QueueWatcher.samples``)."""
+def queue_depth_figure(samples: Sequence[Any], title: str | None = None,
+                       marks: Sequence[tuple[float, str]] = ()) -> Figure:
+    """Messages visible, in flight and in the dead-letter queue over time (``QueueWatcher.samples``).
+
+    ``marks``: moments to name on the plot, ``(epoch seconds, what happened)`` ("worker killed"), each a
+    dotted line with its text."""
     fig, ax = new_figure()
     t0 = samples[0].at if samples else 0.0
     queues = sorted({s.queue for s in samples})
@@ -384,18 +407,39 @@ def queue_depth_figure(samples: Sequence[Any], title: str | None = None) -> Figu
         mine = [s for s in samples if s.queue == q]
         x = [s.at - t0 for s in mine]
         suffix = f" ({q})" if len(queues) > 1 else ""
-        ax.step(x, [s.visible for s in mine], where="post", color=styles["visible"][0], label="visible" + suffix)
-        ax.step(x, [s.in_flight for s in mine], where="post", color=styles["in flight"][0],
-                label="in flight (received, not yet deleted)" + suffix)
+        # A dot at each look: between two looks the counts are not known (a fast batch changes them often).
+        # In flight drawn wide and first, visible narrow on top: where both are equal, both still show.
+        dot = {"marker": "o", "markersize": 2.5}
+        ax.step(x, [s.in_flight for s in mine], where="post", color=styles["in flight"][0], linewidth=3.5,
+                label="in flight (received, not yet deleted)" + suffix, **dot)
+        ax.step(x, [s.visible for s in mine], where="post", color=styles["visible"][0], label="visible" + suffix,
+                linewidth=1.5, **dot)
         if any(s.dead_letter is not None for s in mine):
             ax.step(x, [s.dead_letter or 0 for s in mine], where="post", color=styles["dead-letter"][0],
                     linestyle="--", label="in the dead-letter queue" + suffix)
-    ax.set_xlabel("seconds since watching began")
+    ax.set_xlabel("seconds since watching began (a dot per look)")
     ax.set_ylabel("messages (SQS's approximate counts)")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylim(bottom=0)
-    ax.set_title(title or f"Queue depth: {', '.join(queues)}")
     ax.grid(alpha=0.3)
-    if samples:
-        ax.legend(fontsize="small", loc="upper right")
+    _name_moments(ax, [(at - t0, text) for at, text in marks])
+    if samples:  # beside the axes: inside, it hid the curves' tops (and the named moments' texts are long)
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    fig.suptitle(title or f"Queue depth: {', '.join(queues)}")
     return fig
+
+
+def _name_moments(ax: Any, marks: Sequence[tuple[float, str]]) -> None:
+    """A dotted vertical line at each mark, numbered above the axes (a number close to the previous one a
+    row higher, so both can be read); the legend says what each number is."""
+    if not marks:
+        return
+    ax.set_ylim(top=max(ax.get_ylim()[1], 1) * 1.08)  # the curves' top off the frame
+    lo, hi = ax.get_xlim()
+    last, row = None, 0
+    for i, (x, text) in enumerate(marks, 1):
+        ax.axvline(x, color="#555555", linestyle=":", linewidth=1.2, label=f"{i}: {text}")
+        row = row + 1 if last is not None and x - last < 0.03 * (hi - lo) else 0
+        last = x
+        ax.text(x, 1.01 + 0.05 * row, str(i), transform=ax.get_xaxis_transform(), ha="center", va="bottom",
+                fontsize="small", fontweight="bold", color="#333333")

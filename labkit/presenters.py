@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import math
+import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ from labkit.local import running
 
 if TYPE_CHECKING:
     from labkit.aws.queues import PurgeOutcome
+    from labkit.dlq import DeadLetter
 
 
 class Table:
@@ -144,6 +146,17 @@ def purge_report(outcomes: Sequence[PurgeOutcome]) -> tuple[Table, Note]:
     text = f"purged {len(purged)} of {len(outcomes)} queue(s)" + (f" ({', '.join(purged)})" if purged else "")
     text += "; " + "; ".join(f"{o.queue} {purge_outcome(o)}" for o in left)
     return table, Note(text, "error" if any(o.error for o in left) else "warning")
+
+
+def dead_letters_table(letters: Sequence[DeadLetter], title: str = "Dead letters") -> Table:
+    """What ``DeadLetters.show()`` read: one row per dead letter (its job, its receives, where its answer was
+    to go, when it was first sent)."""
+    def when(at: float | None) -> str:
+        return time.strftime("%H:%M:%S UTC", time.gmtime(at)) if at else ""
+    rows = [[d.message_id[:8], d.job_id[:8] if d.job_id else "(none: plain text or malformed)", d.kind or "",
+             d.receives, (d.reply_to or "").rstrip("/").rsplit("/", 1)[-1], when(d.sent_at)] for d in letters]
+    return Table(rows or [["", "(none)", "", "", "", ""]],
+                 ["message", "job", "kind", "receives (this look too)", "reply queue", "sent"], title)
 
 
 def timeline_table(events: Sequence[dict[str, Any]], title: str = "Timeline") -> Table:

@@ -154,6 +154,19 @@ WATCH_BUSY = """() => {
   window.__labkitWatch = new MutationObserver(seen);
   window.__labkitWatch.observe(document.body, {subtree: true, childList: true, characterData: true});
 }"""
+# Records every frame a live depth plot (labkit.widgets.LiveDepth) shows, however briefly: each redraw is a new
+# blob URL on its <img>.
+WATCH_LIVE = """() => {
+  if (window.__labkitLiveWatch) window.__labkitLiveWatch.disconnect();
+  window.__labkitLive = [];
+  const seen = () => document.querySelectorAll('img.labkit-live-depth').forEach(e => {
+    const shown = e.src && getComputedStyle(e).display !== 'none';
+    if (shown && !window.__labkitLive.includes(e.src)) window.__labkitLive.push(e.src);
+  });
+  window.__labkitLiveWatch = new MutationObserver(seen);
+  window.__labkitLiveWatch.observe(document.body,
+    {subtree: true, childList: true, attributes: true, attributeFilter: ['src', 'style']});
+}"""
 # A button's action is over once a busy line appeared and is gone again.
 ACTION_DONE = "() => (window.__labkitBusy || []).length > 0 && !document.querySelector('.labkit-busy')"
 # Texts of labels, buttons and toggle buttons that do not fit their box (cut with an ellipsis).
@@ -232,6 +245,14 @@ class NotebookPage:
                                  f"{root.inner_text()[-2000:]}") from None
         return self.page.evaluate("() => [...new Set(window.__labkitBusy)]")
 
+    def watch_live(self) -> None:
+        """From now on, count the frames live depth plots show (see :meth:`live_frames`)."""
+        self.page.evaluate(WATCH_LIVE)
+
+    def live_frames(self) -> int:
+        """Frames the live depth plots showed since :meth:`watch_live`."""
+        return self.page.evaluate("() => (window.__labkitLive || []).length")
+
     def out(self, panel: Any) -> str:
         """What the panel's output area shows, as text."""
         return panel.locator(".widget-output").last.inner_text().strip()
@@ -249,8 +270,10 @@ class NotebookPage:
 
     @staticmethod
     def figure_size(root: Any) -> list[list[int]]:
-        """(width, height) of the pictures shown in ``root``."""
-        return root.locator("img").evaluate_all("els => els.map(e => [e.naturalWidth, e.naturalHeight])")
+        """(width, height) of the pictures shown in ``root`` (a live depth plot's frame is not one: it hides
+        once its work is over, its finished figure shown instead)."""
+        return root.locator("img:not(.labkit-live-depth)").evaluate_all(
+            "els => els.map(e => [e.naturalWidth, e.naturalHeight])")
 
     def notebook_text(self) -> str:
         return self.page.locator(".jp-NotebookPanel").first.inner_text()

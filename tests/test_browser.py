@@ -73,11 +73,13 @@ def set_up(nb: NotebookPage) -> None:
         run_all(nb, "00_setup")
 
 
-def run_all(nb: NotebookPage, name: str, timeout_s: float = 300) -> None:
+def run_all(nb: NotebookPage, name: str, timeout_s: float = 300, watch_live: bool = False) -> None:
     if name != "00_setup":
         set_up(nb)
     t0 = time.monotonic()
     nb.open(name)
+    if watch_live:
+        nb.watch_live()
     nb.run_all(timeout_s)
     SECONDS[name] = time.monotonic() - t0
     nb.shot(f"{name}-run-all")
@@ -169,16 +171,26 @@ def test_01_numbers_panels_after_run_all(nb):
     assert refused and 0 < int(refused[1]) <= 60, outcome["responseQueue"]
     assert nb.out(panel).splitlines()[-1].startswith("WARNING: purged 3 of 4 queue(s)")
     nb.shot("01-numbers-purge", panel)
-    # The batch panel, after its cell ran again (a new panel on the notebook's Lab)
+    # The batch panel, after its cell ran again (a new panel on the notebook's Lab), with 300 jobs
     nb.rerun_cell("batch_panel = widgets.BatchPanel(")
     batch = nb.panel("BatchPanel")
     assert nb.truncated(batch) == []
+    nb.field(batch, "jobs").fill("300")
+    nb.field(batch, "jobs").press("Enter")
+    nb.watch_live()
     nb.click(batch, "Send batch")
     summary = rows(nb.tables(batch)["Batch"])
-    assert (summary["jobs"], summary["errors"]) == ("20", "0")
-    assert nb.figure_size(batch) == [[800, 450]]
+    assert (summary["jobs"], summary["errors"]) == ("300", "0")
+    # The request queue's depth was drawn live while the batch ran, then gave way to the three figures:
+    # latency, every job's life, the queue's depth over the batch
+    assert nb.live_frames() >= 1
+    expect(batch.locator("img.labkit-live-depth")).to_be_hidden()
+    assert nb.figure_size(batch) == [[800, 450]] * 3
     assert batch.locator(".progress-bar-success").count() == 1
     nb.shot("01-batch", batch)
+    # And Run All showed the same three figures under the notebook's batch cell
+    cell = nb.page.locator(".jp-NotebookPanel .jp-CodeCell", has_text="batch = batch_panel.send()").first
+    assert NotebookPage.figure_size(cell) == [[800, 450]] * 3
     assert nb.problems() == []
 
 
@@ -272,6 +284,31 @@ def test_04_benchmark_small(nb):
     assert "Sweep" in text and "summary: best" in text
     figures = NotebookPage.figure_size(nb.page.locator(".jp-NotebookPanel").first)
     assert figures.count([800, 450]) == 2
+    assert nb.problems() == []
+
+
+def test_05_delivery(nb):
+    # Given labkit up (00_setup), When 05 runs all its cells (about a minute: its own queues, its own worker)
+    set_up(nb)
+    run_all(nb, "05_delivery", watch_live=True)
+    # Then every step shows what happened: the killed worker's messages delivered again, a duplicate dropped,
+    # a dead letter read, redriven and answered, a long job's heartbeats; and its queues deleted at the end
+    text = nb.notebook_text()
+    held = re.search(r"worker \d+ was killed holding (\d+) message\(s\)", text)
+    assert held and int(held[1]) >= 1 and "received twice, answered once" in text
+    assert "a second answer with this id, dropped" in text
+    assert "before the redrive" in text and "sent back from the dead-letter queue" in text
+    assert "kept invisible for another 5 s (heartbeat)" in text and "deleted labkit-delivery-" in text
+    # And four figures, and the queue's depth drawn live while each watched step ran
+    notebook = nb.page.locator(".jp-NotebookPanel").first
+    assert NotebookPage.figure_size(notebook) == [[800, 450]] * 4
+    assert nb.live_frames() >= 3
+    assert all(not img.is_visible() for img in notebook.locator("img.labkit-live-depth").all())
+    # And nothing of the exercise is left running or recorded
+    assert "delivery_exercise" not in read_state(nb.lab.root / ".labkit")
+    for step, text in (("redelivery", "redelivery.depth_figure("), ("dead-letter", "poison = exercise.poison(")):
+        nb.shot(f"05-delivery-{step}", nb.page.locator(".jp-NotebookPanel .jp-CodeCell", has_text=text).first)
+    nb.shot("05-delivery", notebook)
     assert nb.problems() == []
 
 

@@ -16,18 +16,21 @@ from PIL import Image
 from labkit import runner
 from labkit.cli import main
 from labkit.jobs.numbers import parse_text
+from labkit.processes import pid_alive
 from tests.conftest import FAKE_KEY_ID, FAKE_SECRET, ROOT
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-OURS = ["00_setup", "01_numbers", "02_images", "04_benchmark", "06_custom_kinds", "99_teardown"]
+OURS = ["00_setup", "01_numbers", "02_images", "04_benchmark", "05_delivery", "06_custom_kinds", "99_teardown"]
 COMMON = {"backend", "state_dir", "interactive", "figures_dir"}
 # Small sizes: the whole run takes seconds. random_length is over 10,000 so the list goes through S3.
 SMALL = {"random_length": 20_000, "batch_jobs": 20, "batch_list_length": 10, "numbers_text": "7 3 3 10 -2",
          "ops": ["grayscale", "thumbnail:96"], "bench_jobs": 60, "windows": [5, 10], "worker_counts": [1],
          "round_trips": 3,
          "scenarios": ["floor", "labkit", "round_trip"]}
-FIGURES = ["01-batch-latency.png", "01-numbers-preset.png", "01-numbers-random.png", "01-numbers-typed.png",
-           "02-image-side-by-side.png", "04-bench-scenarios.png", "04-bench-sweep.png", "06-histogram.png"]
+FIGURES = ["01-batch-latency.png", "01-job-timeline.png", "01-numbers-preset.png", "01-numbers-random.png",
+           "01-numbers-typed.png", "01-queue-depth.png", "02-image-side-by-side.png", "04-bench-scenarios.png",
+           "04-bench-sweep.png", "05-dead-letter-depth.png", "05-heartbeat-depth.png", "05-redelivery-depth.png",
+           "05-redelivery-timeline.png", "06-histogram.png"]
 
 
 # -- committed notebooks: clean, parameterised -------------------------------------------------------
@@ -191,6 +194,9 @@ def test_numbers_notebook_results(run):
     text = all_text(executed(report, "01_numbers"))
     assert "through S3 (s3://" in text and ".npy)" in text
     assert text.count("inline in the SQS message") == 2
+    # The batch's figures: every job's life, and the request queue's depth as the watcher saw it meanwhile
+    assert f"<figure: The life of {SMALL['batch_jobs']} jobs>" in text
+    assert "<figure: Depth of requestQueue during the batch (a look every 0.25 s)>" in text
 
 
 @pytest.mark.slow
@@ -215,6 +221,36 @@ def test_teardown_notebook_left_nothing(run):
     assert s["left"] == [] and s["processes_left"] == []
     assert "queue requestQueue" in s["deleted"] and any(d.startswith("bucket labkit-") for d in s["deleted"])
     assert "nothing is left" in all_text(executed(report, "99_teardown"))
+
+
+@pytest.mark.slow
+def test_delivery_notebook_results(run):
+    # 05 ran its own queues and worker: killed mid-batch, a duplicate, a poison message, a long job
+    report, *_ = run
+    s = summary(report, "05_delivery")
+    declared = runner.declared_parameters(ROOT / "notebooks" / "05_delivery.ipynb")
+    # The killed worker's messages were delivered a second time, to the restarted worker, and answered
+    r = s["redelivery"]
+    assert len(r["deliveries"]) == declared["redelivery_jobs"] and r["killed"] != r["restarted"]
+    assert r["held"] >= 1 and r["deliveries"].count(2) == r["held"] and set(r["deliveries"]) <= {1, 2}
+    # One request sent twice: one duplicate answer dropped by id
+    assert s["duplicate"]["dropped"] == 1 and s["duplicate"]["timeline"][-1] == "duplicate"
+    # The poison message: one dead letter, received more than max_receive_count times, redriven and answered
+    d = s["dead_letter"]
+    assert d["letters"] == 1 and d["receives"][0] > declared["max_receive_count"]
+    assert (d["moved"], d["ok"], d["median"]) == (1, True, 15.5)
+    assert d["timeline"] == ["sent", "received", "redriven", "received", "started", "finished", "replied", "result"]
+    # The long job: kept in flight by heartbeats, delivered once
+    assert s["heartbeat"]["deliveries"] == 1 and s["heartbeat"]["beats"] >= 2
+    # Its workers stopped, its queues deleted (labkit's own were not: 99_teardown deleted those)
+    assert len(s["workers"]) == 2 and not any(pid_alive(p) for p in s["workers"])
+    tag = s["deleted"][0].split("-")[2]
+    assert s["deleted"] == [f"labkit-delivery-{tag}-dlq", f"labkit-delivery-{tag}", f"labkit-delivery-{tag}-replies",
+                            f"labkit-reply-{tag}-later"]
+    text = all_text(executed(report, "05_delivery"))
+    assert "received twice, answered once" in text and "a second answer with this id, dropped" in text
+    assert f"labkit-delivery-{tag}-dlq, before the redrive" in text and "sent back from the dead-letter queue" in text
+    assert text.count("kept invisible for another 5 s (heartbeat)") >= s["heartbeat"]["beats"]
 
 
 # -- failures ----------------------------------------------------------------------------------------

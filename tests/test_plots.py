@@ -137,7 +137,7 @@ def test_job_timeline_bars_by_phase_coloured_by_worker(tmp_path):
     ax = fig.axes[0]
     assert _labels(ax) == ["waiting in the queue", "held by a delivery that did not answer", "computing on a:1",
                            "computing on b:2", "reply coming back"]
-    assert ax.get_title() == "The life of 4 jobs (1 delivered more than once)"
+    assert plots.title_of(fig) == "The life of 4 jobs (1 delivered more than once)"
     assert ax.get_xlabel() == "seconds since the first job was sent"
     held = [p for p in ax.patches if p.get_hatch() == "///"]
     assert len(held) == 1 and held[0].get_width() == pytest.approx(3.1)  # first delivery to the second
@@ -152,7 +152,46 @@ def test_queue_depth_steps_for_each_count(tmp_path):
     fig = plots.queue_depth_figure(samples)
     ax = fig.axes[0]
     # Then three step lines with their meanings, time from the first sample
-    assert _labels(ax) == ["visible", "in flight (received, not yet deleted)", "in the dead-letter queue"]
+    assert _labels(ax) == ["in flight (received, not yet deleted)", "visible", "in the dead-letter queue"]
     assert [list(line.get_xdata())[:2] for line in ax.get_lines()] == [[0.0, 1.0]] * 3
-    assert ax.get_title() == "Queue depth: requestQueue"
+    assert plots.title_of(fig) == "Queue depth: requestQueue"
     assert _png_size(plots.save(fig, tmp_path, "01-queue-depth")) == (800, 450)
+
+
+def test_queue_depth_names_moments_with_numbered_lines(tmp_path):
+    from labkit.watcher import Sample
+    # Given a queue's samples and three moments, two of them close together
+    samples = [Sample(10.0 + i, "q", int(i < 3), int(i >= 3), 0) for i in range(6)]
+    marks = [(11.0, "worker 12 killed, holding 1"), (14.0, "visible again"), (14.05, "worker 13 started")]
+    # When they are plotted
+    fig = plots.queue_depth_figure(samples, "a title", marks)
+    ax = fig.axes[0]
+    # Then each moment is a dotted line at its time, named in the legend by its number
+    assert _labels(ax)[3:] == ["1: worker 12 killed, holding 1", "2: visible again", "3: worker 13 started"]
+    dotted = [line for line in ax.get_lines() if line.get_linestyle() == ":"]
+    assert [line.get_xdata()[0] for line in dotted] == pytest.approx([1.0, 4.0, 4.05])
+    # And the numbers stand above the axes, the close one a row higher than its neighbour
+    numbers = {t.get_text(): t.get_position() for t in ax.texts}
+    assert list(numbers) == ["1", "2", "3"] and numbers["3"][1] > numbers["2"][1] == numbers["1"][1] > 1.0
+    assert plots.title_of(fig) == "a title"
+    assert _png_size(plots.save(fig, tmp_path, "05-depth")) == (800, 450)
+
+
+def test_job_timeline_ticks_heartbeats_and_dots_computes_too_short_to_see(tmp_path):
+    # Given a long job with two heartbeats, and a job that computed in 10 microseconds
+    long = [{"event": "sent", "at": 0.0}, {"event": "received", "at": 0.1, "receive_count": 1, "worker": "a:1"},
+            {"event": "started", "at": 0.1}, {"event": "visibility_extended", "at": 2.0, "seconds": 6},
+            {"event": "visibility_extended", "at": 4.0, "seconds": 6}, {"event": "finished", "at": 5.0},
+            {"event": "replied", "at": 5.0}, {"event": "result", "at": 5.1}]
+    short = [{"event": "sent", "at": 0.2}, {"event": "received", "at": 0.3, "receive_count": 1, "worker": "b:2"},
+             {"event": "started", "at": 0.3}, {"event": "finished", "at": 0.30001}, {"event": "result", "at": 0.4}]
+    # When they are plotted
+    fig = plots.job_timeline_figure([long, short])
+    ax = fig.axes[0]
+    # Then the heartbeats are ticks on the long job's bar, and the short job's compute is a dot of its worker's colour
+    ticks = [line for line in ax.get_lines() if line.get_marker() == "|"]
+    assert [list(t.get_xdata()) for t in ticks if len(t.get_xdata())] == [[2.0, 4.0]]
+    [dots] = ax.collections
+    assert dots.get_offsets().tolist() == [[0.3, 1.0]]
+    assert _labels(ax)[-2:] == ["visibility extended (heartbeat)", "computing, too short for a bar"]
+    assert _png_size(plots.save(fig, tmp_path, "timeline")) == (800, 450)

@@ -9,6 +9,7 @@ import json
 import math
 import re
 import statistics
+import threading
 import time
 
 import pytest
@@ -134,18 +135,64 @@ def test_purge_button_empties_the_chosen_queue(lab, settings):
     assert [(o.queue, o.purged) for o in panel.purged] == [(settings.request_queue, True)]
 
 
-def test_batch_button_moves_the_progress_bar_and_plots_latency(lab, start_worker):
+def test_batch_button_moves_the_progress_bar_and_plots_latency_timelines_and_depth(lab, settings, start_worker):
+    # Given a worker, and a batch panel shown in a notebook (so its depth plot is drawn live)
     start_worker()
     panel = widgets.BatchPanel(lab, jobs=23, list_length=7, window=5)
+    panel._ipython_display_()
+    frames: list[bytes] = []
+    panel.live.image.observe(lambda change: frames.append(change["new"]), "value")
+    # When Send batch is clicked
     panel.send_button.click()
+    # Then every job was answered, the progress bar is full, and the table and the figures are shown
     batch = panel.batch
     assert (batch.jobs, batch.errors, batch.window) == (23, 0, 5)
     assert batch.latencies_s.size == 23 and (batch.latencies_s > 0).all()
     assert (panel.progress.value, panel.progress.max, panel.progress.bar_style) == (23, 23, "success")
     assert "throughput" in texts(panel) and "latency median" in texts(panel)
-    [png] = pngs(panel)
-    assert png.size == (800, 450)
+    assert [png.size for png in pngs(panel)] == [(800, 450)] * 3
+    shown = [o["data"]["text/plain"] for o in panel.out.outputs if "image/png" in o["data"]]
+    assert shown == ["<figure: Round-trip latency of 23 number jobs (7 numbers each, at most 5 in flight)>",
+                     "<figure: The life of 23 jobs>",
+                     f"<figure: Depth of {settings.request_queue} during the batch (a look every 0.25 s)>"]
     assert lab.jobs_sent == 23
+    # And the watcher looked at the request queue during the batch: never more than the window in it, and
+    # empty at the end (every request answered and deleted)
+    samples = panel.samples
+    assert len(samples) >= 2 and {s.queue for s in samples} == {settings.request_queue}
+    assert max(s.visible + s.in_flight for s in samples) <= 5
+    assert (samples[-1].visible, samples[-1].in_flight, samples[-1].dead_letter) == (0, 0, 0)
+    assert [s.at for s in samples] == sorted(s.at for s in samples)
+    # And the timelines are the jobs': each sent, received once by the worker, answered
+    lives = [j.timeline() for j in panel.jobs_sent]
+    assert all([e["event"] for e in life] == ["sent", "received", "started", "finished", "replied", "result"]
+               for life in lives)
+    # And the live plot was drawn (at most once a second) as PNG frames, then hidden; its watcher stopped
+    assert panel.live.frames == len(frames) >= 1 and all(bytes(f).startswith(b"\x89PNG") for f in frames)
+    assert panel.live.image.layout.display == "none"
+    assert not [t for t in threading.enumerate() if t.name == "labkit-queue-watcher"]
+
+
+def test_the_live_depth_plot_draws_only_when_shown_and_at_most_once_a_second():
+    from labkit.watcher import Sample
+    from labkit.widgets.live import LiveDepth
+    samples = [Sample(100.0 + i, "q", 3 - i, i, 0) for i in range(4)]
+    # Given a live plot nobody displayed (an unattended run)
+    live = LiveDepth("q", every=1.0)
+    # When samples come, Then nothing is drawn
+    live.update(samples)
+    assert live.frames == 0 and live.image.value == b""
+    # Given it is displayed, When samples come three times in a row, Then one frame is drawn and shown
+    live._ipython_display_()
+    for _ in range(3):
+        live.update(samples)
+    assert live.frames == 1 and live.image.layout.display == "block"
+    with Image.open(io.BytesIO(live.image.value)) as im:
+        assert im.size == (800, 450)
+    # And a frame that cannot be drawn is skipped, not raised into the watcher's thread
+    live.hide()
+    live.update([object()])
+    assert live.frames == 1 and live.image.layout.display == "none"
 
 
 # -- images ------------------------------------------------------------------------------------------

@@ -19,9 +19,10 @@ from labkit.presenters import Note, Table, status_tables
 from labkit.samples import SAMPLES, sample_image
 from labkit.widgets.base import Panel, bundle
 from labkit.widgets.images import ImagePanel, format_ops
+from labkit.widgets.live import LiveDepth
 from labkit.widgets.numbers import BatchPanel, BatchResult, NumbersPanel
 from labkit.widgets.setup import SetupPanel, TeardownPanel
 
-__all__ = ["BACKENDS", "PRESET", "SAMPLES", "BatchPanel", "BatchResult", "ImagePanel", "Note", "NumbersPanel",
-           "Panel", "SetupPanel", "Table", "TeardownPanel", "bundle", "format_ops", "resolve_backend",
+__all__ = ["BACKENDS", "PRESET", "SAMPLES", "BatchPanel", "BatchResult", "ImagePanel", "LiveDepth", "Note",
+           "NumbersPanel", "Panel", "SetupPanel", "Table", "TeardownPanel", "bundle", "format_ops", "resolve_backend",
            "sample_image", "status_tables"]

@@ -16,7 +16,9 @@ from labkit.config import PAYLOADS_PREFIX
 from labkit.errors import LabkitError
 from labkit.jobs.numbers import PRESET
 from labkit.presenters import Table, purge_report
+from labkit.watcher import QueueWatcher, Sample
 from labkit.widgets.base import LABELS, TOGGLES, IntField, LabPanel
+from labkit.widgets.live import LiveDepth
 
 
 class NumbersPanel(LabPanel):
@@ -143,7 +145,13 @@ class BatchResult:
 
 
 class BatchPanel(LabPanel):
-    """Send a batch of number jobs with a progress bar; plot round-trip latency."""
+    """Send a batch of number jobs with a progress bar, watching the request queue meanwhile (a live depth
+    plot when shown in JupyterLab); then show round-trip latency, every job's life (queue wait, compute,
+    return, by worker) and the queue's depth over the batch."""
+
+    # Seconds between looks at the request queue and its dead-letter queue (a GetQueueAttributes call each).
+    # What watching costs: 6-12% of a batch's throughput on the emulator on 2 busy cores (docs/notebooks.md).
+    WATCH_EVERY = 0.25
 
     def __init__(self, lab: Lab, jobs: int = 200, list_length: int = 100, window: int | None = None,
                  seed: int = 0) -> None:
@@ -156,24 +164,40 @@ class BatchPanel(LabPanel):
         self.send_button = W.Button(description="Send batch", button_style="primary", icon="paper-plane")
         self.progress = W.IntProgress(value=0, min=0, max=jobs, description="done", bar_style="info", style=LABELS)
         self._button(self.send_button, self.send, lambda: f"sending {self.jobs.value:,} jobs")
+        self.live = LiveDepth("Request queue while the batch runs")
         self.batch: BatchResult | None = None
-        self.figure: Any = None
+        self.jobs_sent: list[Job] = []
+        self.samples: list[Sample] = []  # the request queue's depth, as the watcher saw it during the batch
+        self.figure: Any = None  # round-trip latency
+        self.timeline_figure: Any = None  # one bar per job: queue wait, compute, return (plots.job_timeline_figure)
+        self.depth_figure: Any = None  # visible, in flight, dead letters over the batch (plots.queue_depth_figure)
         self.box = W.VBox([W.HBox([self.jobs, self.list_length, self.window]), self.send_button, self.progress,
-                           self.busy, self.out])
+                           self.live.image, self.busy, self.out])
+
+    def _ipython_display_(self) -> None:
+        self.live.shown = True  # a person is looking: the depth plot is drawn live
+        super()._ipython_display_()
 
     def _on_progress(self, done: int, total: int) -> None:
         self.progress.max = total
         self.progress.value = done
 
     def send(self) -> BatchResult:
-        """Send the batch (at most ``window`` jobs in flight), wait for every answer, plot latency."""
+        """Send the batch (at most ``window`` jobs in flight) while watching the request queue, wait for every
+        answer; show the latency, the jobs' timelines and the queue's depth."""
         n, length, window = self.jobs.checked(), self.list_length.checked(), self.window.checked()
         rng = np.random.default_rng(self.seed)
         payloads = [{"numbers": rng.integers(-1000, 1000, size=length, endpoint=True).tolist()} for _ in range(n)]
         self.progress.value, self.progress.bar_style = 0, "info"
+        watch = QueueWatcher.for_lane(self.lab, "numbers", interval=self.WATCH_EVERY, on_sample=self.live.update)
         t0 = time.time()
-        jobs = self.lab.submit_many("numbers", payloads, window=window, progress=False,
-                                    desc="number jobs", on_progress=self._on_progress)
+        try:
+            with watch:
+                jobs = self.lab.submit_many("numbers", payloads, window=window, progress=False,
+                                            desc="number jobs", on_progress=self._on_progress)
+        finally:
+            self.live.hide()
+        self.jobs_sent, self.samples = jobs, watch.samples
         elapsed = max(j.finished or t0 for j in jobs) - t0
         errors = 0
         for j in jobs:
@@ -191,5 +215,8 @@ class BatchPanel(LabPanel):
         self.figure = plots.latency_figure(self.batch.latencies_s, self.batch.sent_s,
                                            title=f"Round-trip latency of {n:,} number jobs "
                                                  f"({length:,} numbers each, at most {window} in flight)")
-        self.show(self.figure)
+        self.timeline_figure = plots.job_timeline_figure([j.timeline() for j in jobs])
+        self.depth_figure = plots.queue_depth_figure(
+            self.samples, f"Depth of {', '.join(watch.queues)} during the batch (a look every {self.WATCH_EVERY:g} s)")
+        self.show(self.figure, self.timeline_figure, self.depth_figure)
         return self.batch
