@@ -218,9 +218,9 @@ class DeliveryExercise:
     # -- the steps -------------------------------------------------------------------------------------
     def redelivery(self, jobs: int = 6, seconds: float = 1.0, on_sample: OnSample = None) -> Redelivery:
         """Send ``jobs`` naps, start a worker (it receives the whole batch at once), SIGKILL it in the middle of
-        the batch (once its first naps are done and the next ones have started: a worker answers a batch's
-        jobs together, so none is answered yet), wait until the messages it held are visible again (after the
-        visibility timeout), then start a new worker, which answers them: their timelines show two deliveries."""
+        the batch (once its first naps are done and answered, and the next ones have started: it holds those and
+        the ones not started yet), wait until the messages it held are visible again (after the visibility
+        timeout), then start a new worker, which answers them: their timelines show two deliveries."""
         if not self.concurrency < jobs <= 10:
             raise InvalidInput(f"jobs must be between {self.concurrency + 1} (more than the worker runs at once) "
                                f"and 10 (one receive takes them all), got {jobs}")

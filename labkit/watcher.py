@@ -78,7 +78,10 @@ class QueueWatcher:
                 continue
             self.samples += batch
             if self.on_sample is not None:
-                self.on_sample(self.samples)
+                try:
+                    self.on_sample(self.samples)
+                except Exception:  # a live plot that failed to draw must not stop the sampling
+                    self.errors += 1
 
     def start(self) -> QueueWatcher:
         self._thread = threading.Thread(target=self._run, name="labkit-queue-watcher", daemon=True)

@@ -171,3 +171,22 @@ def test_a_dead_letter_redriven_carries_its_story_into_the_answer(emulator, tmp_
     assert first["inferred"] and first["receive_count"] == 1
     assert redriven["receive_count"] >= 2  # its receives, as SQS counted them
     assert again["receive_count"] == 1 and again["worker"] == result.worker  # a new message after the redrive
+
+
+@pytest.mark.slow
+def test_a_long_pooled_job_holds_back_no_other_reply_of_its_batch(emulator, tmp_path, start_worker):
+    # Given a short and a long job on the job threads, received in one batch
+    s = provisioned(emulator, tmp_path)
+    requests = Queue.by_name(Clients(s).sqs, s.request_queue)
+    with Lab(s) as lab:
+        reqs = [JobRequest("sleep", {"seconds": 0.2}, reply_to=lab.reply_queue.url),
+                JobRequest("sleep", {"seconds": 3}, reply_to=lab.reply_queue.url)]
+        short, long = (lab.track(r.id, "sleep") for r in reqs)
+        assert not requests.send_batch([r.encode() for r in reqs])
+        start_worker("--concurrency", "2", s=s)
+        # When both are answered
+        assert short.result(timeout=60) == {"slept": 0.2} and long.result(timeout=60) == {"slept": 3}
+    # Then the short one was in the same batch, and its reply went while the long one still ran
+    at = {name: {e["event"]: e["at"] for e in job.timeline()} for name, job in (("short", short), ("long", long))}
+    assert abs(at["short"]["received"] - at["long"]["received"]) < 0.5
+    assert at["short"]["replied"] < at["long"]["finished"] - 2

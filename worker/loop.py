@@ -167,7 +167,7 @@ class Worker:
                  for p in prepared if not p.inline]
         self._finish(src, [self.answerer.answer(src, p, received) for p in prepared if p.inline])
         if tasks:
-            self._finish(src, self._await(src, tasks))
+            self._await(src, tasks)
 
     def _finish(self, src: Source, outcomes: list[Outcome]) -> None:
         """Reply, delete what was answered, bring the rest back soon."""
@@ -177,17 +177,18 @@ class Worker:
         self._delete(src, answered)
         self._retry_later(src, unanswered)
 
-    def _await(self, src: Source, tasks: list[Task]) -> list[Outcome]:
-        """Wait for a batch's jobs: extend the visibility of those still running (heartbeat), abandon
-        those past the hard limit, and once a stop is requested release those not started yet."""
+    def _await(self, src: Source, tasks: list[Task]) -> None:
+        """Wait for a batch's pooled jobs, answering each as it ends (one long job holds no other's reply):
+        extend the visibility of those still running (heartbeat), abandon those past the hard limit, and
+        once a stop is requested release those not started yet."""
         beat = max(1.0, src.visibility / 3)
         next_beat = time.monotonic() + beat
-        pending, outcomes = list(tasks), []
+        pending = list(tasks)
         while pending:
-            cf.wait([t.future for t in pending], timeout=TICK)
+            cf.wait([t.future for t in pending], timeout=TICK, return_when=cf.FIRST_COMPLETED)
             done = [t for t in pending if t.future.done()]
             overdue = [t for t in pending if t not in done and self._overdue(t)]
-            outcomes += [t.future.result() for t in done] + [self._abandon(src, t) for t in overdue]
+            self._finish(src, [t.future.result() for t in done] + [self._abandon(src, t) for t in overdue])
             pending = [t for t in pending if t not in done and t not in overdue]
             if self._stop.is_set():
                 pending = self._release_unstarted(src, pending)
@@ -195,7 +196,6 @@ class Worker:
             if pending and time.monotonic() >= next_beat:
                 next_beat = time.monotonic() + beat
                 self._extend_visibility(src, pending)
-        return outcomes
 
     def _overdue(self, task: Task) -> bool:
         return task.started is not None and time.monotonic() - task.started > self.job_timeout
