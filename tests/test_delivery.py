@@ -47,8 +47,9 @@ def test_a_worker_killed_mid_batch_loses_nothing_the_next_worker_answers_after_t
     assert [j.result(timeout=0) for j in story.jobs] == [{"slept": 1.0}] * 4
     assert story.killed != story.restarted and not pid_alive(story.killed)
     # And what it held was delivered twice: first to it (the time SQS recorded), then to the new worker,
-    # no sooner than the visibility timeout after the first
-    assert story.held >= 1 and len(story.redelivered) == story.held
+    # no sooner than the visibility timeout after the first. (A job it answered just before the kill, its
+    # request not yet deleted, is held too: the client keeps that first answer and drops the second.)
+    assert 1 <= len(story.redelivered) <= story.held
     for job in story.redelivered:
         first, second = [e for e in job.timeline() if e["event"] == "received"]
         assert first["inferred"] and (first["receive_count"], second["receive_count"]) == (1, 2)

@@ -232,7 +232,8 @@ def test_delivery_notebook_results(run):
     # The killed worker's messages were delivered a second time, to the restarted worker, and answered
     r = s["redelivery"]
     assert len(r["deliveries"]) == declared["redelivery_jobs"] and r["killed"] != r["restarted"]
-    assert r["held"] >= 1 and r["deliveries"].count(2) == r["held"] and set(r["deliveries"]) <= {1, 2}
+    # (held may count a job answered just before the kill whose request was not deleted yet: see test_delivery)
+    assert 1 <= r["deliveries"].count(2) <= r["held"] and set(r["deliveries"]) <= {1, 2}
     # One request sent twice: one duplicate answer dropped by id
     assert s["duplicate"]["dropped"] == 1 and s["duplicate"]["timeline"][-1] == "duplicate"
     # The poison message: one dead letter, received more than max_receive_count times, redriven and answered
