@@ -145,19 +145,17 @@ class Child:
 
     def stop(self, timeout: float = 30.0) -> bool:
         """SIGTERM, then SIGKILL after ``timeout`` seconds. True when it was running."""
-        running = self.signal(signal.SIGTERM)
-        if running:
-            for _ in poll(0.05, timeout):
-                if not self.alive():
-                    break
-            else:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.pid, signal.SIGKILL)
+        return stop_all([self], timeout)[0]
+
+    def _finish(self, kill: bool) -> None:
+        """After a stop: SIGKILL if still running and ``kill``, reap it, close its log."""
+        if kill and self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
         if self.proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=10)
         self.close_log()
-        return running
 
     def wait(self, timeout: float | None = None) -> int | None:
         """Wait for the process to end; its exit status (None when not started by this process)."""
@@ -186,3 +184,17 @@ class Child:
                 break
         raise LabkitError(f"process {self.pid} never logged {text!r} (exit status {self.returncode}); "
                           f"{self.log}:\n{self.output[-3000:]}")
+
+
+def stop_all(children: Sequence[Child], timeout: float = 30.0) -> list[bool]:
+    """Stop several children at once: SIGTERM to each, then wait for all of them together (each one's
+    shutdown, a long poll ending say, overlaps the others'), SIGKILL to those still running after
+    ``timeout`` seconds. For each child, True when it was running."""
+    running = [c.signal(signal.SIGTERM) for c in children]
+    if any(running):
+        for _ in poll(0.05, timeout):
+            if not any(c.alive() for c, r in zip(children, running, strict=True) if r):
+                break
+    for c, r in zip(children, running, strict=True):
+        c._finish(kill=r)
+    return running

@@ -17,7 +17,7 @@ from labkit.client import Lab
 from labkit.config import Settings
 from labkit.emulator import Emulator
 from labkit.errors import LabkitError
-from labkit.processes import Child, python_module, settings_env
+from labkit.processes import Child, python_module, settings_env, stop_all
 
 ROOT = Path(__file__).resolve().parents[1]
 # Known fake credentials: the security tests grep every produced file for them.
@@ -91,8 +91,7 @@ def start_worker(settings: Settings, tmp_path: Path) -> Iterator:
         return w
 
     yield start
-    for w in started:
-        w.terminate()
+    stop_all([w.child for w in started])  # all at once: their receives end together
 
 
 FAUXQS_DIR = ROOT / "tests" / "emulators"

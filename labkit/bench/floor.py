@@ -38,7 +38,7 @@ def floor_queue(rig: Rig) -> Queue:
 def floor_servers(rig: Rig, n: int) -> list[CountedProcess]:
     """``n`` floor server processes on the floor's request queue."""
     name = floor_queue(rig).name
-    return [rig.spawn("serve", "floor", "--queue", name) for _ in range(n)]
+    return rig.spawn_many([("serve", "floor", "--queue", name)] * n)
 
 
 def floor(rig: Rig, jobs: int, window: int, workers: int = 1,

@@ -20,7 +20,7 @@ from labkit.bench.counts import CountedProcess, cpu_seconds, listening_pid
 from labkit.bench.report import add
 from labkit.config import Settings
 from labkit.errors import ConfigError
-from labkit.processes import Child, settings_env
+from labkit.processes import Child, settings_env, stop_all
 
 SETTLE_S = 0.3  # how long a warm-up job's last calls (the deletes after its answer) take to land
 
@@ -129,8 +129,7 @@ class Rig:
 
     def close(self) -> None:
         """Stop every child process; then stop the private emulator, or delete what the run created."""
-        for p in self._procs:
-            p.stop()
+        stop_all([p.child for p in self._procs])
         self._procs.clear()
         if self.emulator is not None:
             self.emulator.stop(10)  # its resources go with it
@@ -152,26 +151,34 @@ class Rig:
     # -- processes -----------------------------------------------------------------------------------
     def spawn(self, *args: str) -> CountedProcess:
         """Start ``python -m labkit.bench <args>`` and wait until it serves."""
-        self._spawned += 1
-        i = self._spawned
-        proc = CountedProcess.spawn(args, settings_env(self.settings), self.work_dir / f"proc-{i}.log",
-                                    self.work_dir / f"counts-{i}.json")
-        self._procs.append(proc)
-        proc.wait_ready()
-        return proc
+        return self.spawn_many([args])[0]
+
+    def spawn_many(self, arg_lists: Sequence[Sequence[str]]) -> list[CountedProcess]:
+        """Start one process per argument list, all at once, and wait until each serves (their start-ups
+        overlap)."""
+        procs = []
+        for args in arg_lists:
+            self._spawned += 1
+            i = self._spawned
+            procs.append(CountedProcess.spawn(args, settings_env(self.settings), self.work_dir / f"proc-{i}.log",
+                                              self.work_dir / f"counts-{i}.json"))
+        self._procs.extend(procs)
+        for proc in procs:
+            proc.wait_ready()
+        return procs
 
     def workers(self, n: int, roles: str = "numbers", concurrency: int = 4) -> list[CountedProcess]:
         """``n`` real labkit worker processes (``worker.loop.Worker``, ``--poll-wait 1``)."""
-        procs = [self.spawn("worker", "--queues", roles, "--concurrency", str(concurrency), "--poll-wait", "1")
-                 for _ in range(n)]
+        procs = self.spawn_many([("worker", "--queues", roles, "--concurrency", str(concurrency), "--poll-wait", "1")
+                                 for _ in range(n)])
         for p in procs:
             p.wait_log(" serving ", timeout=30)  # its queues looked up: what is measured next is not its start-up
         return procs
 
     def stop(self, procs: Sequence[CountedProcess]) -> None:
-        """Stop these processes (each reports its counts a last time)."""
+        """Stop these processes, all at once (each reports its counts a last time)."""
+        stop_all([p.child for p in procs])
         for p in procs:
-            p.stop()
             self._procs.remove(p)
 
     def meter(self, procs: Sequence[CountedProcess], *clients: Clients) -> Calls:
