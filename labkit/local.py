@@ -15,7 +15,7 @@ from labkit import emulator, endpoints, provision
 from labkit.aws.clients import Clients, credentials_configured
 from labkit.config import Settings, read_state, update_state, write_state
 from labkit.errors import ConfigError
-from labkit.processes import Child, python_module, settings_env
+from labkit.processes import Child, python_module, settings_env, stop_all
 from labkit.waiting import poll
 
 
@@ -38,6 +38,7 @@ def where_up_goes(settings: Settings) -> str:
 
 
 BACKENDS = ("local", "aws", "auto")
+EMULATOR_POLL_WAIT = 2  # seconds a local worker's receive waits on an emulator on this machine (default: 10)
 
 
 def resolve_backend(backend: str, settings: Settings) -> str:
@@ -56,14 +57,16 @@ def running(records: list[dict[str, Any]] | None) -> list[Child]:
     return [c for c in children if c is not None and c.alive()]
 
 
-def spawn_worker(settings: Settings, index: int, concurrency: int = 4, lanes: str = "numbers,images") -> Child:
+def spawn_worker(settings: Settings, index: int, concurrency: int = 4, lanes: str = "numbers,images",
+                 poll_wait: int | None = None) -> Child:
     """Start ``python -m worker`` in the background, logging to ``<state_dir>/logs/worker-<i>.log``.
 
     Its settings are passed explicitly, so that an endpoint variable in this shell cannot point it
     elsewhere than what ``up`` provisioned. It logs a line per job (``-v``): this log is where a lab's
-    user looks to see the worker at work."""
+    user looks to see the worker at work. ``poll_wait``: its receive wait (default: the worker's own)."""
     log = Path(settings.state_dir) / "logs" / f"worker-{index}.log"
-    args = python_module("worker", "--queues", lanes, "--concurrency", str(concurrency), "--verbose")
+    args = python_module("worker", "--queues", lanes, "--concurrency", str(concurrency), "--verbose",
+                         *(["--poll-wait", str(poll_wait)] if poll_wait is not None else []))
     return Child.spawn(args, env=settings_env(settings), log=log)
 
 
@@ -93,16 +96,18 @@ def up(settings: Settings, local: bool | None = None, workers: int = 1, concurre
     settings = settings.replace(bucket=report.bucket)
     alive = running(state.get("workers"))
     if list(state.get("job_modules") or []) != list(settings.job_modules):
-        for child in alive:  # they run other job kinds than asked for: start them again
-            child.stop()
+        stop_all(alive)  # they run other job kinds than asked for: start them again
         alive = []
     state.update({"endpoint_url": settings.endpoint_url, "region": settings.region, "bucket": report.bucket,
                   "local": use_local, "job_modules": list(settings.job_modules) or None, **settings.queue_names()})
     state = {k: v for k, v in state.items() if v is not None}
     records = [c.record() for c in alive]
     write_state(state_dir, {**state, "workers": records})
+    # On an emulator on this machine an empty receive costs nothing: a short wait lets `down` (and a restart)
+    # stop the workers in about a second, where a worker waits out its receive before it stops.
+    poll_wait = EMULATOR_POLL_WAIT if settings.is_local else None
     for i in range(len(alive), workers):
-        records.append(spawn_worker(settings, i, concurrency).record())
+        records.append(spawn_worker(settings, i, concurrency, poll_wait=poll_wait).record())
     state["workers"] = records
     write_state(state_dir, state)
     return {"state": state, "report": report, "settings": settings}
@@ -138,7 +143,8 @@ def down(settings: Settings, timeout: float = 30.0) -> dict[str, Any]:
     nothing running."""
     state_dir = Path(settings.state_dir)
     state = read_state(state_dir)
-    stopped = [c.pid for c in running(state.get("workers")) if c.stop(timeout)]
+    workers = running(state.get("workers"))
+    stopped = [c.pid for c, was in zip(workers, stop_all(workers, timeout), strict=True) if was]
     cleaned = provision.ReplyCleanup()
     emu = state.get("emulator")
     reachable = endpoints.reachable(settings.endpoint_url) if settings.endpoint_url else True
