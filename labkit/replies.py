@@ -27,7 +27,8 @@ from labkit.job import Job
 from labkit.protocol import JobResult, json_loads, read_note
 from labkit.timeline import event
 
-RECEIVE_WAIT = 5  # seconds each receive waits: short enough to notice a close soon
+RECEIVE_WAIT = 5  # seconds each receive waits
+CLOSE_WAIT = 0.5  # seconds a close waits for the listening thread (a receive under way is not waited out)
 log = logging.getLogger(__name__)
 
 
@@ -96,7 +97,9 @@ class Replies:
             self._stopped.set()
             self._wake.notify_all()
         if self._listener is not None:
-            self._listener.join(timeout=RECEIVE_WAIT + 5)
+            # Not waiting out a receive under way (up to RECEIVE_WAIT): the queue is deleted under it, and the
+            # listener, finding the Lab closed, ends (a daemon thread: it never holds up the interpreter's exit).
+            self._listener.join(timeout=CLOSE_WAIT)
         for job in list(self._pending.values()):
             job._fail(LabkitError("the Lab was closed before the result arrived"))
         if self._queue is not None:
@@ -124,6 +127,8 @@ class Replies:
                     self._receive(queue)
                 backoff = 0.5
             except Exception as exc:
+                if self._closed:
+                    return
                 if is_missing_queue(exc) and self._replace(queue):
                     continue
                 # An outage: the replies stay in the queue; try again with backoff.
