@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import socket
-import threading
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -100,16 +100,21 @@ def serve(port: int = 0, ready_file: Path | None = None) -> None:
     With ``ready_file``, the URL is also written there once the emulator answers (``labkit up`` waits
     for it).
     """
-    stop = threading.Event()
+    # The handler only records the signal. (Setting a threading.Event from a handler can deadlock: the
+    # handler runs in the main thread, and if that thread was just entering Event.wait it holds the
+    # event's lock: the likely cause of an emulator, sent SIGTERM just as it became ready, seen not to stop
+    # within 30 s in a test run.)
+    signals: list[int] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, lambda signum, _frame: signals.append(signum))
     with Emulator(port) as emu:
         print(READY_PREFIX + emu.url, flush=True)
         if ready_file is not None:
             tmp = ready_file.with_suffix(".tmp")
             tmp.write_text(emu.url)
             os.replace(tmp, ready_file)
-        stop.wait()
+        while not signals:
+            time.sleep(0.2)
     print("labkit emulator stopped", flush=True)
 
 
