@@ -13,9 +13,9 @@ so two clients never see each other's results; it is marked as in use while the 
 from __future__ import annotations
 
 import atexit
-import concurrent.futures as cf
 import io
 import os
+import queue as queue_module
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -140,15 +140,18 @@ class Lab:
         flow = Window(window) if window else adaptive_window(self.endpoint)
         queue = self._request_queue(kind)
         jobs: list[Job] = []
-        outstanding: list[Job] = []
+        finished: queue_module.SimpleQueue[Job] = queue_module.SimpleQueue()  # jobs as they end, in that order
+        outstanding = 0
         done = 0
         bar = _progress(len(payloads), desc or f"{kind} jobs", progress)
         try:
             i = 0
             while i < len(payloads) or outstanding:
-                room = flow.size - len(outstanding)
+                room = flow.size - outstanding
                 if i < len(payloads) and room >= min(10, flow.size):
                     batch = [self._prepare(kind, p) for p in payloads[i:i + min(10, room)]]
+                    for job, _ in batch:  # each job tells when it ends: no wait over every outstanding job
+                        job._future.add_done_callback(lambda _f, job=job: finished.put(job))
                     self.replies.track(j for j, _ in batch)
                     failures = queue.send_batch([b for _, b in batch])
                     for f in failures:
@@ -156,23 +159,21 @@ class Lab:
                         self.replies.forget(job)
                         job._fail(AwsError(f"sending job failed: {f.message}", code=f.code))
                     jobs += [j for j, _ in batch]
-                    outstanding += [j for j, _ in batch]
+                    outstanding += len(batch)
                     self.jobs_sent += len(batch) - len(failures)
                     i += len(batch)
+                    ended = _drain(finished)
                 else:
-                    cf.wait([j._future for j in outstanding], timeout=DEFAULT_TIMEOUT, return_when=cf.FIRST_COMPLETED)
-                    if all(not j.done() for j in outstanding):
-                        raise JobTimeout(f"no result for {len(outstanding)} job(s) in {DEFAULT_TIMEOUT:.0f} s: "
-                                         "is a worker running? (`labkit status`)")
-                still = []
-                for j in outstanding:
-                    if not j.done():
-                        still.append(j)
-                        continue
-                    done += 1
+                    try:
+                        ended = [finished.get(timeout=DEFAULT_TIMEOUT)] + _drain(finished)
+                    except queue_module.Empty:
+                        raise JobTimeout(f"no result for {outstanding} job(s) in {DEFAULT_TIMEOUT:.0f} s: "
+                                         "is a worker running? (`labkit status`)") from None
+                for j in ended:
                     if j.latency is not None:
                         flow.observe(j.latency)
-                outstanding = still
+                outstanding -= len(ended)
+                done += len(ended)
                 if bar is not None:
                     bar.n = done
                     bar.refresh()
@@ -349,3 +350,13 @@ def _progress(total: int, desc: str, show: bool | None) -> Any:
         return None
     from tqdm.auto import tqdm
     return tqdm(total=total, desc=desc, unit="job")
+
+
+def _drain(finished: queue_module.SimpleQueue[Job]) -> list[Job]:
+    """What ``finished`` holds now, without waiting."""
+    out = []
+    while True:
+        try:
+            out.append(finished.get_nowait())
+        except queue_module.Empty:
+            return out
