@@ -31,6 +31,8 @@ from tests.conftest import require_tool
 
 pytestmark = pytest.mark.slow
 SMALL_01 = {"random_length": 100_000, "batch_jobs": 20, "batch_list_length": 10}
+# 05 waits out its visibility timeout at each step: shorter, and fewer receives before a dead letter
+SMALL_05 = {"visibility_timeout": 3, "max_receive_count": 2, "long_nap_seconds": 5}
 SMALL_04 = {"bench_jobs": 60, "round_trips": 3, "scenarios": ["floor", "labkit", "round_trip"], "windows": [5, 10],
             "worker_counts": [1]}
 SECONDS: dict[str, float] = {}
@@ -44,6 +46,7 @@ def nb(tmp_path_factory: pytest.TempPathFactory):
     root = copy_project(tmp_path_factory.mktemp("jupyterlab"))
     set_parameters(root / "notebooks" / "01_numbers.ipynb", **SMALL_01)
     set_parameters(root / "notebooks" / "04_benchmark.ipynb", **SMALL_04)
+    set_parameters(root / "notebooks" / "05_delivery.ipynb", **SMALL_05)
     server = JupyterLab(root, root / ".jupyter", root / "jupyterlab.log")
     t0 = time.monotonic()
     try:
@@ -298,7 +301,8 @@ def test_05_delivery(nb):
     assert held and int(held[1]) >= 1 and "received twice, answered once" in text
     assert "a second answer with this id, dropped" in text
     assert "before the redrive" in text and "sent back from the dead-letter queue" in text
-    assert "kept invisible for another 5 s (heartbeat)" in text and "deleted labkit-delivery-" in text
+    assert f"kept invisible for another {SMALL_05['visibility_timeout']} s (heartbeat)" in text
+    assert "deleted labkit-delivery-" in text
     # And four figures, and the queue's depth drawn live while each watched step ran
     notebook = nb.page.locator(".jp-NotebookPanel").first
     assert NotebookPage.figure_size(notebook) == [[800, 450]] * 4

@@ -286,8 +286,11 @@ class JustDeleted:
         return None
 
 
-def test_provisioning_waits_out_a_queue_deleted_moments_ago_and_never_calls_it_fine(emulator, tmp_path):
+def test_provisioning_waits_out_a_queue_deleted_moments_ago_and_never_calls_it_fine(emulator, tmp_path,
+                                                                                    monkeypatch):
     # Given provisioned queues, the request queue deleted moments ago, and SQS answering as it does then
+    # (its attempts 0.5 s apart instead of 5 s, to keep the test short: the count of refusals is what matters)
+    monkeypatch.setattr(provision, "RECREATE_POLL", 0.5)
     s = unique_settings(emulator, tmp_path / "state")
     clients = Clients(s)
     provision.ensure(clients)
@@ -321,8 +324,8 @@ def test_up_right_after_teardown_waits_until_sqs_takes_the_names_back(emulator, 
     # Then the state file remembers when the queues went, and where
     record = read_state(s.state_dir)["queues_deleted"]
     assert (record["endpoint"], record["region"]) == (s.endpoint_url, s.region)
-    # When `up` runs again 55 s later (the record is moved back 55 s, to keep the test short)
-    update_state(s.state_dir, queues_deleted={**record, "at": record["at"] - 55})
+    # When `up` runs again 58 s later (the record is moved back 58 s, to keep the test short)
+    update_state(s.state_dir, queues_deleted={**record, "at": record["at"] - 58})
     again = labkit_cli(s, "up", "--workers", "0")
     # Then it waited out the rest of SQS's minute, saying so, and the queues are there
     assert again.returncode == 0, again.stderr

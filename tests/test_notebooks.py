@@ -26,7 +26,9 @@ COMMON = {"backend", "state_dir", "interactive", "figures_dir"}
 SMALL = {"random_length": 20_000, "batch_jobs": 20, "batch_list_length": 10, "numbers_text": "7 3 3 10 -2",
          "ops": ["grayscale", "thumbnail:96"], "bench_jobs": 60, "windows": [5, 10], "worker_counts": [1],
          "round_trips": 3,
-         "scenarios": ["floor", "labkit", "round_trip"]}
+         "scenarios": ["floor", "labkit", "round_trip"],
+         # 05: a shorter visibility timeout and fewer receives before dead letters (each step waits them out)
+         "visibility_timeout": 3, "max_receive_count": 2, "long_nap_seconds": 5}
 FIGURES = ["01-batch-latency.png", "01-job-timeline.png", "01-numbers-preset.png", "01-numbers-random.png",
            "01-numbers-typed.png", "01-queue-depth.png", "02-image-side-by-side.png", "04-bench-scenarios.png",
            "04-bench-sweep.png", "05-dead-letter-depth.png", "05-heartbeat-depth.png", "05-redelivery-depth.png",
@@ -238,7 +240,7 @@ def test_delivery_notebook_results(run):
     assert s["duplicate"]["dropped"] == 1 and s["duplicate"]["timeline"][-1] == "duplicate"
     # The poison message: one dead letter, received more than max_receive_count times, redriven and answered
     d = s["dead_letter"]
-    assert d["letters"] == 1 and d["receives"][0] > declared["max_receive_count"]
+    assert d["letters"] == 1 and d["receives"][0] > SMALL["max_receive_count"]
     assert (d["moved"], d["ok"], d["median"]) == (1, True, 15.5)
     assert d["timeline"] == ["sent", "received", "redriven", "received", "started", "finished", "replied", "result"]
     # The long job: kept in flight by heartbeats, delivered once
@@ -251,7 +253,8 @@ def test_delivery_notebook_results(run):
     text = all_text(executed(report, "05_delivery"))
     assert "received twice, answered once" in text and "a second answer with this id, dropped" in text
     assert f"labkit-delivery-{tag}-dlq, before the redrive" in text and "sent back from the dead-letter queue" in text
-    assert text.count("kept invisible for another 5 s (heartbeat)") >= s["heartbeat"]["beats"]
+    beat_line = f"kept invisible for another {SMALL['visibility_timeout']} s (heartbeat)"
+    assert text.count(beat_line) >= s["heartbeat"]["beats"]
 
 
 # -- failures ----------------------------------------------------------------------------------------

@@ -147,8 +147,9 @@ def test_objects_larger_than_a_part_go_up_in_parts(which: str, request: pytest.F
 def test_bench_measures_the_endpoint_it_is_given(fauxqs: str, tmp_path: Path) -> None:
     # Given fauxqs named with --endpoint (and no endpoint in the environment)
     env = settings_env(Settings.load(state_dir=tmp_path / "state", env={}))
-    # When a quick benchmark runs
-    r = labkit(env, "bench", "--quick", "--endpoint", fauxqs, "--json", timeout=600)
+    # When a quick benchmark runs (smaller still: the scenarios this test reads, few jobs)
+    r = labkit(env, "bench", "--quick", "--jobs", "40", "--images", "2", "--big", "50000",
+               "--only", "floor,labkit,round_trip,big,images", "--endpoint", fauxqs, "--json", timeout=600)
     data = json.loads(r.stdout)
     # Then it measured fauxqs, said so, and every job of every scenario came back right
     assert data["where"] == f"fauxqs at {fauxqs}"
