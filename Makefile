@@ -29,9 +29,9 @@ lab: venv
 	$(PY) -m labkit up
 	JUPYTER_PREFER_ENV_PATH=1 $(VENV)/bin/jupyter lab $(LAB_OPTIONS)
 
-## test: the whole suite (slow end-to-end tests included), then ruff
+## test: the whole suite (slow end-to-end tests included) in two halves at once (tests/shards.py), then ruff
 test: venv
-	$(PY) -m pytest
+	$(PY) -m tests.shards
 	$(VENV)/bin/ruff check labkit worker tests
 
 ## test-fast: skip the tests marked slow
