@@ -73,7 +73,8 @@ class Lab:
         self.journal.flush()
 
     def _record(self, job: Job) -> None:
-        self.journal.record(job.id, job.kind, job.timeline())
+        self.journal.record(job.id, job.kind, job.submitted, job.finished,
+                            job.reply.events if job.reply is not None else None, job.notes)
 
     # -- resources -----------------------------------------------------------------------------------
     @property

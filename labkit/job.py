@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from labkit.errors import JobTimeout, LabkitError, RemoteJobError
 from labkit.protocol import JobResult, load_result
-from labkit.timeline import clean, event, merge
+from labkit.timeline import of_job
 
 if TYPE_CHECKING:
     from labkit.client import Lab
@@ -83,11 +83,7 @@ class Job:
         the events the workers reported (``received`` once per delivery, ``started``, ``finished``,
         ``replied``; ``visibility_extended``, ``released``, ``abandoned``, ``redriven`` when they happen)
         and ``duplicate`` for a second answer dropped. See docs/protocol.md, "Timelines"."""
-        mine = [event("sent", self.submitted)]
-        if self.finished is not None:
-            mine.append(event("result", self.finished))
-        theirs = clean(self.reply.events) if self.reply is not None else []
-        return merge(mine, theirs, clean(self.notes))
+        return of_job(self.submitted, self.finished, self.reply.events if self.reply is not None else None, self.notes)
 
     def result(self, timeout: float | None = DEFAULT_TIMEOUT) -> Any:
         """The job's result (a dict; an :class:`ImageResult` for image jobs).

@@ -2,9 +2,10 @@
 folder (``<state_dir>/journal.jsonl``, one JSON object per line) so that ``labkit trace JOB_ID`` can print
 a job's life after the notebook or script that sent it has ended.
 
-Lines are appended in batches (a file write per ``FLUSH_EVERY`` jobs and on close, not one per job), and
-the file is cut to its newer half when it grows past ``MAX_BYTES``. No payload, result or credential is
-written: ids, kinds and events only.
+A line keeps a job's parts (sent, result, the events its answer carried, the client's notes), merged into
+its timeline when read (:meth:`Journal.find`). Lines are appended in batches (a file write per
+``FLUSH_EVERY`` jobs and on close, not one per job), and the file is cut to its newer half when it grows
+past ``MAX_BYTES``. No payload, result or credential is written: ids, kinds, times and events only.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import os
 import threading
 from pathlib import Path
 from typing import Any
+
+from labkit.timeline import of_job
 
 FILE = "journal.jsonl"
 FLUSH_EVERY = 200
@@ -28,9 +31,12 @@ class Journal:
         self._lock = threading.Lock()
         self._lines: list[str] = []
 
-    def record(self, job_id: str, kind: str, events: list[dict[str, Any]]) -> None:
-        """Keep one job's timeline (written with the next flush)."""
-        line = json.dumps({"id": job_id, "kind": kind, "events": events}, separators=(",", ":"))
+    def record(self, job_id: str, kind: str, sent: float, result: float | None, worker_events: Any,
+               notes: list[dict[str, Any]]) -> None:
+        """Keep one job's timeline (written with the next flush) as its parts: merged when read (:meth:`find`),
+        since most are never read and a client answers thousands of jobs a second."""
+        line = json.dumps({"id": job_id, "kind": kind, "sent": sent, "result": result, "worker": worker_events,
+                           "notes": notes}, separators=(",", ":"))
         with self._lock:
             self._lines.append(line)
             due = len(self._lines) >= FLUSH_EVERY
@@ -76,4 +82,7 @@ class Journal:
                             found = record
         except FileNotFoundError:
             return None
+        if found is not None and "events" not in found:  # its timeline, from the parts kept
+            parts = [found.pop(k, None) for k in ("sent", "result", "worker", "notes")]
+            found["events"] = of_job(float(parts[0] or 0), parts[1], parts[2], parts[3] or [])
         return found

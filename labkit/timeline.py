@@ -45,6 +45,13 @@ def clean(events: Any) -> list[dict[str, Any]]:
     return out
 
 
+def of_job(sent: float, result: float | None, worker_events: Any, notes: Any = ()) -> list[dict[str, Any]]:
+    """A job's timeline from its parts: ``sent`` and ``result`` as its client saw them, the events its answer
+    carried (``worker_events``, as received: cleaned here) and the client's notes (``duplicate``, ...)."""
+    mine = [event("sent", sent)] + ([event("result", result)] if result is not None else [])
+    return merge(mine, clean(worker_events), clean(list(notes)))
+
+
 def merge(*sources: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """All events of ``sources`` in time order (ties in the order a delivery goes through)."""
     events = [e for source in sources for e in source]
