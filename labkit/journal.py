@@ -21,6 +21,7 @@ from labkit.timeline import of_job
 FILE = "journal.jsonl"
 FLUSH_EVERY = 200
 MAX_BYTES = 8 * 1024 * 1024
+_encode = json.JSONEncoder(separators=(",", ":")).encode  # one encoder: json.dumps with options makes one a call
 
 
 class Journal:
@@ -29,14 +30,15 @@ class Journal:
     def __init__(self, state_dir: str | Path) -> None:
         self.path = Path(state_dir) / FILE
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
         self._lines: list[str] = []
 
     def record(self, job_id: str, kind: str, sent: float, result: float | None, worker_events: Any,
                notes: list[dict[str, Any]]) -> None:
         """Keep one job's timeline (written with the next flush) as its parts: merged when read (:meth:`find`),
         since most are never read and a client answers thousands of jobs a second."""
-        line = json.dumps({"id": job_id, "kind": kind, "sent": sent, "result": result, "worker": worker_events,
-                           "notes": notes}, separators=(",", ":"))
+        line = _encode({"id": job_id, "kind": kind, "sent": sent, "result": result, "worker": worker_events,
+                        "notes": notes})
         with self._lock:
             self._lines.append(line)
             due = len(self._lines) >= FLUSH_EVERY
@@ -49,14 +51,15 @@ class Journal:
             lines, self._lines = self._lines, []
         if not lines:
             return
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write("\n".join(lines) + "\n")
-            if self.path.stat().st_size > MAX_BYTES:
-                self._trim()
-        except OSError:
-            pass
+        with self._write_lock:  # an append and a trim (which rewrites the file) never overlap
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with open(self.path, "a", encoding="utf-8") as f:
+                    f.write("\n".join(lines) + "\n")
+                if self.path.stat().st_size > MAX_BYTES:
+                    self._trim()
+            except OSError:
+                pass
 
     def _trim(self) -> None:
         data = self.path.read_bytes()

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
 from labkit import provision
@@ -28,6 +29,7 @@ from labkit.protocol import JobResult, json_loads, read_note
 from labkit.timeline import event
 
 RECEIVE_WAIT = 5  # seconds each receive waits
+DONE_KEPT = 10_000  # answered jobs remembered per client, for duplicates and late notes
 CLOSE_WAIT = 0.5  # seconds a close waits for the listening thread (a receive under way is not waited out)
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,9 @@ class Replies:
         self._wake = threading.Condition(self._lock)
         self._pending: dict[str, Job] = {}
         self._stale: set[str] = set()  # pending jobs whose request names a reply queue that is gone
-        self._done: dict[str, Job] = {}  # answered jobs by id: a second answer is a duplicate
+        # Answered jobs by id, the newest DONE_KEPT: a second answer is a duplicate (SQS redelivers within
+        # minutes, not thousands of jobs later), and a late note still joins its job's timeline.
+        self._done: OrderedDict[str, Job] = OrderedDict()
         self._queue: Queue | None = None
         self._next_beat = 0.0
         self._listener: threading.Thread | None = None
@@ -222,11 +226,16 @@ class Replies:
                 if done is not None:
                     self.duplicates += 1
                     done.notes.append(event("duplicate", time.time()))
-                return
-            self._done[reply.id] = job
-        job._resolve(reply)
-        if self.on_done is not None:
-            self.on_done(job)
+            else:
+                done = None
+                self._done[reply.id] = job
+            if len(self._done) > DONE_KEPT:
+                self._done.popitem(last=False)
+        if job is not None:
+            job._resolve(reply)
+        answered = job or done  # a duplicate is recorded again: the journal keeps a job's newest line
+        if answered is not None and self.on_done is not None:
+            self.on_done(answered)
 
     def _note(self, body: str) -> None:
         """A worker's note on a job (a delivery it gave back): its events join the job's timeline. Anything
@@ -241,3 +250,5 @@ class Replies:
                 job = self._pending.get(note[0]) or self._done.get(note[0])
             if job is not None:
                 job.notes += note[1]
+                if job.done() and self.on_done is not None:  # a late note: record the job again
+                    self.on_done(job)
