@@ -22,7 +22,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
-import signal
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from labkit import plots, provision, timeline
+from labkit.aws.calls import is_denied
 from labkit.aws.clients import Clients
 from labkit.aws.queues import Queue
 from labkit.client import Lab
@@ -39,7 +39,7 @@ from labkit.config import DLQ_SUFFIX, REPLY_QUEUE_PREFIX, Settings, read_state, 
 from labkit.dlq import DeadLetter, DeadLetters, RedriveReport
 from labkit.errors import AwsError, ConfigError, InvalidInput, WaitTimeout
 from labkit.job import Job
-from labkit.processes import Child, python_module, settings_env
+from labkit.processes import Child, python_module, settings_env, stop_all
 from labkit.protocol import JobRequest, JobResult
 from labkit.waiting import wait_for
 from labkit.watcher import QueueWatcher, Sample
@@ -49,8 +49,6 @@ STATE_KEY = "delivery_exercise"
 WORKER_START = 60.0  # seconds a worker may take to start serving (a busy machine, a cold import)
 SETTLE_WAIT = 30.0  # seconds a step waits at most, at its end, for its queues to look empty
 DWELL_LOOKS = 4  # looks of the watcher that see a dead letter before it is redriven
-# What SQS answers to a call the credentials may not make (an emulator may give the bare HTTP status).
-DENIED = ("AccessDenied", "AccessDeniedException", "AuthorizationError", "403")
 OnSample = Callable[[list[Sample]], None] | None
 
 
@@ -201,9 +199,7 @@ class DeliveryExercise:
         child = self.worker
         if child is None:
             raise InvalidInput("no exercise worker is running")
-        child.signal(signal.SIGKILL)
-        child.wait(10)
-        child.close_log()
+        child.kill()
         return child.pid
 
     def stop_worker(self) -> None:
@@ -314,8 +310,7 @@ class DeliveryExercise:
             replies.delete_batch([message.receipt])
             self._settle()
         answer = JobResult.decode(message.body)
-        events = timeline.merge([timeline.event("sent", request.sent_at)], timeline.clean(answer.events),
-                                [timeline.event("result", got)])
+        events = timeline.of_job(request.sent_at, got, answer.events)
         self.results["poison"] = Poison(watch.samples, marks, request.id, shown, report, answer, events)
         return self.results["poison"]
 
@@ -363,8 +358,7 @@ class DeliveryExercise:
     def close(self) -> list[str]:
         """Stop the exercise's workers, close its Lab, delete its queues; returns the queues deleted."""
         atexit.unregister(self.close)
-        for child in self.workers:
-            child.stop(30)
+        stop_all(self.workers, 30)
         self.lab.close()
         self.deleted += [q.name for q in self.made if _delete(q)]
         self.made = []
@@ -398,7 +392,7 @@ def make_queues(clients: Clients, settings: Settings) -> list[Queue]:
     except AwsError as exc:
         for queue in made:  # none left half made
             _delete(queue)
-        if exc.code in DENIED:
+        if is_denied(exc):
             raise ConfigError("your AWS credentials may not make the exercise's queues (access denied): it needs "
                               f"sqs:* on the queues named {PREFIX}* and {REPLY_QUEUE_PREFIX}* (the deployer "
                               "policy of docs/aws.md covers labkit's own queues only); run it on the emulator "
@@ -413,10 +407,7 @@ def cleanup_leftovers(settings: Settings) -> list[str]:
     record = read_state(settings.state_dir).get(STATE_KEY)
     if not isinstance(record, dict):
         return []
-    for r in record.get("workers") or []:
-        child = Child.from_record(r)
-        if child is not None:
-            child.stop(10)
+    stop_all([c for c in map(Child.from_record, record.get("workers") or []) if c is not None], 10)
     sqs = Clients(settings).sqs
     deleted = [Queue(sqs, url).name for url in record.get("queues") or [] if _delete(Queue(sqs, url))]
     update_state(settings.state_dir, **{STATE_KEY: None})

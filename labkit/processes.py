@@ -147,6 +147,10 @@ class Child:
         """SIGTERM, then SIGKILL after ``timeout`` seconds. True when it was running."""
         return stop_all([self], timeout)[0]
 
+    def kill(self) -> None:
+        """SIGKILL (no clean-up, nothing handed back), then reap it and close its log."""
+        self._finish(kill=True)
+
     def _finish(self, kill: bool) -> None:
         """After a stop: SIGKILL if still running and ``kill``, reap it, close its log."""
         if kill and self.alive():

@@ -22,6 +22,7 @@ from labkit import endpoints, local, provision
 from labkit.aws.clients import Clients
 from labkit.config import Settings, read_state
 from labkit.errors import AwsError
+from labkit.processes import stop_all
 from labkit.waiting import poll
 
 # AWS error codes that say "you may not look at EC2/IAM here" or "this endpoint has no such API".
@@ -72,7 +73,7 @@ def teardown(settings: Settings, keep_bucket: bool = False, forget_wait: float =
     if live:
         _undeploy(Clients(settings), state, report, progress)
     workers = local.running(state.get("workers"))
-    report.workers_stopped = sum(1 for w in workers if w.stop(30))
+    report.workers_stopped = sum(stop_all(workers, 30))
     if live:
         clients = Clients(settings)
         done = provision.teardown(clients, delete_bucket=not keep_bucket)

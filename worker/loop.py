@@ -95,14 +95,16 @@ class Worker:
                  self.concurrency, ", burst" if self.burst else "")
         for t in threads:
             t.start()
-        for t in threads:
-            while t.is_alive():
-                t.join(timeout=TICK)
-                if self._force.is_set():
-                    log.warning("worker %s: forced stop; unfinished jobs return to their queue", self.name)
-                    return 1
-        self.pool.shutdown()
-        self.health.stop()
+        try:
+            for t in threads:
+                while t.is_alive():
+                    t.join(timeout=TICK)
+                    if self._force.is_set():
+                        log.warning("worker %s: forced stop; unfinished jobs return to their queue", self.name)
+                        return 1
+            self.pool.shutdown()
+        finally:
+            self.health.stop()  # systemd hears STOPPING and the heartbeat says stopped, forced stop or not
         if self._shipper:
             self._shipper.flush()
         log.info("worker %s stopped after %d jobs (%d errors)", self.name, self.stats.jobs, self.stats.errors)

@@ -10,7 +10,8 @@ from botocore.exceptions import ClientError
 
 from labkit.errors import AwsError
 
-DENIED = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"})
+# SQS says AccessDenied or AuthorizationError; an emulator may give the bare HTTP status.
+DENIED = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthorizationError", "403"})
 
 
 def error_code(exc: BaseException) -> str:
