@@ -94,6 +94,11 @@ def start_worker(settings: Settings, tmp_path: Path) -> Iterator:
     stop_all([w.child for w in started])  # all at once: their receives end together
 
 
+def event_names(events: list[dict]) -> list[str]:
+    """The names of a timeline's events, in order."""
+    return [e["event"] for e in events]
+
+
 FAUXQS_DIR = ROOT / "tests" / "emulators"
 
 

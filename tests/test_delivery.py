@@ -18,6 +18,7 @@ from labkit.delivery import STATE_KEY, DeliveryExercise
 from labkit.errors import ConfigError, InvalidInput, RemoteJobError
 from labkit.processes import pid_alive
 from tests.conftest import ROOT
+from tests.conftest import event_names as names
 
 pytestmark = pytest.mark.slow
 NAP = ROOT / "notebooks" / "kinds" / "nap.py"
@@ -29,10 +30,6 @@ def exercise(settings):
     ex = DeliveryExercise.start(settings, [NAP], visibility=3, max_receive_count=2)
     yield ex
     ex.close()
-
-
-def names(events: list[dict]) -> list[str]:
-    return [e["event"] for e in events]
 
 
 def between(samples, start: float, end: float) -> list:

@@ -24,10 +24,7 @@ from labkit.protocol import JobRequest, JobResult
 from labkit.waiting import wait_for
 from tests import job_kinds
 from tests.conftest import ROOT, unique_settings
-
-
-def names(events: list[dict]) -> list[str]:
-    return [e["event"] for e in events]
+from tests.conftest import event_names as names
 
 
 def provisioned(emulator, tmp_path, **extra):
