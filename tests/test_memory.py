@@ -128,6 +128,13 @@ def test_big_jobs_wait_for_each_other_and_one_that_never_fits_is_refused(setting
     # And runs once the first is done
     waiter.join(30)
     assert entered.is_set() and budget.held == 0 and budget.waiting == 0
+    # And one that waits longer than the worker's hard limit gives up instead of running after its abandonment
+    budget.max_wait = 0.5
+    with budget.hold(request("a"), bucket), pytest.raises(TooLarge, match=r"waited 0\.5 s for 44 MiB"), \
+            budget.hold(request("b"), bucket):
+        pass
+    assert budget.held == 0 and budget.waiting == 0
+    budget.max_wait = None
     # And a payload larger than the whole budget is refused at once, naming its size
     with pytest.raises(TooLarge, match=r"200\.0 MiB of npy"), budget.hold(request("c"), bucket):
         pass

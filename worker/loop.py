@@ -131,6 +131,7 @@ class Worker:
         sqs, s = self.clients.sqs, self.settings
         self.bucket = Bucket(self.clients.s3, self.clients.bucket_name())
         self.answerer = Answerer(s, self.bucket, self.name, self.stats, self.outage)
+        self.answerer.memory.max_wait = self.job_timeout  # a job waiting for memory gives up when it is abandoned
         if self._log_to_s3:
             self._shipper = LogShipper(self.bucket, self.name)
         sources = []

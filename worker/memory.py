@@ -111,6 +111,7 @@ class MemoryBudget:
         self.capacity = max(0, int(limit * (1 - HEADROOM)) - in_use)
         self.held = 0
         self.waiting = 0  # jobs waiting for memory that running jobs hold
+        self.max_wait: float | None = None  # seconds a job waits for memory at most (the worker's hard limit)
         self._cond = threading.Condition()
 
     @classmethod
@@ -138,7 +139,8 @@ class MemoryBudget:
     def hold(self, req: JobRequest, bucket: Bucket) -> Iterator[None]:
         """Hold the memory ``req``'s claim-check payload needs while the job runs (nothing for an inline one).
 
-        :class:`TooLarge` when it could never fit; waits while running jobs hold what it needs.
+        :class:`TooLarge` when it could never fit; waits while running jobs hold what it needs (``max_wait``
+        seconds at most, then :class:`TooLarge` too).
         """
         ref: dict[str, Any] | None = req.payload_ref
         if ref is None or ref.get("bucket") != bucket.name:  # inline, or refused by load_payload anyway
@@ -155,8 +157,11 @@ class MemoryBudget:
                 "more memory (labkit deploy --instance-type t3.small)")
         with self._cond:
             self.waiting += 1
-            self._cond.wait_for(lambda: self.held + need <= self.capacity)
+            fits = self._cond.wait_for(lambda: self.held + need <= self.capacity, self.max_wait)
             self.waiting -= 1
+            if not fits:  # past the hard limit the job is abandoned: it must not run (and hold memory) later
+                raise TooLarge(f"payload {ref['key']} waited {self.max_wait:g} s for {need / MIB:.0f} MiB that "
+                               "running jobs held; send it again, or run workers with more memory")
             self.held += need
         try:
             yield
