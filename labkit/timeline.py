@@ -5,8 +5,7 @@ workers reported in the reply (``received`` once per delivery, ``started``, ``vi
 Each event is a small dict ``{"event": name, "at": <epoch seconds>, ...}``; see docs/protocol.md,
 "Timelines". Pure module: no AWS, no clock of its own.
 
-    for line in format_timeline(job.timeline()):
-        print(line)
+    display(presenters.timeline_table(job.timeline(), "a job"))   # what `labkit trace` prints
     # +0.000 s  sent
     # +0.004 s  received     delivery 1, by vm:812
     # ...
@@ -107,8 +106,3 @@ def describe(e: dict[str, Any]) -> str:
                "abandoned": "past the worker's hard limit: an error was answered"}[name]
         return why + (f", by {e['worker']}" if e.get("worker") else "")
     return ""
-
-
-def format_timeline(events: Sequence[dict[str, Any]]) -> list[str]:
-    """One line per event, times relative to the first: what ``labkit trace`` prints."""
-    return [f"{at:>10}  {name:<20}{text}".rstrip() for at, name, text in rows(events)] or ["(no events)"]
