@@ -104,12 +104,18 @@ class Lab:
     def _request_queue(self, kind: str) -> Queue:
         return self.queue(kinds.request_lane(kind).request_queue(self.settings))
 
-    def _prepare(self, kind: str, payload: dict[str, Any]) -> tuple[Job, str]:
+    def _prepare(self, kind: str, payloads: Sequence[dict[str, Any]]) -> list[tuple[Job, str]]:
+        """Jobs and request bodies for ``payloads`` (the queues looked up once for all)."""
         reply_to = self.reply_queue.url
-        req = JobRequest(kind=kind, payload=payload, reply_to=reply_to)
-        body = encode_request(req, self.bucket, self.settings.max_inline_bytes)
-        # The job keeps its request until answered: should the reply queue vanish, Replies sends it again.
-        return Job(self, req.id, kind, SentRequest(self._request_queue(kind), body, reply_to)), body
+        queue = self._request_queue(kind)
+        store, max_inline = self.bucket, self.settings.max_inline_bytes
+        out = []
+        for payload in payloads:
+            req = JobRequest(kind=kind, payload=payload, reply_to=reply_to)
+            body = encode_request(req, store, max_inline)
+            # The job keeps its request until answered: should the reply queue vanish, Replies sends it again.
+            out.append((Job(self, req.id, kind, SentRequest(queue, body, reply_to)), body))
+        return out
 
     def track(self, job_id: str, kind: str) -> Job:
         """A :class:`Job` for a request sent by other means with ``reply_to`` set to this client's
@@ -121,7 +127,7 @@ class Lab:
 
     def submit(self, kind: str, payload: dict[str, Any]) -> Job:
         """Send one job of any kind (built in, or added with :func:`labkit.kinds.job_kind`)."""
-        job, body = self._prepare(kind, payload)
+        [(job, body)] = self._prepare(kind, [payload])
         self.replies.track([job])
         try:
             self._request_queue(kind).send(body)
@@ -150,9 +156,9 @@ class Lab:
             while i < len(payloads) or outstanding:
                 room = flow.size - outstanding
                 if i < len(payloads) and room >= min(10, flow.size):
-                    batch = [self._prepare(kind, p) for p in payloads[i:i + min(10, room)]]
+                    batch = self._prepare(kind, payloads[i:i + min(10, room)])
                     for job, _ in batch:  # each job tells when it ends: no wait over every outstanding job
-                        job._future.add_done_callback(lambda _f, job=job: finished.put(job))
+                        job._on_end = finished.put
                     self.replies.track(j for j, _ in batch)
                     failures = queue.send_batch([b for _, b in batch])
                     for f in failures:

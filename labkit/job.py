@@ -3,11 +3,12 @@ an :class:`ImageResult` naming the processed image in the bucket."""
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import io
 import json
 import logging
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,11 @@ if TYPE_CHECKING:
 DEFAULT_TIMEOUT = 120.0
 NOTICE_AFTER = 10.0  # seconds (at most half the timeout) before a slow result makes the client look for why
 log = logging.getLogger("labkit")
+# Every job's end is announced on this one condition: a job carries no lock of its own (a client makes
+# thousands of jobs a second, and a future's lock, condition and callback list per job cost more client CPU
+# than decoding its answer). A waiter wakes on any end and looks again at its own job.
+_ENDED = threading.Condition(threading.Lock())
+_waiters = 0  # threads waiting on _ENDED (guarded by it): with none, an end notifies nobody
 
 
 @dataclass
@@ -44,6 +50,9 @@ class SentRequest:
 class Job:
     """A submitted job: ``result(timeout)`` waits for the worker's answer."""
 
+    __slots__ = ("_ended", "_error", "_on_end", "finished", "id", "kind", "lab", "notes", "reply", "request",
+                 "submitted")
+
     def __init__(self, lab: Lab, job_id: str, kind: str, request: SentRequest | None = None) -> None:
         self.lab = lab
         self.id = job_id
@@ -53,14 +62,17 @@ class Job:
         self.finished: float | None = None
         self.reply: JobResult | None = None
         self.notes: list[dict[str, Any]] = []  # events the client saw besides the answer (labkit.timeline)
-        self._future: cf.Future[JobResult] = cf.Future()
+        self._ended = False
+        self._error: BaseException | None = None
+        self._on_end: Callable[[Job], None] | None = None  # called once, from the thread that ends the job
 
     def __repr__(self) -> str:
         state = "done" if self.done() else "pending"
         return f"<Job {self.kind} {self.id[:8]} {state}>"
 
     def done(self) -> bool:
-        return self._future.done()
+        """True once the job was answered or failed."""
+        return self._ended
 
     @property
     def latency(self) -> float | None:
@@ -68,15 +80,40 @@ class Job:
         return None if self.finished is None else self.finished - self.submitted
 
     def _resolve(self, reply: JobResult) -> None:
-        self.finished = time.time()
-        self.reply = reply
-        self.request = None  # not needed any more: free the body
-        if not self._future.done():
-            self._future.set_result(reply)
+        """The answer came (the first answer or failure wins)."""
+        self._end(reply, None)
 
     def _fail(self, exc: BaseException) -> None:
-        if not self._future.done():
-            self._future.set_exception(exc)
+        """The job cannot be answered: ``result()`` raises ``exc``."""
+        self._end(None, exc)
+
+    def _end(self, reply: JobResult | None, error: BaseException | None) -> None:
+        global _waiters
+        with _ENDED:
+            if self._ended:
+                return
+            if reply is not None:
+                self.finished = time.time()
+                self.reply = reply
+                self.request = None  # not needed any more: free the body
+            self._error = error
+            self._ended = True
+            if _waiters:
+                _ENDED.notify_all()
+        if self._on_end is not None:
+            self._on_end(self)
+
+    def _await(self, timeout: float | None) -> bool:
+        """Wait up to ``timeout`` seconds (None: for ever) for the job to end; True when it has."""
+        global _waiters
+        if self._ended:
+            return True
+        with _ENDED:
+            _waiters += 1
+            try:
+                return _ENDED.wait_for(lambda: self._ended, timeout)
+            finally:
+                _waiters -= 1
 
     def timeline(self) -> list[dict[str, Any]]:
         """The job's life so far, in time order: ``sent`` and ``result`` as this client saw them, merged with
@@ -91,12 +128,14 @@ class Job:
         Raises :class:`RemoteJobError` when the worker answered with an error, and
         :class:`JobTimeout` when nothing arrived within ``timeout`` seconds.
         """
-        try:
-            reply = self._wait(timeout)
-        except cf.TimeoutError:
+        if not self._wait(timeout):
             why, _ = self._why_slow()
             raise JobTimeout(f"no result for {self.kind} job {self.id} after {timeout:.0f} s: "
                              + (why or "is a worker running? (`labkit status`)")) from None
+        if self._error is not None:
+            raise self._error
+        reply = self.reply
+        assert reply is not None
         if not reply.ok:
             err = reply.error or {}
             raise RemoteJobError(err.get("message", "unknown error"), err.get("code", "internal"), self.id)
@@ -105,17 +144,16 @@ class Job:
             return ImageResult(self.lab, content or {})
         return content
 
-    def _wait(self, timeout: float | None) -> JobResult:
-        """The reply; when it is slow, says once (a warning on the ``labkit`` logger) if the fleet knows why."""
+    def _wait(self, timeout: float | None) -> bool:
+        """Wait for the end; when it is slow, says once (a warning on the ``labkit`` logger) if the fleet knows
+        why. False when ``timeout`` passed first."""
         first = NOTICE_AFTER if timeout is None else min(NOTICE_AFTER, timeout / 2)
-        try:
-            return self._future.result(timeout=first)
-        except cf.TimeoutError:
-            pass
+        if self._await(first):
+            return True
         why, new = self._why_slow()
         if new:
             log.warning("labkit: %s", why)
-        return self._future.result(timeout=None if timeout is None else timeout - first)
+        return self._await(None if timeout is None else timeout - first)
 
     def _why_slow(self) -> tuple[str | None, bool]:
         """Why no result has come yet, if the fleet can tell (a scale-out from zero), and whether it is news."""

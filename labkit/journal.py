@@ -16,12 +16,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from labkit.protocol import compact_encoder
 from labkit.timeline import of_job
 
 FILE = "journal.jsonl"
 FLUSH_EVERY = 200
 MAX_BYTES = 8 * 1024 * 1024
-_encode = json.JSONEncoder(separators=(",", ":")).encode  # one encoder: json.dumps with options makes one a call
+_encode = compact_encoder(allow_nan=True)  # made once: json.dumps with options makes an encoder per call
 
 
 class Journal:

@@ -11,10 +11,13 @@ import dataclasses
 import io
 import json
 import math
+import os
+import random
 import time
-import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -53,21 +56,46 @@ class Store(Protocol):
     def open(self, key: str, max_bytes: int | None = None) -> Readable: ...
 
 
+# Job ids come from a generator of this module's own, seeded from the OS, and seeded again in a forked child
+# (which would otherwise repeat its parent's ids); a user's random.seed() never touches it. uuid4() makes a
+# system call per id that lets another thread take the GIL: with the client's reply thread busy, measured,
+# each id then took 37 µs instead of 0.4.
+_ids = random.Random()
+os.register_at_fork(after_in_child=_ids.seed)
+
+
 def new_id() -> str:
-    """A fresh job id (32 hex characters)."""
-    return uuid.uuid4().hex
+    """A fresh job id: 32 hex characters, 128 random bits."""
+    return f"{_ids.getrandbits(128):032x}"
 
 
-# allow_nan=False: NaN/Infinity are not JSON; a payload holding them is refused before sending. One encoder
-# for every message: json.dumps with options builds a new one per call (a fifth of the time of a reply).
-_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+def compact_encoder(allow_nan: bool = False) -> Callable[[Any], str]:
+    """``json.dumps(obj, separators=(",", ":"), allow_nan=allow_nan)``, made once for a hot path.
+
+    ``json.dumps`` with options builds an encoder per call, and even a kept ``JSONEncoder.encode`` builds
+    its C encoder per call: together about a fifth of the time of encoding a reply. This one builds the C
+    encoder once (CPython's; elsewhere the plain encoder). It does not look for circular references: an
+    object that holds itself raises RecursionError (as ValueError from :func:`_dumps`) instead.
+    """
+    plain = json.JSONEncoder(separators=(",", ":"), allow_nan=allow_nan, check_circular=False)
+    if c_make_encoder is None:
+        return plain.encode
+    encoder = c_make_encoder(None, plain.default, encode_basestring_ascii, None, ":", ",", False, False, allow_nan)
+    return lambda obj: "".join(encoder(obj, 0))
+
+
+# allow_nan=False: NaN/Infinity are not JSON; a payload holding them is refused before sending.
+_ENCODE = compact_encoder(allow_nan=False)
 
 
 def _dumps(obj: Any) -> str:
-    return _ENCODER.encode(obj)
+    try:
+        return _ENCODE(obj)
+    except RecursionError as exc:
+        raise ValueError(f"the value is nested too deeply, or holds itself: {exc}") from None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class JobRequest:
     """A job on its way to a worker."""
 
@@ -150,7 +178,7 @@ class JobRequest:
 RESULT_FIELDS = frozenset({"id", "ok", "kind", "result", "error", "worker", "timings", "result_ref", "v", "events"})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class JobResult:
     """A worker's answer to one request."""
 
@@ -193,7 +221,7 @@ class JobResult:
         data = _load_object(body)
         if data.get("v") != VERSION or not isinstance(data.get("id"), str) or not isinstance(data.get("ok"), bool):
             raise ProtocolError("not a labkit v1 result (needs 'v': 1, string 'id', boolean 'ok')", raw=body)
-        return cls(**{k: v for k, v in data.items() if k in RESULT_FIELDS})
+        return cls(**(data if data.keys() <= RESULT_FIELDS else {k: v for k, v in data.items() if k in RESULT_FIELDS}))
 
 
 def note_body(job_id: str, events: list[dict[str, Any]]) -> str:

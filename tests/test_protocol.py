@@ -342,3 +342,51 @@ def test_npy_is_read_to_the_end_so_the_checksum_is_verified():
     with pytest.raises(AwsError, match="checksum") as info:
         protocol.read_npy(stream, "payloads/x.npy")
     assert isinstance(info.value.__cause__, FlexibleChecksumError)
+
+
+# -- the hot paths' own encoder and ids ----------------------------------------------------------------
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4), max_leaves=20)
+
+
+@given(JSON_VALUES)
+def test_the_compact_encoder_writes_what_json_dumps_writes(value):
+    assert protocol.compact_encoder()(value) == json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+def test_the_compact_encoder_refuses_what_json_dumps_refuses():
+    encode = protocol.compact_encoder()
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        encode({"x": float("nan")})
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        encode({"x": object()})
+    assert protocol.compact_encoder(allow_nan=True)([float("inf")]) == "[Infinity]"
+    looped: dict = {}
+    looped["self"] = looped
+    with pytest.raises(InvalidInput, match="holds itself"):  # no circular check: the depth limit names it
+        JobRequest(kind="numbers", payload=looped).encode()
+
+
+def test_job_ids_are_32_hex_digits_and_a_seed_does_not_repeat_them():
+    import random
+    random.seed(1)
+    first = [protocol.new_id() for _ in range(1000)]
+    random.seed(1)  # a notebook seeding its random lists must not make two students' job ids collide
+    again = [protocol.new_id() for _ in range(1000)]
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in first)
+    assert len(set(first + again)) == 2000
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
+def test_a_forked_child_draws_other_job_ids_than_its_parent():
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, to the parent
+        os.write(write, "".join(protocol.new_id() for _ in range(3)).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 200).decode()
+    parent = "".join(protocol.new_id() for _ in range(3))
+    assert len(child) == 96 and child != parent
