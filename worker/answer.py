@@ -41,7 +41,7 @@ class Source:
     visibility: int  # the queue's own visibility timeout, read at start
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Prepared:
     """A received message, its body decoded once: the request (None for the original lab's plain text),
     or why it cannot be read. ``inline``: small enough to run on the receiving thread."""
@@ -53,14 +53,14 @@ class Prepared:
     events: list[dict[str, Any]] = field(default_factory=list)  # this delivery's life so far (labkit.timeline)
 
 
-@dataclass(eq=False)  # compared by identity: the loop sorts outcomes into answered and not
+@dataclass(eq=False, slots=True)  # compared by identity: the loop sorts outcomes into answered and not
 class Outcome:
     """What to do with one received message once its job has run."""
 
     message: Message
     reply_to: str | None  # queue URL; None: no reply can be sent (the message goes back, then to dead letters)
     body: str | None
-    summary: str  # the job's log line
+    summary: str | JobLine  # the job's log line (a JobLine is formatted only when written)
     job_id: str | None = None
     ok: bool = False  # answered with a result (its log line is DEBUG); error replies and no reply are INFO
     result: JobResult | None = None  # a v1 answer, sealed into ``body`` (``replied`` stamped) when it is sent
@@ -102,12 +102,13 @@ class Answerer:
             return Prepared(m, None, None, len(m.body) <= src.lane.inline_below, events)
         kind = kinds.find_kind(req.kind)
         small = kind is None or (req.payload_ref is None and len(m.body) <= kind.inline_below)
-        return Prepared(m, req, None, small, events + clean(req.history))
+        return Prepared(m, req, None, small, events if req.history is None else events + clean(req.history))
 
     def received(self, m: Message) -> list[dict[str, Any]]:
         """This delivery's ``received`` event, after one for the first delivery when this is a later one
         (its time from SQS; whoever held it then did not answer)."""
-        now = event("received", time.time(), receive_count=m.receive_count, worker=self.name)
+        now = {"event": "received", "at": round(time.time(), 6), "receive_count": m.receive_count,
+               "worker": self.name}  # timeline.event, inlined: once per job
         if m.receive_count > 1 and m.first_received_at:
             return [event("received", m.first_received_at, receive_count=1, inferred=True), now]
         return [now]
@@ -162,34 +163,37 @@ class Answerer:
         sent = req.sent_at or m.sent_at
         queued = max(0.0, received - sent) if sent else 0.0
         t0 = time.perf_counter()
-        events.append(event("started", time.time()))
+        events.append({"event": "started", "at": round(time.time(), 6)})  # timeline.event, inlined: per job
         try:
             handler = kinds.get_kind(req.kind).handler()
-            with self.memory.hold(req, self.bucket):
-                payload = load_payload(req, self.bucket, self.settings.max_payload_bytes)
-                result = handler(payload, kinds.Context(self.settings, self.bucket, req.id))
+            ctx = kinds.Context(self.settings, self.bucket, req.id)
+            if req.payload_ref is None:  # in the message: no memory to hold (see MemoryBudget.hold)
+                result = handler(req.payload or {}, ctx)
+            else:
+                with self.memory.hold(req, self.bucket):
+                    result = handler(load_payload(req, self.bucket, self.settings.max_payload_bytes), ctx)
             dt = time.perf_counter() - t0
-            events.append(event("finished", time.time(), ok=True))
-            res = JobResult.success(req.id, req.kind, result, worker=self.name, events=events,
-                                    timings={"queued_s": round(queued, 6), "compute_s": round(dt, 6)})
+            events.append({"event": "finished", "at": round(time.time(), 6), "ok": True})
+            res = JobResult(req.id, True, req.kind, result, None, self.name,
+                            {"queued_s": round(queued, 6), "compute_s": round(dt, 6)}, events=events)
         except JobError as exc:
             dt = time.perf_counter() - t0
             events.append(event("finished", time.time(), ok=False))
             res = JobResult.failure(req.id, req.kind, exc.code, str(exc), worker=self.name, events=events,
                                     timings={"queued_s": round(queued, 6), "compute_s": round(dt, 6)})
-        self.stats.jobs += 1
-        self.stats.errors += not res.ok
-        self.stats.by_kind[req.kind] += 1
-        status = "ok=true" if res.ok else f"ok=false code={res.error['code']}"  # type: ignore[index]
-        summary = _summary(req.id, req.kind, f"{status} queued={queued:.3f}s compute={dt:.4f}s", url)
-        return Outcome(m, url, None, summary, req.id, res.ok, result=res)
+        stats = self.stats
+        stats.jobs += 1
+        stats.errors += not res.ok
+        stats.by_kind[req.kind] += 1
+        line = JobLine(req.id, req.kind, res.error["code"] if res.error else None, queued, dt, url)
+        return Outcome(m, url, None, line, req.id, res.ok, result=res)
 
     def seal(self, o: Outcome, now: float) -> None:
         """Give ``o``'s answer its ``replied`` event and encode it into ``o.body`` (a big result goes to the
         bucket: the call may fail, and the answer then waits for the request's next delivery)."""
         if o.result is not None and o.body is None:
             if o.result.events is not None:
-                o.result.events.append(event("replied", now))
+                o.result.events.append({"event": "replied", "at": round(now, 6)})  # timeline.event, inlined
             o.body = encode_result(o.result, self.bucket, self.settings.max_inline_bytes)
 
     def note(self, p: Prepared, what: str, src: Source) -> tuple[str, str] | None:
@@ -242,6 +246,23 @@ class Answerer:
         if name in self._allowed_replies or name.startswith(REPLY_QUEUE_PREFIX):
             return reply_to
         return None
+
+
+class JobLine:
+    """A job's log line, formatted only when written: most are DEBUG lines that nobody asked for, and
+    formatting one costs more than the job's own statistics."""
+
+    __slots__ = ("code", "compute", "job_id", "kind", "queued", "reply_url")
+
+    def __init__(self, job_id: str, kind: str, code: str | None, queued: float, compute: float,
+                 reply_url: str | None) -> None:
+        self.job_id, self.kind, self.code, self.queued, self.compute, self.reply_url = \
+            job_id, kind, code, queued, compute, reply_url
+
+    def __str__(self) -> str:
+        status = "ok=true" if self.code is None else f"ok=false code={self.code}"
+        return _summary(self.job_id, self.kind, f"{status} queued={self.queued:.3f}s compute={self.compute:.4f}s",
+                        self.reply_url)
 
 
 def _summary(job_id: str, kind: str | None, status: str, reply_url: str | None) -> str:
