@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from labkit import provision
 from labkit.aws.clients import Clients
 from labkit.aws.queues import Queue, is_missing_queue
+from labkit.background import Background
 from labkit.errors import LabkitError, ProtocolError
 from labkit.job import Job
 from labkit.protocol import JobResult, json_loads, read_note
@@ -56,6 +57,7 @@ class Replies:
         self._listener: threading.Thread | None = None
         self._closed = False
         self._stopped = threading.Event()  # set by close(): cuts an outage's backoff short
+        self._deletes = Background("labkit-reply-deletes")  # replies read are deleted here (see _receive)
 
     @property
     def queue(self) -> Queue:
@@ -106,6 +108,7 @@ class Replies:
             self._listener.join(timeout=CLOSE_WAIT)
         for job in list(self._pending.values()):
             job._fail(LabkitError("the Lab was closed before the result arrived"))
+        self._deletes.close(timeout=CLOSE_WAIT)  # the queue goes next: replies left in it go with it
         if self._queue is not None:
             try:
                 self._queue.delete()
@@ -156,12 +159,20 @@ class Replies:
 
     def _receive(self, queue: Queue) -> None:
         messages = queue.receive(10, wait=RECEIVE_WAIT, receive_count=False)  # no attribute: never read
-        # Answer the waiting jobs first, then delete: a reply whose delete fails comes back later and is
-        # dropped as a duplicate, and nobody waits for the delete call.
+        # Answer the waiting jobs first, then delete, on a thread of its own: neither the jobs nor the next
+        # receive wait for the delete call. A reply whose delete fails comes back later and is dropped as a
+        # duplicate.
         for m in messages:
             self._dispatch(m.body)
         if messages:
-            queue.delete_batch([m.receipt for m in messages])
+            receipts = [m.receipt for m in messages]
+            self._deletes.run(lambda: self._delete(queue, receipts))
+
+    def _delete(self, queue: Queue, receipts: list[str]) -> None:
+        try:
+            queue.delete_batch(receipts)
+        except Exception as exc:  # unreachable, or the queue was deleted (replaced, or the Lab closed)
+            log.debug("could not delete %d read replies from %s: %s", len(receipts), queue.name, exc)
 
     def _replace(self, gone: Queue) -> bool:
         """``gone`` was deleted: make a new reply queue and mark every waiting job to be sent again.

@@ -1,7 +1,10 @@
 """The consumer loop: receive, run, reply, then delete.
 
 One consumer thread per request queue long-polls for up to 10 messages, runs them, sends the replies in
-batches (one batch per reply queue), and deletes exactly the requests whose reply was sent. Small jobs
+batches (one batch per reply queue), and deletes exactly the requests whose reply was sent: on a thread of
+its own (:class:`labkit.background.Background`), so that the next receive does not wait a round trip for
+the delete; a warm stop waits for the deletes, a crash only leaves answered requests to come back and be
+answered again (a duplicate the client drops by id). Small jobs
 (a number job of a few thousand numbers at most: see ``inline_below`` in :mod:`labkit.kinds`) run on the
 consumer thread itself, where they take microseconds; the others run on a shared thread pool, watched as
 below. A request whose reply cannot be sent stays in its queue and comes back after a short backoff;
@@ -18,8 +21,9 @@ The faults it survives (each has a test in tests/test_faults.py or tests/test_po
   reply, its thread left behind and a fresh pool taking the new work;
 * AWS unreachable: calls are retried with backoff; one log line when contact is lost, one when it is
   back, never a traceback per failed call;
-* SIGTERM: no more receives; running jobs finish, jobs not started yet are released (visibility 0);
-  exit status 0. A second signal stops at once (held messages come back after their visibility timeout);
+* SIGTERM: no more receives; running jobs finish, jobs not started yet are released (visibility 0), the
+  answered ones are deleted; exit status 0. A second signal stops at once (held messages come back after
+  their visibility timeout);
 * bad input or a bug: an error reply wherever a reply queue is known, else the dead-letter queue.
 """
 
@@ -41,6 +45,7 @@ from labkit import kinds
 from labkit.aws.clients import Clients
 from labkit.aws.queues import Message, Queue
 from labkit.aws.storage import Bucket
+from labkit.background import Background
 from labkit.config import Settings
 from labkit.timeline import event
 from worker.answer import Answerer, Outcome, Source, WorkerStats
@@ -52,6 +57,7 @@ from worker.shipper import LogShipper
 log = logging.getLogger("labkit.worker")
 TICK = 0.2  # seconds between looks at a running batch (stop requests, hard limits, heartbeats)
 REPORT_EVERY = 10.0  # seconds between the INFO lines that count the jobs answered
+DELETE_WAIT = 60  # seconds a warm stop waits for the deletes of answered requests
 
 
 class Worker:
@@ -77,6 +83,7 @@ class Worker:
         self._shipper: LogShipper | None = None
         self._log_to_s3 = log_to_s3
         self._report_lock = threading.Lock()
+        self._deletes = Background("deletes")  # answered requests are deleted here (see _finish)
         self._reported = (0, 0, time.monotonic())  # jobs, errors, when: as of the last count logged
 
     @property
@@ -103,6 +110,9 @@ class Worker:
                         log.warning("worker %s: forced stop; unfinished jobs return to their queue", self.name)
                         return 1
             self.pool.shutdown()
+            if not self._deletes.close(timeout=DELETE_WAIT):
+                log.warning("worker %s: some answered requests could not be deleted in %d s; they come back "
+                            "after their visibility timeout and are answered again", self.name, DELETE_WAIT)
         finally:
             self.health.stop()  # systemd hears STOPPING and the heartbeat says stopped, forced stop or not
         if self._shipper:
@@ -177,7 +187,8 @@ class Worker:
         if not outcomes:
             return
         answered, unanswered = self._reply(src, outcomes)
-        self._delete(src, answered)
+        if answered:  # their replies are sent: the deletes go on a thread of their own, the next receive need not wait
+            self._deletes.run(lambda: self._delete(src, answered))
         self._retry_later(src, unanswered)
 
     def _await(self, src: Source, tasks: list[Task]) -> None:
@@ -330,9 +341,9 @@ class Worker:
 
     def _log(self, o: Outcome) -> None:
         """A job's line: DEBUG when it was answered with a result, INFO otherwise; shipped when asked."""
-        log.log(logging.DEBUG if o.ok else logging.INFO, o.summary)
+        log.log(logging.DEBUG if o.ok else logging.INFO, "%s", o.summary)  # a JobLine is formatted only if written
         if self._shipper:
-            self._shipper.add(o.summary)
+            self._shipper.add(str(o.summary))
 
     def _report(self) -> None:
         """Every REPORT_EVERY seconds while jobs flow, one INFO line counting them."""
