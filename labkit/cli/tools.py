@@ -68,7 +68,7 @@ def register(add: Add) -> None:
     sp = add("bench", cmd_bench, "measure throughput, latency and big jobs against a floor taken in the same run "
              "(see docs/benchmark.md)", parents=[])
     sp.add_argument("--jobs", type=int, metavar="N", help="small number jobs for throughput, in 8 paired rounds "
-                    "(default 2400 on moto and AWS, 12000 on another service on this machine; --quick 200)")
+                    "(default 2400 on moto and AWS, 48000 on another service on this machine; --quick 200)")
     sp.add_argument("--window", type=int, metavar="W", help="jobs in flight (default: the client's own for the "
                     "endpoint: 20 on moto, adaptive elsewhere; see docs/benchmark.md)")
     sp.add_argument("--workers", type=int, metavar="K", help="worker processes (default 1)")
