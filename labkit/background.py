@@ -40,16 +40,15 @@ class Background:
     def run(self, fn: Callable[[], object]) -> None:
         """Run ``fn()`` on the background thread, after the calls given before it."""
         with self._cond:
+            while len(self._todo) >= self.limit and not self._closed:
+                self._cond.wait()
             if not self._closed:
-                while len(self._todo) >= self.limit and not self._closed:
-                    self._cond.wait()
-                if not self._closed:
-                    self._todo.append(fn)
-                    if self._thread is None:
-                        self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
-                        self._thread.start()
-                    self._cond.notify_all()
-                    return
+                self._todo.append(fn)
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+                    self._thread.start()
+                self._cond.notify_all()
+                return
         self._call(fn)
 
     def drain(self, timeout: float | None = None) -> bool:

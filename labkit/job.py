@@ -27,7 +27,6 @@ log = logging.getLogger("labkit")
 # thousands of jobs a second, and a future's lock, condition and callback list per job cost more client CPU
 # than decoding its answer). A waiter wakes on any end and looks again at its own job.
 _ENDED = threading.Condition(threading.Lock())
-_waiters = 0  # threads waiting on _ENDED (guarded by it): with none, an end notifies nobody
 
 
 @dataclass
@@ -88,7 +87,6 @@ class Job:
         self._end(None, exc)
 
     def _end(self, reply: JobResult | None, error: BaseException | None) -> None:
-        global _waiters
         with _ENDED:
             if self._ended:
                 return
@@ -98,22 +96,16 @@ class Job:
                 self.request = None  # not needed any more: free the body
             self._error = error
             self._ended = True
-            if _waiters:
-                _ENDED.notify_all()
+            _ENDED.notify_all()
         if self._on_end is not None:
             self._on_end(self)
 
     def _await(self, timeout: float | None) -> bool:
         """Wait up to ``timeout`` seconds (None: for ever) for the job to end; True when it has."""
-        global _waiters
         if self._ended:
             return True
         with _ENDED:
-            _waiters += 1
-            try:
-                return _ENDED.wait_for(lambda: self._ended, timeout)
-            finally:
-                _waiters -= 1
+            return _ENDED.wait_for(lambda: self._ended, timeout)
 
     def timeline(self) -> list[dict[str, Any]]:
         """The job's life so far, in time order: ``sent`` and ``result`` as this client saw them, merged with

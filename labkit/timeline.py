@@ -27,8 +27,13 @@ FIELDS = {"received": ("receive_count", "worker", "inferred"), "visibility_exten
 
 
 def event(name: str, at: float, **fields: Any) -> dict[str, Any]:
-    """One event: ``{"event": name, "at": at, **fields}`` (fields that are None left out)."""
-    return {"event": name, "at": round(float(at), 6), **{k: v for k, v in fields.items() if v is not None}}
+    """One event: ``{"event": name, "at": at, **fields}`` (fields that are None left out). Cheap: the worker
+    makes four per job."""
+    e = {"event": name, "at": round(float(at), 6)}
+    for k, v in fields.items():
+        if v is not None:
+            e[k] = v
+    return e
 
 
 def clean(events: Any) -> list[dict[str, Any]]:

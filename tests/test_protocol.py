@@ -381,6 +381,7 @@ def test_job_ids_are_32_hex_digits_and_a_seed_does_not_repeat_them():
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
 def test_a_forked_child_draws_other_job_ids_than_its_parent():
+    protocol.new_id()  # the parent now holds ids drawn ahead: the child must not hand out the same ones
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: its next ids, to the parent

@@ -107,8 +107,7 @@ class Answerer:
     def received(self, m: Message) -> list[dict[str, Any]]:
         """This delivery's ``received`` event, after one for the first delivery when this is a later one
         (its time from SQS; whoever held it then did not answer)."""
-        now = {"event": "received", "at": round(time.time(), 6), "receive_count": m.receive_count,
-               "worker": self.name}  # timeline.event, inlined: once per job
+        now = event("received", time.time(), receive_count=m.receive_count, worker=self.name)
         if m.receive_count > 1 and m.first_received_at:
             return [event("received", m.first_received_at, receive_count=1, inferred=True), now]
         return [now]
@@ -163,19 +162,16 @@ class Answerer:
         sent = req.sent_at or m.sent_at
         queued = max(0.0, received - sent) if sent else 0.0
         t0 = time.perf_counter()
-        events.append({"event": "started", "at": round(time.time(), 6)})  # timeline.event, inlined: per job
+        events.append(event("started", time.time()))
         try:
             handler = kinds.get_kind(req.kind).handler()
-            ctx = kinds.Context(self.settings, self.bucket, req.id)
-            if req.payload_ref is None:  # in the message: no memory to hold (see MemoryBudget.hold)
-                result = handler(req.payload or {}, ctx)
-            else:
-                with self.memory.hold(req, self.bucket):
-                    result = handler(load_payload(req, self.bucket, self.settings.max_payload_bytes), ctx)
+            with self.memory.hold(req, self.bucket):
+                payload = load_payload(req, self.bucket, self.settings.max_payload_bytes)
+                result = handler(payload, kinds.Context(self.settings, self.bucket, req.id))
             dt = time.perf_counter() - t0
-            events.append({"event": "finished", "at": round(time.time(), 6), "ok": True})
-            res = JobResult(req.id, True, req.kind, result, None, self.name,
-                            {"queued_s": round(queued, 6), "compute_s": round(dt, 6)}, events=events)
+            events.append(event("finished", time.time(), ok=True))
+            res = JobResult.success(req.id, req.kind, result, worker=self.name, events=events,
+                                    timings={"queued_s": round(queued, 6), "compute_s": round(dt, 6)})
         except JobError as exc:
             dt = time.perf_counter() - t0
             events.append(event("finished", time.time(), ok=False))
@@ -193,7 +189,7 @@ class Answerer:
         bucket: the call may fail, and the answer then waits for the request's next delivery)."""
         if o.result is not None and o.body is None:
             if o.result.events is not None:
-                o.result.events.append({"event": "replied", "at": round(now, 6)})  # timeline.event, inlined
+                o.result.events.append(event("replied", now))
             o.body = encode_result(o.result, self.bucket, self.settings.max_inline_bytes)
 
     def note(self, p: Prepared, what: str, src: Source) -> tuple[str, str] | None:

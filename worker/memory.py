@@ -23,7 +23,7 @@ import os
 import re
 import threading
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -135,17 +135,20 @@ class MemoryBudget:
     def need(self, fmt: str, size: int) -> int:
         return int(size * EXPANSION.get(fmt, EXPANSION["json"]))
 
-    @contextmanager
-    def hold(self, req: JobRequest, bucket: Bucket) -> Iterator[None]:
-        """Hold the memory ``req``'s claim-check payload needs while the job runs (nothing for an inline one).
+    def hold(self, req: JobRequest, bucket: Bucket) -> AbstractContextManager[None]:
+        """Hold the memory ``req``'s claim-check payload needs while the job runs (nothing for an inline one,
+        at no cost: most jobs are small and inline).
 
         :class:`TooLarge` when it could never fit; waits while running jobs hold what it needs (``max_wait``
         seconds at most, then :class:`TooLarge` too).
         """
         ref: dict[str, Any] | None = req.payload_ref
         if ref is None or ref.get("bucket") != bucket.name:  # inline, or refused by load_payload anyway
-            yield
-            return
+            return nullcontext()
+        return self._hold(ref, bucket)
+
+    @contextmanager
+    def _hold(self, ref: dict[str, Any], bucket: Bucket) -> Iterator[None]:
         fmt = ref.get("format", "json")
         size = int(bucket.head(ref["key"]).get("ContentLength", 0))
         need = self.need(fmt, size)
