@@ -37,7 +37,7 @@ from labkit.aws.queues import Queue
 from labkit.client import Lab
 from labkit.config import DLQ_SUFFIX, REPLY_QUEUE_PREFIX, Settings, read_state, update_state
 from labkit.dlq import DeadLetter, DeadLetters, RedriveReport
-from labkit.errors import AwsError, ConfigError, InvalidInput, WaitTimeout
+from labkit.errors import AwsError, ConfigError, InvalidInput
 from labkit.job import Job
 from labkit.processes import Child, python_module, settings_env, stop_all
 from labkit.protocol import JobRequest, JobResult
@@ -212,15 +212,6 @@ class DeliveryExercise:
         name = self.requests.name
         return QueueWatcher({name: self.requests}, {name: self.dead}, interval=self.interval, on_sample=on_sample)
 
-    def _settle(self, timeout: float = SETTLE_WAIT) -> None:
-        """Before a step's watcher stops: wait (a while at most) until the exercise's queues look empty. An
-        answer reaches the client before its worker deletes the request, and the depth SQS reports is
-        approximate and may lag: without this, a step's last look could still count an answered message."""
-        def empty() -> bool:
-            return not any(self.requests.depth().values()) and not self.dead.depth()["visible"]
-        with contextlib.suppress(WaitTimeout):
-            wait_for(empty, timeout, "the exercise's queues to look empty", interval=self.interval)
-
     # -- the steps -------------------------------------------------------------------------------------
     def redelivery(self, jobs: int = 6, seconds: float = 1.0, on_sample: OnSample = None) -> Redelivery:
         """Send ``jobs`` naps, start a worker (it receives the whole batch at once), SIGKILL it in the middle of
@@ -248,7 +239,7 @@ class DeliveryExercise:
             marks.append((time.time(), f"worker {second.pid} started"))
             for job in batch:
                 job.result(timeout=WORKER_START + jobs * seconds)
-            self._settle()
+            watch.settle(SETTLE_WAIT)
         self.results["redelivery"] = Redelivery(watch.samples, marks, batch, killed, held, second.pid)
         return self.results["redelivery"]
 
@@ -308,7 +299,7 @@ class DeliveryExercise:
             got = time.time()
             marks.append((got, "answered"))
             replies.delete_batch([message.receipt])
-            self._settle()
+            watch.settle(SETTLE_WAIT)
         answer = JobResult.decode(message.body)
         events = timeline.of_job(request.sent_at, got, answer.events)
         self.results["poison"] = Poison(watch.samples, marks, request.id, shown, report, answer, events)
@@ -322,7 +313,7 @@ class DeliveryExercise:
         with self.watcher(on_sample) as watch:
             job = self.lab.submit("nap", {"seconds": seconds})
             job.result(timeout=WORKER_START + seconds)
-            self._settle()
+            watch.settle(SETTLE_WAIT)
         events = job.timeline()
         got = [e["at"] for e in events if e["event"] == "received"]
         marks = [(got[-1] + self.visibility, f"its first {self.visibility} s of visibility would end")] if got else []

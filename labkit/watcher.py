@@ -22,7 +22,8 @@ from typing import Any
 from labkit import kinds
 from labkit.aws.queues import Queue
 from labkit.config import DLQ_SUFFIX
-from labkit.waiting import poll
+from labkit.errors import WaitTimeout
+from labkit.waiting import poll, wait_for
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,25 @@ class QueueWatcher:
             out.append(Sample(now, label, depth["visible"], depth["in_flight"],
                               dlq.depth()["visible"] if dlq else None))
         return out
+
+    def empty(self) -> bool:
+        """Whether every watched queue looks empty: nothing visible, in flight or delayed, no dead letter."""
+        return (not any(any(q.depth().values()) for q in self.queues.values())
+                and not any(d.depth()["visible"] for d in self.dead_letters.values()))
+
+    def settle(self, timeout: float) -> bool:
+        """Wait (``timeout`` seconds at most) until the watched queues look empty; whether they did.
+
+        Call it before the watcher stops, so that its last looks show the work ended. An answer reaches
+        the client a moment before its worker deletes the request (off the receive path: docs/protocol.md),
+        and the depth SQS reports is approximate and may lag: a look taken just as the last answer arrives
+        can still count answered requests in flight. On a queue someone else is using, it may never look
+        empty: the wait ends at ``timeout``, never in an error."""
+        try:
+            wait_for(self.empty, timeout, "the watched queues to look empty", interval=self.interval)
+        except WaitTimeout:
+            return False
+        return True
 
     def _run(self) -> None:
         for _ in poll(self.interval, stop=self._stop):

@@ -20,6 +20,7 @@ from labkit.aws.queues import Queue
 from labkit.config import Settings
 from labkit.errors import ConfigError
 from labkit.protocol import JobRequest
+from labkit.watcher import QueueWatcher
 from tests.conftest import FAKE_KEY_ID, FAKE_SECRET
 
 
@@ -171,6 +172,26 @@ def test_batch_button_moves_the_progress_bar_and_plots_latency_timelines_and_dep
     assert panel.live.frames == len(frames) >= 1 and all(bytes(f).startswith(b"\x89PNG") for f in frames)
     assert panel.live.image.layout.display == "none"
     assert not [t for t in threading.enumerate() if t.name == "labkit-queue-watcher"]
+
+
+def test_the_watcher_settles_when_the_queue_empties_and_gives_up_on_one_that_does_not(lab, settings):
+    # Given a watcher of a request queue that holds one message
+    requests = Queue.by_name(lab.clients.sqs, settings.request_queue)
+    watch = QueueWatcher({requests.name: requests}, interval=0.1)
+    requests.send("held")
+    # Then settling gives up at its timeout (never an error), the queue not empty
+    assert not watch.empty()
+    assert watch.settle(0.5) is False
+    # And when the message is received and deleted a moment later, settling sees the queue empty
+    def take() -> None:
+        time.sleep(0.3)
+        [message] = requests.receive(1, wait=5)
+        requests.delete_batch([message.receipt])
+    taker = threading.Thread(target=take)
+    taker.start()
+    assert watch.settle(30) is True
+    taker.join()
+    assert watch.empty()
 
 
 def test_the_live_depth_plot_draws_only_when_shown_and_at_most_once_a_second():

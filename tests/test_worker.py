@@ -16,6 +16,7 @@ from labkit.client import Lab
 from labkit.config import DLQ_SUFFIX
 from labkit.errors import RemoteJobError
 from labkit.protocol import JobRequest, JobResult
+from labkit.waiting import wait_for
 from tests.conftest import unique_settings
 from worker.loop import Worker
 
@@ -278,7 +279,9 @@ def test_a_long_job_does_not_hold_back_the_small_jobs_of_its_batch(emulator, tmp
         # And the slow one is answered when it ends, each request deleted after its reply
         assert jobs[0].result(timeout=60) == {"slept": 8}
         assert lab.duplicates == 0
-    assert requests.depth() == {"visible": 0, "in_flight": 0, "delayed": 0}
+    # (the worker deletes a request a moment after its reply is sent, off its receive path)
+    wait_for(lambda: requests.depth() == {"visible": 0, "in_flight": 0, "delayed": 0}, 30,
+             "the answered requests to be deleted")
 
 
 def test_one_line_per_job_with_verbose_and_a_count_without(settings, start_worker):

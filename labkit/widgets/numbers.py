@@ -152,6 +152,9 @@ class BatchPanel(LabPanel):
     # Seconds between looks at the request queue and its dead-letter queue (a GetQueueAttributes call each).
     # What watching costs: 6-12% of a batch's throughput on the emulator on 2 busy cores (docs/notebooks.md).
     WATCH_EVERY = 0.25
+    # Seconds the watcher goes on looking after the last answer, at most, until the request queue looks empty:
+    # the worker deletes a request a moment after its answer is sent (QueueWatcher.settle).
+    SETTLE = 3.0
 
     def __init__(self, lab: Lab, jobs: int = 200, list_length: int = 100, window: int | None = None,
                  seed: int = 0) -> None:
@@ -195,6 +198,7 @@ class BatchPanel(LabPanel):
             with watch:
                 jobs = self.lab.submit_many("numbers", payloads, window=window, progress=False,
                                             desc="number jobs", on_progress=self._on_progress)
+                watch.settle(self.SETTLE)
         finally:
             self.live.hide()
         self.jobs_sent, self.samples = jobs, watch.samples
