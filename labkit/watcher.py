@@ -70,21 +70,23 @@ class QueueWatcher:
                               dlq.depth()["visible"] if dlq else None))
         return out
 
-    def empty(self) -> bool:
-        """Whether every watched queue looks empty: nothing visible, in flight or delayed, no dead letter."""
-        return (not any(any(q.depth().values()) for q in self.queues.values())
-                and not any(d.depth()["visible"] for d in self.dead_letters.values()))
-
     def settle(self, timeout: float) -> bool:
-        """Wait (``timeout`` seconds at most) until the watched queues look empty; whether they did.
+        """Wait (``timeout`` seconds at most) until a look shows the watched queues empty (nothing visible or
+        in flight, no dead letter); whether one did.
 
         Call it before the watcher stops, so that its last looks show the work ended. An answer reaches
         the client a moment before its worker deletes the request (off the receive path: docs/protocol.md),
         and the depth SQS reports is approximate and may lag: a look taken just as the last answer arrives
-        can still count answered requests in flight. On a queue someone else is using, it may never look
-        empty: the wait ends at ``timeout``, never in an error."""
+        can still count answered requests in flight. While the watcher runs, its own looks are read (no call
+        of its own); otherwise each check is a look, kept with the samples. On a queue someone else is using,
+        it may never look empty: the wait ends at ``timeout``, never in an error."""
+        def ended() -> bool:
+            if self._thread is None or not self._thread.is_alive():
+                self.samples += self.look()
+            last = self.samples[-len(self.queues):]
+            return len(last) == len(self.queues) and not any(s.visible or s.in_flight or s.dead_letter for s in last)
         try:
-            wait_for(self.empty, timeout, "the watched queues to look empty", interval=self.interval)
+            wait_for(ended, timeout, "the watched queues to look empty", interval=self.interval)
         except WaitTimeout:
             return False
         return True

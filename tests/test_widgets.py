@@ -184,19 +184,20 @@ def test_the_watcher_settles_when_the_queue_empties_and_gives_up_on_one_that_doe
     requests = Queue.by_name(lab.clients.sqs, settings.request_queue)
     watch = QueueWatcher({requests.name: requests}, interval=0.1)
     requests.send("held")
-    # Then settling gives up at its timeout (never an error), the queue not empty
-    assert not watch.empty()
+    # Then settling, the watcher not started, looks itself, keeps its looks and gives up at its timeout
     assert watch.settle(0.5) is False
-    # And when the message is received and deleted a moment later, settling sees the queue empty
+    assert len(watch.samples) >= 2 and all(s.visible == 1 for s in watch.samples)
+    # And a running watcher settles on its own looks once the message is received and deleted
     def take() -> None:
         time.sleep(0.3)
         [message] = requests.receive(1, wait=5)
         requests.delete_batch([message.receipt])
     taker = threading.Thread(target=take)
-    taker.start()
-    assert watch.settle(30) is True
+    with watch:
+        taker.start()
+        assert watch.settle(30) is True
+        assert (watch.samples[-1].visible, watch.samples[-1].in_flight) == (0, 0)
     taker.join()
-    assert watch.empty()
 
 
 def test_the_live_depth_plot_draws_only_when_shown_and_at_most_once_a_second():
