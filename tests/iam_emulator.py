@@ -5,7 +5,7 @@ role the emulator knows and is checked against that principal's policies.
 What moto checks (moto/core/authorization.py, moto/iam/access_control.py, read for this file):
 
 - the action, named as moto names the call: ``sqs:SendMessageBatch`` for a batch, where AWS authorizes
-  ``sqs:SendMessage``; ``s3:HeadBucket``, where AWS authorizes ``s3:ListBucket``; ... (:data:`MOTO_NAMES`);
+  ``sqs:SendMessage``; ``s3:HeadObject``, where AWS authorizes ``s3:GetObject``; ... (:data:`MOTO_NAMES`);
 - the resource, but only where moto can tell it: S3 buckets and keys; a queue only from a call's
   ``QueueUrl`` (never from ``GetQueueUrl``'s or ``CreateQueue``'s ``QueueName``); an IAM role only once it
   exists; everything else (EC2, Auto Scaling, CloudWatch, SSM, instance profiles) is checked against ``*``;
@@ -37,16 +37,25 @@ ADMIN_POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Acti
 BOOTSTRAP_CALLS = 3
 
 # moto names some calls differently from the action AWS authorizes them by: AWS action -> moto's names.
+# Since moto 5.2.6 (the locked version) every S3 call is checked under its API operation's name (moto's
+# ``_get_action`` reads it off the request through the service model; 5.2.5 used its own request map, which
+# said ``GetObject`` for a HEAD of a key and ``CreateBucket`` for a PUT of ``?encryption``). The right-hand
+# side is AWS's Service Authorization Reference read backwards: the operations each action authorizes.
 MOTO_NAMES = {
     # AWS authorizes a batch by its single-message action; moto by the batch call's own name.
     "sqs:SendMessage": ["sqs:SendMessageBatch"],
     "sqs:DeleteMessage": ["sqs:DeleteMessageBatch"],
     "sqs:ChangeMessageVisibility": ["sqs:ChangeMessageVisibilityBatch"],
-    # S3 by moto's request map (moto/s3/responses.py ACTION_MAP): HeadBucket, and the bucket settings it
-    # does not map by name (PUT ?encryption falls to the default, CreateBucket).
-    "s3:ListBucket": ["s3:HeadBucket"],
+    # S3: AWS's action -> the operations it authorizes, where their names differ.
+    "s3:GetObject": ["s3:HeadObject"],
+    "s3:ListBucket": ["s3:HeadBucket", "s3:ListObjects", "s3:ListObjectsV2"],
+    "s3:PutObject": ["s3:CreateMultipartUpload", "s3:UploadPart", "s3:CompleteMultipartUpload"],
+    "s3:DeleteObject": ["s3:DeleteObjects"],
+    "s3:ListBucketMultipartUploads": ["s3:ListMultipartUploads"],
     "s3:PutBucketPublicAccessBlock": ["s3:PutPublicAccessBlock"],
-    "s3:PutEncryptionConfiguration": ["s3:CreateBucket"],
+    "s3:PutEncryptionConfiguration": ["s3:PutBucketEncryption"],
+    "s3:PutLifecycleConfiguration": ["s3:PutBucketLifecycleConfiguration"],
+    "s3:GetLifecycleConfiguration": ["s3:GetBucketLifecycleConfiguration"],
 }
 # moto names a service's actions by its signing name where that differs from IAM's prefix.
 MOTO_PREFIXES = {"cloudwatch:": "monitoring:"}
