@@ -5,13 +5,14 @@ PY     := $(VENV)/bin/python
 # Never let boto3 look for EC2 instance metadata on a machine that is not an EC2 instance.
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: run test test-fast lint venv clean bench lab
+.PHONY: run test test-fast lint venv clean bench lab lock
 
-# Create .venv and install the project when pyproject.toml changes.
-$(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[all,test,dev]"
+# A new .venv whenever the lock changes: exactly requirements.lock's versions, each checked by its hash (pip and the
+# build backend included), then labkit itself from this folder.
+$(VENV)/.installed: requirements.lock pyproject.toml
+	$(PYTHON) -m venv --clear $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 venv: $(VENV)/.installed
@@ -29,10 +30,12 @@ lab: venv
 	$(PY) -m labkit up
 	JUPYTER_PREFER_ENV_PATH=1 $(VENV)/bin/jupyter lab $(LAB_OPTIONS)
 
-## test: the whole suite (slow end-to-end tests included) in two halves at once (tests/shards.py), then ruff
+## test: the installed versions checked against the lock, the whole suite (slow end-to-end tests included) in two
+## halves at once (tests/shards.py), then ruff
 test: venv
+	$(PY) .ci/lock.py check
 	$(PY) -m tests.shards
-	$(VENV)/bin/ruff check labkit worker tests
+	$(VENV)/bin/ruff check labkit worker tests .ci
 
 ## test-fast: skip the tests marked slow
 test-fast: venv
@@ -42,8 +45,14 @@ test-fast: venv
 bench: venv
 	$(PY) -m labkit bench
 
+## lock: resolve requirements.lock (and the EC2 worker's pins) anew from the package registry, then run the suite
+## on a new .venv made from it; commit the two files once it passes
+lock: venv
+	$(PY) .ci/lock.py refresh
+	$(MAKE) test
+
 lint: venv
-	$(VENV)/bin/ruff check labkit worker tests
+	$(VENV)/bin/ruff check labkit worker tests .ci
 
 clean:
 	rm -rf $(VENV) .labkit runs .pytest_cache

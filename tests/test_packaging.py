@@ -1,4 +1,5 @@
-"""environment.yml stays in step with pyproject.toml; the README keeps the two commands first."""
+"""pyproject.toml keeps lower bounds (tests/test_lock.py checks the lock that installs take); the README keeps
+the two commands first."""
 
 from __future__ import annotations
 
@@ -11,15 +12,12 @@ except ImportError:  # Python 3.10: pip vendors the same parser
     from pip._vendor import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
-# conda-forge spells a few packages differently; moto's [server] extra arrives through the pip section.
-CONDA_NAMES = {"pillow": "pillow", "moto[server]": "moto"}
 
 
 def _name_and_bound(spec: str) -> tuple[str, str]:
     m = re.match(r"^\s*([A-Za-z0-9_.\-\[\]]+)\s*(>=\s*[0-9.]+)?", spec)
     assert m, spec
-    name = m.group(1).lower()
-    return CONDA_NAMES.get(name, name), (m.group(2) or "").replace(" ", "")
+    return m.group(1).lower(), (m.group(2) or "").replace(" ", "")
 
 
 def _pyproject_deps() -> dict[str, str]:
@@ -30,33 +28,8 @@ def _pyproject_deps() -> dict[str, str]:
     return dict(_name_and_bound(s) for s in specs)
 
 
-def _environment_deps() -> dict[str, str]:
-    deps = {}
-    in_deps = False
-    for line in (ROOT / "environment.yml").read_text().splitlines():
-        if line.startswith("dependencies:"):
-            in_deps = True
-            continue
-        m = re.match(r"^  - ([^\s#]+.*)$", line)
-        if in_deps and m and not m.group(1).startswith(("pip", "python")):
-            name, bound = _name_and_bound(m.group(1))
-            deps[name] = bound
-    return deps
-
-
-def test_environment_yml_lists_the_same_dependencies_as_pyproject():
-    py, env = _pyproject_deps(), _environment_deps()
-    assert py == env
-
-
 def test_every_dependency_has_a_lower_bound():
     assert all(bound.startswith(">=") for bound in _pyproject_deps().values())
-
-
-def test_environment_installs_the_project_with_pip():
-    text = (ROOT / "environment.yml").read_text()
-    assert "python>=3.10" in text
-    assert re.search(r"- pip:\n\s+- -e \"?\.\[", text)
 
 
 def test_readme_starts_with_the_two_commands():
