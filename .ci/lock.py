@@ -11,7 +11,9 @@ which lines apply where) of ``pyproject.toml`` with all its extras, plus pip and
 ``environment.yml`` install it with ``pip install --require-hashes``. The EC2 worker's pins,
 ``worker/deploy/requirements.txt``, are a part of the same lock: its runtime packages for CPython 3.11 on Linux,
 at the lock's versions, with the hashes of just the wheels an instance may install (x86_64 and arm64: the whole
-list would not fit in EC2's 16 KB of user data). Both files are written by ``refresh`` and nothing else.
+list would not fit in EC2's 16 KB of user data). Both files are written by ``refresh`` and nothing else; it also
+refreshes ``tests/emulators/package-lock.json``, the test-only Node emulator's lock that ``.ci/run`` installs
+with ``npm ci``.
 
 The lower bounds in ``pyproject.toml`` stay for people who install labkit into an environment of their own; the
 lock is what the project runs and tests. Refresh it on purpose, run the suite against it, commit both files.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / "requirements.lock"
 WORKER = ROOT / "worker" / "deploy" / "requirements.txt"
 TOOLING = ROOT / ".ci" / "tooling.in"
+NPM_LOCK = ROOT / "tests" / "emulators" / "package-lock.json"
 # What an EC2 instance runs: Amazon Linux 2023's CPython 3.11 on x86_64 (t3.*) or arm64 (t4g.*).
 WORKER_PYTHON = "3.11"
 WORKER_MACHINES = {
@@ -170,6 +174,9 @@ def refresh() -> int:
         print("lock: uv is not in this environment: `make venv` installs it (the dev extra)", file=sys.stderr)
         return 1
     resolve_lock(uv)
+    if shutil.which("npm"):  # the test-only emulator's lock (tests/emulators), refreshed with the Python one
+        subprocess.run(["npm", "install", "--package-lock-only", "--silent", "--no-audit", "--no-fund",
+                        "--prefix", str(NPM_LOCK.parent)], check=True)
     lock = read_pins(LOCK.read_text())
     pins = worker_pins(uv, lock)
     wheel_hashes(pins, lock)

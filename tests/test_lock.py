@@ -253,3 +253,15 @@ def test_the_worker_pins_are_the_registrys_wheels_and_complete_on_both_machines(
                   "--implementation", "cp", "--abi", "cp311", "--platform", platform,
                   "--dest", str(tmp_path / platform), "-r", str(fleet.DEPLOY_DIR / "requirements.txt")])
         assert len(list((tmp_path / platform).glob("*.whl"))) == len(WORKER)
+
+
+def test_the_test_only_node_emulator_is_installed_from_its_lock() -> None:
+    # .ci/run installs fauxqs with `npm ci`: exactly the lock, each package checked by its integrity hash
+    assert re.search(r"^npm ci .*--prefix tests/emulators", (ROOT / ".ci" / "run").read_text(), re.M)
+    folder = ROOT / "tests" / "emulators"
+    wanted = json.loads((folder / "package.json").read_text())["dependencies"]
+    locked = json.loads((folder / "package-lock.json").read_text())["packages"]
+    assert locked[""]["dependencies"] == wanted
+    for name, version in wanted.items():
+        assert locked[f"node_modules/{name}"]["version"] == version
+    assert all(p.get("integrity", "").startswith("sha512-") for key, p in locked.items() if key), "a locked npm package has no integrity hash"
