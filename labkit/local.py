@@ -6,6 +6,8 @@ credential is ever written there.
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,32 +15,50 @@ from typing import Any
 
 from labkit import emulator, endpoints, provision
 from labkit.aws.clients import Clients, credentials_configured
-from labkit.config import Settings, read_state, update_state, write_state
+from labkit.config import Settings, forget_lab, read_state, record_lab, update_state, write_state
 from labkit.errors import ConfigError
 from labkit.processes import Child, python_module, settings_env, stop_all
 from labkit.waiting import poll
 
 
-def choose_local(settings: Settings, local: bool | None) -> bool:
-    """Use the embedded emulator? Asked explicitly, or when no endpoint and no credentials are set."""
+def runs_own_emulator(settings: Settings, state: dict[str, Any] | None = None) -> bool:
+    """Is ``settings``' endpoint the embedded emulator that ``up`` started for this state folder (running or
+    not)? The state file records its URL; ``up`` then starts it again if it stopped, and ``down`` stops it."""
+    state = read_state(settings.state_dir) if state is None else state
+    url = (state.get("emulator") or {}).get("url")
+    return url is not None and url == settings.endpoint_url
+
+
+def choose_local(settings: Settings, local: bool | None, state: dict[str, Any] | None = None) -> bool:
+    """Use the embedded emulator? Asked explicitly; when the endpoint is the one ``up`` started here
+    (``state``: the state file, read when not given); or when no endpoint and no credentials are set."""
     if local is not None:
         return local
-    return settings.endpoint_url is None and not credentials_configured()
+    if settings.endpoint_url is not None:
+        return runs_own_emulator(settings, state)
+    return not credentials_configured()
 
 
 def where_up_goes(settings: Settings) -> str:
     """Where ``up`` is about to make queues and a bucket when not on the embedded emulator, said before it
-    does: on AWS they cost money; an endpoint is named by what answers there (moto, fauxqs, LocalStack)."""
+    does: on AWS they cost money; an endpoint is named by what answers there (another embedded emulator,
+    fauxqs, LocalStack)."""
     url = settings.endpoint_url
     if url is None or endpoints.is_aws(url):
         return (f"using real AWS in {settings.region}: queues and a bucket will be created (they cost money while "
                 "they hold data; `labkit teardown` deletes them)")
-    what = endpoints.identify(url).label if endpoints.reachable(url) else f"the endpoint {url}"
+    if not endpoints.reachable(url):
+        what = f"the endpoint {url}"
+    else:
+        found = endpoints.identify(url)
+        # "moto" means nothing to a student: it is the embedded emulator, run by someone else's `up` or by hand.
+        what = f"the embedded emulator at {url}, not started by this lab" if found.kind == "moto" else found.label
     return f"using {what}: queues and a bucket will be made there (`labkit teardown` deletes them)"
 
 
 BACKENDS = ("local", "aws", "auto")
 EMULATOR_POLL_WAIT = 2  # seconds a local worker's receive waits on an emulator on this machine (default: 10)
+WORKER_START = 60.0  # seconds a new local worker may take to start serving (a busy machine, a cold import)
 
 
 def resolve_backend(backend: str, settings: Settings) -> str:
@@ -57,6 +77,11 @@ def running(records: list[dict[str, Any]] | None) -> list[Child]:
     return [c for c in children if c is not None and c.alive()]
 
 
+def worker_log(settings: Settings, index: int) -> Path:
+    """``<state_dir>/logs/worker-<index>.log``."""
+    return Path(settings.state_dir) / "logs" / f"worker-{index}.log"
+
+
 def spawn_worker(settings: Settings, index: int, concurrency: int = 4, lanes: str = "numbers,images",
                  poll_wait: int | None = None) -> Child:
     """Start ``python -m worker`` in the background, logging to ``<state_dir>/logs/worker-<i>.log``.
@@ -64,7 +89,7 @@ def spawn_worker(settings: Settings, index: int, concurrency: int = 4, lanes: st
     Its settings are passed explicitly, so that an endpoint variable in this shell cannot point it
     elsewhere than what ``up`` provisioned. It logs a line per job (``-v``): this log is where a lab's
     user looks to see the worker at work. ``poll_wait``: its receive wait (default: the worker's own)."""
-    log = Path(settings.state_dir) / "logs" / f"worker-{index}.log"
+    log = worker_log(settings, index)
     args = python_module("worker", "--queues", lanes, "--concurrency", str(concurrency), "--verbose",
                          *(["--poll-wait", str(poll_wait)] if poll_wait is not None else []))
     return Child.spawn(args, env=settings_env(settings), log=log)
@@ -72,45 +97,93 @@ def spawn_worker(settings: Settings, index: int, concurrency: int = 4, lanes: st
 
 def up(settings: Settings, local: bool | None = None, workers: int = 1, concurrency: int = 4,
        progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Start the emulator if local, provision, start ``workers`` local workers; write the state file.
+    """Start the emulator if local, provision, start ``workers`` local workers and wait until they serve;
+    write the state file.
 
-    Workers already running with other job modules than ``settings.job_modules`` are restarted. Right
+    Workers already running with other job modules than ``settings.job_modules`` are replaced once the new
+    ones serve; when a new worker cannot start (a job module that does not load, say), :class:`ConfigError`
+    says why in the worker's own words and the running workers, and the job modules they run, stay. Right
     after a teardown, waits until SQS takes the queue names back (60 s after their deletion), telling
-    ``progress`` how long."""
+    ``progress`` how long. A state folder found rather than named is recorded as this machine's lab
+    (:func:`labkit.config.record_lab`)."""
     state_dir = Path(settings.state_dir)
     state = read_state(state_dir)
-    use_local = choose_local(settings, local)
+    use_local = choose_local(settings, local, state)
     if use_local:
-        emu = state.get("emulator") or {}
-        if running([emu]) and emulator.healthy(emu.get("url", "")):
-            url = emu["url"]
-        else:
-            child, url = emulator.spawn(state_dir)
-            state["emulator"] = {**child.record(), "url": url}
-        settings = settings.replace(endpoint_url=url)
+        settings = settings.replace(endpoint_url=_emulator(state, state_dir))
     elif settings.endpoint_url and not endpoints.reachable(settings.endpoint_url):
         raise ConfigError(f"nothing answers at {settings.endpoint_url}: start the service there, or run "
                           "`labkit up --local` for the embedded emulator")
     wait_name_reuse(state.pop("queues_deleted", None), settings, progress)
     report = provision.ensure(Clients(settings), progress)
-    settings = settings.replace(bucket=report.bucket)
+    settings = settings.replace(bucket=report.bucket, job_modules=absolute_modules(settings.job_modules))
     alive = running(state.get("workers"))
-    if list(state.get("job_modules") or []) != list(settings.job_modules):
-        stop_all(alive)  # they run other job kinds than asked for: start them again
-        alive = []
+    modules = list(state.get("job_modules") or [])
+    replace = modules != list(settings.job_modules)  # they run other job kinds than asked for: replace them
+    keep = [] if replace else alive
     state.update({"endpoint_url": settings.endpoint_url, "region": settings.region, "bucket": report.bucket,
-                  "local": use_local, "job_modules": list(settings.job_modules) or None, **settings.queue_names()})
+                  "local": use_local, **settings.queue_names()})
     state = {k: v for k, v in state.items() if v is not None}
-    records = [c.record() for c in alive]
-    write_state(state_dir, {**state, "workers": records})
+    write_state(state_dir, {**state, "workers": [c.record() for c in alive]})
+    new = _start_workers(settings, workers - len(keep), {c.log for c in alive}, concurrency)
+    try:
+        wait_serving(new)
+    except BaseException as exc:  # an interrupted `up` leaves no worker the state file does not know
+        stop_all(new, 5)
+        if not isinstance(exc, ConfigError):
+            raise
+        kept = (f"the {len(alive)} worker(s) already running keep serving (job modules: {', '.join(modules) or 'none'})"
+                if alive else "no worker runs")
+        fix = "; fix the module, or start without job modules: `LABKIT_JOB_MODULES= labkit up`"
+        raise ConfigError(f"{exc}; {kept}{fix if settings.job_modules else ''}") from exc
+    if replace:
+        stop_all(alive)
+    state.update(job_modules=list(settings.job_modules) or None, workers=[c.record() for c in keep + new])
+    state = {k: v for k, v in state.items() if v is not None}
+    write_state(state_dir, state)
+    if not settings.state_named:
+        record_lab(state_dir)  # found, not named: let labkit find it from any folder
+    return {"state": state, "report": report, "settings": settings}
+
+
+def _emulator(state: dict[str, Any], state_dir: Path) -> str:
+    """The URL of this state folder's emulator: the running one, or a new one (recorded in ``state``)."""
+    emu = state.get("emulator") or {}
+    if running([emu]) and emulator.healthy(emu.get("url", "")):
+        return str(emu["url"])
+    child, url = emulator.spawn(state_dir)
+    state["emulator"] = {**child.record(), "url": url}
+    return url
+
+
+def _start_workers(settings: Settings, count: int, busy: set[Path | None], concurrency: int) -> list[Child]:
+    """Start ``count`` workers, each logging to a file no running worker writes to."""
     # On an emulator on this machine an empty receive costs nothing: a short wait lets `down` (and a restart)
     # stop the workers in about a second, where a worker waits out its receive before it stops.
     poll_wait = EMULATOR_POLL_WAIT if settings.is_local else None
-    for i in range(len(alive), workers):
-        records.append(spawn_worker(settings, i, concurrency, poll_wait=poll_wait).record())
-    state["workers"] = records
-    write_state(state_dir, state)
-    return {"state": state, "report": report, "settings": settings}
+    free = (i for i in itertools.count() if worker_log(settings, i) not in busy)
+    return [spawn_worker(settings, next(free), concurrency, poll_wait=poll_wait) for _ in range(max(0, count))]
+
+
+def wait_serving(children: list[Child], timeout: float = WORKER_START) -> None:
+    """Wait until every worker in ``children`` says it serves (its "serving" line, the one a worker logs once
+    its queues are found and its loop runs); :class:`ConfigError` with the worker's own last words when one
+    ends first, or says nothing within ``timeout`` seconds."""
+    waiting = list(children)
+    for _ in poll(0.1, timeout):
+        waiting = [c for c in waiting if f":{c.pid} serving" not in c.own_output]
+        if not waiting:
+            return
+        ended = next((c for c in waiting if not c.alive()), None)
+        if ended is not None:
+            raise ConfigError(f"a new worker stopped as it started: {ended.last_error()} (log: {ended.log})")
+    raise ConfigError(f"a new worker did not start serving within {timeout:.0f} s (log: {waiting[0].log})")
+
+
+def absolute_modules(modules: tuple[str, ...]) -> tuple[str, ...]:
+    """Job modules with each ``.py`` file by its absolute path: the state file keeps them for the next ``up``,
+    which may run from another folder."""
+    return tuple(os.path.abspath(m) if m.endswith(".py") else m for m in modules)
 
 
 def record_queues_deleted(settings: Settings) -> None:
@@ -154,12 +227,13 @@ def down(settings: Settings, timeout: float = 30.0) -> dict[str, Any]:
         except Exception:  # best effort: the emulator takes its queues with it anyway
             pass
     emulator_stopped = any(c.stop(10) for c in running([emu] if emu else []))
-    if state.get("local"):
+    if state.get("local") or runs_own_emulator(settings.replace(endpoint_url=state.get("endpoint_url")), state):
         # The emulator's resources died with it: forget them, so the next `up` starts clean.
         for key in ("emulator", "endpoint_url", "local", "bucket"):
             state.pop(key, None)
     if state_dir.exists():
         update_state(state_dir, **{k: state.get(k) for k in ("emulator", "endpoint_url", "local", "bucket")},
                      workers=[])
+    forget_lab(state_dir)  # nothing runs there now: another folder must not find it as the running lab
     return {"workers_stopped": stopped, "reply_queues_deleted": cleaned.deleted,
             "reply_queues_kept": cleaned.kept, "emulator_stopped": emulator_stopped}

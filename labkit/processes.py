@@ -43,12 +43,13 @@ def settings_env(settings: Settings, extra: Mapping[str, str] | None = None,
         "LABKIT_STATE_DIR": str(settings.state_dir), "AWS_REGION": settings.region, "PYTHONUNBUFFERED": "1",
     })
     # An endpoint or bucket left unset here must not be inherited from the shell either.
-    for var, value in (("LABKIT_ENDPOINT_URL", settings.endpoint_url), ("LABKIT_BUCKET", settings.bucket),
-                       ("LABKIT_JOB_MODULES", ",".join(settings.job_modules))):
+    for var, value in (("LABKIT_ENDPOINT_URL", settings.endpoint_url), ("LABKIT_BUCKET", settings.bucket)):
         if value:
             env[var] = value
         else:
             env.pop(var, None)
+    # Set even when empty: "none", not the job modules the state file may still name.
+    env["LABKIT_JOB_MODULES"] = ",".join(settings.job_modules)
     env.pop("AWS_ENDPOINT_URL", None)
     env.pop("AWS_DEFAULT_REGION", None)
     env.update(extra or {})
@@ -89,6 +90,8 @@ class Child:
     log: Path | None = None
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _log_file: IO[bytes] | None = field(default=None, repr=False)
+    # The log's size when this process started: a log is appended to run after run, and this one's lines follow.
+    log_start: int = field(default=0, repr=False)
 
     @classmethod
     def spawn(cls, args: Sequence[str], env: Mapping[str, str] | None = None, log: str | Path | None = None,
@@ -104,9 +107,10 @@ class Child:
         if log_path is not None:
             log_path.parent.mkdir(parents=True, exist_ok=True)
             log_file = out = open(log_path, "ab")  # noqa: SIM115 (closed in stop)
+        log_start = log_file.tell() if log_file is not None else 0
         proc = subprocess.Popen(list(args), env=dict(env) if env is not None else None, cwd=cwd, stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=detach)
-        return cls(proc.pid, start_time(proc.pid), log_path, proc, log_file)
+        return cls(proc.pid, start_time(proc.pid), log_path, proc, log_file, log_start)
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any] | None) -> Child | None:
@@ -177,6 +181,22 @@ class Child:
     def output(self) -> str:
         """What the process wrote to its log so far."""
         return self.log.read_text(errors="replace") if self.log and self.log.exists() else ""
+
+    @property
+    def own_output(self) -> str:
+        """What the log holds since this process started (earlier runs' lines left out)."""
+        if not self.log or not self.log.exists():
+            return ""
+        with open(self.log, "rb") as f:
+            f.seek(self.log_start)
+            return f.read().decode(errors="replace")
+
+    def last_error(self) -> str:
+        """The line that says why this process ended: its last ``labkit: error:`` line (the CLI's one line for
+        a user's mistake), else its log's last line, else its exit status."""
+        lines = [line.strip() for line in self.own_output.splitlines() if line.strip()]
+        errors = [line.removeprefix("labkit: error: ") for line in lines if line.startswith("labkit: error: ")]
+        return (errors or lines or [f"it ended with exit status {self.returncode}"])[-1]
 
     def wait_log(self, text: str, timeout: float = 30.0) -> None:
         """Wait until ``text`` appears in the log; :class:`LabkitError` with the log's tail when the

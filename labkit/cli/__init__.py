@@ -62,10 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"labkit: error: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:
-        return _unexpected(exc)
+        return _unexpected(exc, getattr(args, "state_dir", None))
 
 
-def _unexpected(exc: Exception) -> int:
+def _unexpected(exc: Exception, state_dir: str | None = None) -> int:
     """Turn well-known boto errors into one line; anything else is a bug and keeps its traceback."""
     from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
     if isinstance(exc, EndpointConnectionError):
@@ -73,8 +73,8 @@ def _unexpected(exc: Exception) -> int:
               "(`labkit up`)", file=sys.stderr)
         return 1
     if isinstance(exc, NoCredentialsError):
-        print("labkit: error: no AWS credentials found: configure them (aws configure, AWS_PROFILE) or use "
-              "the emulator (`labkit up --local`)", file=sys.stderr)
+        from labkit.config import no_lab_hint
+        print(f"labkit: error: no AWS credentials found, and {no_lab_hint(state_dir)}", file=sys.stderr)
         return 1
     if isinstance(exc, ClientError):
         print(f"labkit: error: {AwsError.from_client_error(exc)}", file=sys.stderr)

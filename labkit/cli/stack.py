@@ -19,25 +19,39 @@ def cmd_up(args: argparse.Namespace) -> int:
     from labkit import local
     s = settings(args)
     use_local = True if args.local else (False if args.aws else None)
+    if s.state_origin in ("above", "lab"):
+        say(f"this lab's {s.state_source}" + (
+            "; `mkdir .labkit` first for a lab of this folder's own" if s.state_origin == "lab" else ""))
     if local.choose_local(s, use_local) is False:
         say(local.where_up_goes(s))
     out = local.up(s, use_local, workers=args.workers, concurrency=args.concurrency, progress=say)
     report, state = out["report"], out["state"]
     print_changes(created=report.created, updated=report.updated)
-    where = state["endpoint_url"] or f"AWS {state['region']}"
+    where = f"{state['endpoint_url']} (the embedded emulator)" if state["local"] else \
+        state["endpoint_url"] or f"AWS {state['region']}"
     print(f"labkit is up on {where}: bucket {state['bucket']}, {len(state['workers'])} local worker(s)")
     return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
+    from labkit.local import runs_own_emulator
     from labkit.teardown import down
-    out = down(settings(args))
+    s = settings(args)
+    state = read_state(s.state_dir)
+    elsewhere = bool(state.get("bucket")) and not state.get("local") and not runs_own_emulator(s, state)
+    out = down(s)
     print(f"stopped {len(out['workers_stopped'])} worker(s)"
           + (", the emulator" if out["emulator_stopped"] else "")
           + (f"; deleted {len(out['reply_queues_deleted'])} leftover reply queue(s)"
              if out["reply_queues_deleted"] else "")
           + (f"; kept {len(out['reply_queues_kept'])} reply queue(s) of clients still running"
              if out["reply_queues_kept"] else ""))
+    if out["emulator_stopped"]:
+        print("deleted the embedded emulator's data with it: its queues, messages and bucket lived in its memory "
+              "(the next `labkit up` starts empty)")
+    elif elsewhere:
+        print(f"kept the queues and the bucket {state['bucket']} on {s.endpoint_url or f'AWS {s.region}'}, with "
+              "their messages and objects (`labkit teardown` deletes them)")
     for note in out["notes"]:
         print(f"note: {note}")
     return 0
@@ -50,9 +64,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         if read_state(lab.settings.state_dir).get("fleet"):
             from labkit import fleet
             st["fleet"] = fleet.fleet_status(lab.clients)
+    st["state"] = {"file": str(lab.settings.state_file), "origin": lab.settings.state_origin}
     if args.json:
         print_json(st)
         return 0
+    print(f"{lab.settings.state_source}\n")
     print_tables(*status_tables(st), billing_table(st, local=lab.settings.is_local))
     if "fleet" in st:
         from labkit import fleet
