@@ -8,14 +8,22 @@
 Each Lab owns a reply queue (``labkit-reply-<random>``, :mod:`labkit.replies`), deleted on ``close()``,
 so two clients never see each other's results; it is marked as in use while the Lab runs, and made anew
 (the jobs in flight sent again) if anyone deletes it. The EC2 fleet is :mod:`labkit.fleet`'s business.
+
+Every job is journaled when it is sent (``labkit trace`` knows it even if no answer ever comes). A Lab closed
+with jobs still unanswered (Ctrl-C while waiting, a timeout, the end of a script) gives them up: each gets a
+``given_up`` event in the journal, one warning line names them, and their claim-check objects are deleted (the
+reply queue goes with the Lab, so a worker that runs them later drops the answer: docs/protocol.md, "Delivery").
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import io
+import logging
 import os
 import queue as queue_module
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +32,7 @@ import numpy as np
 
 from labkit import kinds, provision
 from labkit.aws.clients import Clients
-from labkit.aws.queues import PurgeOutcome, Queue
+from labkit.aws.queues import PurgeOutcome, Queue, is_missing_queue
 from labkit.aws.storage import Bucket, ObjectInfo
 from labkit.config import PROCESSED_PREFIX, UNPROCESSED_PREFIX, Settings, read_state
 from labkit.endpoints import Endpoint, identify
@@ -34,15 +42,18 @@ from labkit.job import DEFAULT_TIMEOUT, ImageResult, Job, SentRequest
 from labkit.jobs import numbers as numbers_job
 from labkit.journal import Journal
 from labkit.keys import safe_key, upload_key
-from labkit.protocol import JobRequest, encode_request
+from labkit.protocol import JobRequest, encode_request, json_loads
 from labkit.replies import Replies
+from labkit.timeline import event
 
 if TYPE_CHECKING:
     from labkit.jobs.image_pipeline import Pipeline  # imported when used: Pillow loads only for image jobs
 
-# Above this many items a number list travels as a compact .npy object through S3.
+# Above this many items a number list (or numpy array) travels as a compact .npy object through S3; up to it,
+# inline in the message as JSON (docs/protocol.md, "Claim check").
 ARRAY_THRESHOLD = 10_000
 __all__ = ["ARRAY_THRESHOLD", "ImageResult", "Job", "Lab", "Window"]
+log = logging.getLogger("labkit")
 
 
 class Lab:
@@ -57,24 +68,57 @@ class Lab:
         self.last_window: int | None = None  # the window the last submit_many ended with
         self._queues: dict[str, Queue] = {}
         self._bucket: Bucket | None = None
-        atexit.register(self.close)
+        atexit.register(self._exiting)
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def __enter__(self) -> Lab:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        why = "interrupted" if exc_type is KeyboardInterrupt else "timed out" if exc_type is JobTimeout else \
+            "closed after an error" if exc_type is not None else "closed"
+        self.close(why)
 
-    def close(self) -> None:
-        """Stop listening and delete this client's reply queue."""
-        atexit.unregister(self.close)
-        self.replies.close()
-        self.journal.flush()
+    def close(self, why: str = "closed") -> None:
+        """Stop listening and delete this client's reply queue. Jobs still unanswered are given up (``why``
+        says how the client ended, for their timelines): see the module's docstring."""
+        atexit.unregister(self._exiting)
+        left = self.replies.close()
+        try:
+            if left:
+                self._give_up(left, why)
+        finally:
+            self.journal.flush()
+
+    def _exiting(self) -> None:
+        self.close("the program ended")
 
     def _record(self, job: Job) -> None:
         self.journal.record(job.id, job.kind, job.submitted, job.finished,
                             job.reply.events if job.reply is not None else None, job.notes)
+
+    def _give_up(self, jobs: list[Job], why: str) -> None:
+        """Journal the jobs left unanswered, say so in one line, delete their claim-check objects."""
+        now = time.time()
+        for job in jobs:
+            job.notes.append(event("given_up", now, why=why))
+            self._record(job)
+        self.journal.flush()  # before anything slow: a second Ctrl-C must not lose the journal
+        first = jobs[0].id
+        log.warning("labkit: %s not answered when this client stopped waiting (%s); a worker that runs %s later drops "
+                    "the answer; `labkit trace %s` shows %s", f"job {first} was" if len(jobs) == 1 else
+                    f"{len(jobs)} jobs were (the first: {first})", why, "it" if len(jobs) == 1 else "them",
+                    first[:12], "what is known" if len(jobs) == 1 else "the first")
+        for job in jobs:
+            if job.request is not None:
+                self._delete_claim_check(job.request.body)
+
+    def _delete_claim_check(self, body: str) -> None:
+        """Delete the S3 object a request's payload travelled in, if it did (no one will read it now)."""
+        with contextlib.suppress(Exception):  # best effort: the bucket's lifecycle rule expires it anyway
+            ref = json_loads(body).get("payload_ref")
+            if isinstance(ref, dict) and ref.get("bucket") == self.bucket.name:
+                self.bucket.delete(ref["key"])
 
     # -- resources -----------------------------------------------------------------------------------
     @property
@@ -133,8 +177,11 @@ class Lab:
             self._request_queue(kind).send(body)
         except Exception:
             self.replies.forget(job)
+            self._delete_claim_check(body)  # never sent: nobody will read it
             raise
         self.jobs_sent += 1
+        self._record(job)  # journaled at send: `labkit trace` knows a job whose answer never comes
+        self.journal.flush()
         return job
 
     def submit_many(self, kind: str, payloads: Sequence[dict[str, Any]], window: int | None = None,
@@ -162,9 +209,13 @@ class Lab:
                     self.replies.track(j for j, _ in batch)
                     failures = queue.send_batch([b for _, b in batch])
                     for f in failures:
-                        job = batch[f.index][0]
+                        job, body = batch[f.index]
                         self.replies.forget(job)
+                        self._delete_claim_check(body)
                         job._fail(AwsError(f"sending job failed: {f.message}", code=f.code))
+                    for job, _ in batch:
+                        if not job.done():
+                            self._record(job)  # journaled at send (written with the journal's next flush)
                     jobs += [j for j, _ in batch]
                     outstanding += len(batch)
                     self.jobs_sent += len(batch) - len(failures)
@@ -203,7 +254,8 @@ class Lab:
 
     # -- number jobs ---------------------------------------------------------------------------------
     def numbers(self, values: Sequence[Any] | np.ndarray | str) -> Job:
-        """Send a number job. Long lists (and arrays) travel as compact binary through S3."""
+        """Send a number job. Lists and arrays of more than :data:`ARRAY_THRESHOLD` (10,000) numbers travel as
+        compact binary (.npy) through S3; shorter ones inline in the message."""
         return self.submit("numbers", {"numbers": _numbers_payload(values)})
 
     def numbers_many(self, lists: Sequence[Sequence[Any]], window: int | None = None,
@@ -293,7 +345,8 @@ class Lab:
     def purge(self, which: str = "all") -> list[PurgeOutcome]:
         """Empty a queue (by name or role: requests, responses, inbox, outbox) or ``all`` four; returns
         each queue's outcome: purged, refused (SQS allows one purge per queue every 60 s; ``retry_in``
-        says how long is left when this Lab made the last purge) or failed. Every queue is tried."""
+        says how long is left when this Lab made the last purge) or failed. Every queue is tried. A name that
+        is none of labkit's queues and does not exist raises :class:`InvalidInput` naming labkit's queues."""
         names = self.settings.queue_names()
         targets = list(names.values()) if which == "all" else [kinds.queue_name(self.settings, which)]
         outcomes = []
@@ -301,6 +354,10 @@ class Lab:
             try:
                 outcomes.append(self.queue(name).purge_outcome())
             except AwsError as exc:  # the queue cannot be looked up (it does not exist)
+                if is_missing_queue(exc) and name not in names.values():  # not one of labkit's: a typo, say
+                    choices = kinds.queue_choices(self.settings)
+                    raise InvalidInput(f"there is no queue {name!r}: labkit's queues are {choices}; give one, "
+                                       "a short name, or all") from None
                 outcomes.append(PurgeOutcome(name, False, error=str(exc)))
         return outcomes
 
@@ -321,8 +378,12 @@ class Lab:
 
 
 def _numbers_payload(values: Any) -> Any:
-    if isinstance(values, np.ndarray) or (isinstance(values, Sequence) and not isinstance(values, str)
-                                          and len(values) > ARRAY_THRESHOLD):
+    """A list of more than ARRAY_THRESHOLD numbers, or such an array, as an array (it travels as .npy); a shorter
+    array as a list (checked first, so that it is refused here as a long one is), to travel inline."""
+    if isinstance(values, np.ndarray):
+        array = numbers_job.to_array(values)
+        return array if array.size > ARRAY_THRESHOLD else array.tolist()
+    if isinstance(values, Sequence) and not isinstance(values, str) and len(values) > ARRAY_THRESHOLD:
         return numbers_job.to_array(values)
     if isinstance(values, tuple):
         return list(values)

@@ -10,7 +10,9 @@
 It makes three queues, ``labkit-delivery-<tag>`` (a short visibility timeout, and a redrive to its dead-letter
 queue after a few receives), ``labkit-delivery-<tag>-dlq`` and ``labkit-delivery-<tag>-replies`` (the
 worker's default reply queue, which a worker needs to start), a fourth in the poison step (the reply queue
-``labkit-reply-<tag>-later`` it lacked), and runs a local worker of its own
+``labkit-delivery-<tag>-later`` it lacked: one of the worker's own response queues, its image outbox, since a
+client's ``labkit-reply-*`` queue found missing is taken as gone and its answer dropped), and runs a local
+worker of its own
 (``python -m worker`` with the ``nap`` kind loaded through ``LABKIT_JOB_MODULES``), which it kills and starts
 again. Nothing of the other notebooks (their queues, their workers) is touched. What it made goes at
 :meth:`DeliveryExercise.close`, at exit, and at the next start in the same state folder when a kernel died
@@ -153,7 +155,8 @@ class DeliveryExercise:
                               "(notebooks/kinds/nap.py)")
         cleanup_leftovers(settings)
         name = PREFIX + uuid.uuid4().hex[:8]
-        mine = settings.replace(request_queue=name, response_queue=name + "-replies", visibility_timeout=visibility,
+        mine = settings.replace(request_queue=name, response_queue=name + "-replies", image_outbox=name + "-later",
+                                visibility_timeout=visibility,
                                 max_receive_count=max_receive_count,
                                 job_modules=tuple(str(Path(m).resolve()) for m in job_modules))
         clients = Clients(mine)
@@ -269,7 +272,7 @@ class DeliveryExercise:
         """Send a request whose reply queue does not exist yet: no worker can answer it, so it is received
         ``max_receive_count`` times and SQS moves it to the dead-letter queue. Look at it there, make its reply
         queue (the fix), redrive it, and read its answer: its timeline tells the whole story."""
-        later = REPLY_QUEUE_PREFIX + self.requests.name[len(PREFIX):] + "-later"
+        later = self.settings.image_outbox  # a labkit response queue: missing, it is a setup to mend (dead letters)
         request = JobRequest("numbers", {"numbers": list(numbers)},
                              reply_to=self.requests.url.rsplit("/", 1)[0] + "/" + later)
         letters = DeadLetters(self.clients, self.requests.name)
@@ -291,8 +294,9 @@ class DeliveryExercise:
             # that the plot shows it in the dead-letter queue before the fix.
             wait_for(lambda: sum(1 for x in watch.samples if x.dead_letter) >= DWELL_LOOKS, WORKER_START,
                      "the watcher to see the dead letter", interval=self.interval)
-            replies = provision.create_reply_queue(self.clients, later[len(REPLY_QUEUE_PREFIX):])
+            replies = Queue.create(self.clients.sqs, later, tags={**provision.TAGS, "labkit:exercise": "delivery"})
             self.made.append(replies)
+            self._record()
             report = letters.redrive()
             marks.append((time.time(), "reply queue made, redriven"))
             message = wait_for(lambda: replies.receive(1, wait=1), WORKER_START, "the answer after the redrive")[0]

@@ -3,7 +3,8 @@ folder (``<state_dir>/journal.jsonl``, one JSON object per line) so that ``labki
 a job's life after the notebook or script that sent it has ended.
 
 A line keeps a job's parts (sent, result, the events its answer carried, the client's notes), merged into
-its timeline when read (:meth:`Journal.find`). Lines are appended in batches (a file write per
+its timeline when read (:meth:`Journal.find`). A job has a line when it is sent and another once answered or
+given up (:meth:`labkit.client.Lab.close`). Lines are appended in batches (a file write per
 ``FLUSH_EVERY`` jobs and on close, not one per job), and the file is cut to its newer half when it grows
 past ``MAX_BYTES``. No payload, result or credential is written: ids, kinds, times and events only.
 """
@@ -71,7 +72,9 @@ class Journal:
         os.replace(tmp, self.path)
 
     def find(self, job_id: str) -> dict[str, Any] | None:
-        """The newest record of ``job_id`` (a unique prefix of at least 6 characters is enough)."""
+        """The newest record of ``job_id`` (a unique prefix of at least 6 characters is enough). A job is
+        recorded when sent and again when answered (or given up); the line written at send may land after its
+        answer's (two threads), so a record without a result never replaces one with a result."""
         self.flush()
         found = None
         try:
@@ -82,7 +85,8 @@ class Journal:
                             record = json.loads(line)
                         except ValueError:
                             continue
-                        if record.get("id", "").startswith(job_id):
+                        if record.get("id", "").startswith(job_id) and (
+                                found is None or record.get("result") is not None or found.get("result") is None):
                             found = record
         except FileNotFoundError:
             return None

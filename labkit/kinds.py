@@ -120,6 +120,16 @@ def queue_name(settings: Settings, text: str) -> str:
     return text
 
 
+def queue_choices(settings: Settings) -> str:
+    """The four queues with their short names, for a message: ``requestQueue (requests, numbers), ...``."""
+    names: dict[str, list[str]] = {}
+    for ln in LANES.values():
+        names[ln.request_queue(settings)], names[ln.reply_queue(settings)] = [], []
+    for alias in QUEUE_ALIASES:
+        names[queue_name(settings, alias)].append(alias)
+    return ", ".join(f"{name} ({', '.join(aliases)})" for name, aliases in names.items())
+
+
 def source_queue(settings: Settings, text: str) -> str:
     """The request queue meant by ``text`` for dead letters: a short name, a request queue or its ``-dlq``."""
     name = queue_name(settings, text)

@@ -19,6 +19,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from labkit.timeline import worker_label
+
 FIGSIZE = (8.0, 4.5)
 DPI = 100
 # Colours for the marked statistics (colour-blind safe, from matplotlib's tab palette).
@@ -369,7 +371,7 @@ def job_timeline_figure(timelines: Sequence[Sequence[Mapping[str, Any]]], title:
     for color, points in dots.items():  # a job that computed in microseconds still shows by whom
         ax.scatter([x for x, _ in points], [y for _, y in points], marker="D", s=10, color=color, zorder=3)
     handles = [Line2D([0], [0], color=PHASE_COLORS["queue_wait"], lw=6, label="waiting in the queue"),
-               *[Line2D([0], [0], color=c, lw=6, label=f"computing on {w}") for w, c in workers.items()],
+               *[Line2D([0], [0], color=c, lw=6, label=f"computing on {worker_label(w)}") for w, c in workers.items()],
                Line2D([0], [0], color=PHASE_COLORS["return"], lw=6, label="reply coming back")]
     if redelivered:
         handles.insert(1, Line2D([0], [0], color=PHASE_COLORS["held"], lw=6,

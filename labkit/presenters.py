@@ -136,16 +136,26 @@ def purge_outcome(outcome: PurgeOutcome) -> str:
 
 
 def purge_report(outcomes: Sequence[PurgeOutcome]) -> tuple[Table, Note]:
-    """``Lab.purge()``'s outcomes as a table (one row per queue) and one line: "ok" when every queue was
-    purged, "warning" when some were refused, "error" when some failed."""
+    """``Lab.purge()``'s outcomes as a table (one row per queue, with its reason) and one short line that sums
+    them up without repeating the rows: "ok" when every queue was purged, "warning" when some were refused,
+    "error" when some failed."""
     table = Table([[o.queue, purge_outcome(o)] for o in outcomes], ["queue", "outcome"], "Purge")
     purged = [o.queue for o in outcomes if o.purged]
-    left = [o for o in outcomes if not o.purged]
-    if not left:
+    refused = [o for o in outcomes if o.refused]
+    failed = [o for o in outcomes if not o.purged and not o.refused]
+    if not refused and not failed:
         return table, Note("purged " + ", ".join(purged), "ok")
-    text = f"purged {len(purged)} of {len(outcomes)} queue(s)" + (f" ({', '.join(purged)})" if purged else "")
-    text += "; " + "; ".join(f"{o.queue} {purge_outcome(o)}" for o in left)
-    return table, Note(text, "error" if any(o.error for o in left) else "warning")
+    parts = [f"purged {len(purged)} of {len(outcomes)} queue(s)" + (f" ({', '.join(purged)})" if purged else "")]
+    if refused:
+        waits = [o.retry_in for o in refused]
+        when = "within 60 s" if None in waits else f"in {math.ceil(max(w for w in waits if w is not None))} s"
+        parts.append(f"{', '.join(o.queue for o in refused)} refused (SQS allows one purge per queue every 60 s): "
+                     f"try again {when}")
+    if len(failed) == 1:
+        parts.append(f"{failed[0].queue} failed: {failed[0].error}")
+    elif failed:
+        parts.append(f"{', '.join(o.queue for o in failed)} failed (the table says why)")
+    return table, Note("; ".join(parts), "error" if failed else "warning")
 
 
 def dead_letters_table(letters: Sequence[DeadLetter], title: str = "Dead letters") -> Table:

@@ -2,11 +2,13 @@
 and the claim check that moves large payloads through S3. See docs/protocol.md.
 
 This module does no I/O of its own: the claim check takes a *store* with ``put(key, data, content_type)``,
-``get(key, max_bytes=None)`` and ``open(key, max_bytes=None)`` (a :class:`labkit.aws.storage.Bucket`).
+``get(key, max_bytes=None)``, ``open(key, max_bytes=None)`` and ``delete(key)`` (a
+:class:`labkit.aws.storage.Bucket`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -54,6 +56,8 @@ class Store(Protocol):
     def get(self, key: str, max_bytes: int | None = None) -> bytes: ...
 
     def open(self, key: str, max_bytes: int | None = None) -> Readable: ...
+
+    def delete(self, key: str) -> None: ...
 
 
 # Job ids are drawn from the OS's random source 256 at a time. uuid4() makes a system call per id, which
@@ -340,7 +344,7 @@ def encode_request(req: JobRequest, store: Store | None, max_inline: int) -> str
         buf = io.BytesIO()
         np.save(buf, numbers, allow_pickle=False)
         key = f"{PAYLOADS_PREFIX}{req.id}.npy"
-        store.put(key, buf.getvalue(), "application/x-npy")
+        _put_claim_check(store, key, buf.getvalue(), "application/x-npy")
         ref = {"bucket": store.name, "key": key, "format": "npy", "bytes": buf.tell()}
         return JobRequest(req.kind, None, req.id, req.reply_to, req.sent_at, ref).encode()
     body = req.encode()
@@ -350,9 +354,20 @@ def encode_request(req: JobRequest, store: Store | None, max_inline: int) -> str
         raise TooLarge(f"the request is {len(body):,} bytes, over {max_inline:,}, and no bucket is configured")
     data = _dumps(req.payload).encode()
     key = f"{PAYLOADS_PREFIX}{req.id}.json"
-    store.put(key, data, "application/json")
+    _put_claim_check(store, key, data, "application/json")
     ref = {"bucket": store.name, "key": key, "format": "json", "bytes": len(data)}
     return JobRequest(req.kind, None, req.id, req.reply_to, req.sent_at, ref).encode()
+
+
+def _put_claim_check(store: Store, key: str, data: bytes, content_type: str) -> None:
+    """Store a claim-check object; when the upload fails or is interrupted (Ctrl-C), delete whatever of it reached
+    the bucket, since no request will name it (an 80 MB list would otherwise wait two days for its expiry)."""
+    try:
+        store.put(key, data, content_type)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            store.delete(key)
+        raise
 
 
 def load_payload(req: JobRequest, store: Store | None, max_bytes: int) -> dict[str, Any]:

@@ -94,11 +94,11 @@ class Replies:
             self._pending.pop(job.id, None)
             self._stale.discard(job.id)
 
-    def close(self) -> None:
-        """Stop listening, fail the jobs still waiting, delete the reply queue."""
+    def close(self) -> list[Job]:
+        """Stop listening, fail the jobs still waiting, delete the reply queue; returns the jobs it failed."""
         with self._lock:
             if self._closed:
-                return
+                return []
             self._closed = True
             self._stopped.set()
             self._wake.notify_all()
@@ -106,7 +106,10 @@ class Replies:
             # Not waiting out a receive under way (up to RECEIVE_WAIT): the queue is deleted under it, and the
             # listener, finding the Lab closed, ends (a daemon thread: it never holds up the interpreter's exit).
             self._listener.join(timeout=CLOSE_WAIT)
-        for job in list(self._pending.values()):
+        with self._lock:
+            left = [job for job in self._pending.values() if not job.done()]
+            self._pending.clear()
+        for job in left:
             job._fail(LabkitError("the Lab was closed before the result arrived"))
         self._deletes.close(timeout=CLOSE_WAIT)  # the queue goes next: replies left in it go with it
         if self._queue is not None:
@@ -115,6 +118,7 @@ class Replies:
             except Exception:  # unreachable: a later `labkit down` deletes it once it is an hour idle
                 pass
             self._queue = None
+        return left
 
     # -- the listening thread ----------------------------------------------------------------------------
     def _listen(self) -> None:

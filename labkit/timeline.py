@@ -1,29 +1,32 @@
 """A job's life as a list of events: what the client saw (``sent``, ``result``) merged with what the
 workers reported in the reply (``received`` once per delivery, ``started``, ``visibility_extended``,
-``finished``, ``replied``; ``released`` and ``abandoned`` when they happen).
+``finished``, ``replied``; ``released`` and ``abandoned`` when they happen), and ``given_up`` when the client
+stopped waiting first.
 
 Each event is a small dict ``{"event": name, "at": <epoch seconds>, ...}``; see docs/protocol.md,
 "Timelines". Pure module: no AWS, no clock of its own.
 
     display(presenters.timeline_table(job.timeline(), "a job"))   # what `labkit trace` prints
     # +0.000 s  sent
-    # +0.004 s  received     delivery 1, by vm:812
+    # +0.004 s  received     delivery 1, by local worker 812
     # ...
 """
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 # The order events of one delivery happen in: it breaks ties between events stamped at the same time.
 ORDER = ("sent", "received", "redriven", "started", "visibility_extended", "released", "abandoned", "finished",
-         "replied", "result", "duplicate")
+         "replied", "result", "duplicate", "given_up")
 _RANK = {name: i for i, name in enumerate(ORDER)}
 # What an event may carry besides "event" and "at" (anything else from a worker is dropped).
 FIELDS = {"received": ("receive_count", "worker", "inferred"), "visibility_extended": ("seconds",),
           "finished": ("ok",), "released": ("worker", "why"), "abandoned": ("worker",), "sent": ("queue",),
-          "redriven": ("receive_count",), "started": (), "replied": (), "result": (), "duplicate": ()}
+          "redriven": ("receive_count",), "started": (), "replied": (), "result": (), "duplicate": (),
+          "given_up": ("why",)}
 
 
 def event(name: str, at: float, **fields: Any) -> dict[str, Any]:
@@ -94,7 +97,8 @@ def describe(e: dict[str, Any]) -> str:
     """What an event says besides its name and time."""
     name = e["event"]
     if name == "received":
-        text = f"delivery {e.get('receive_count', 1)}" + (f", by {e['worker']}" if e.get("worker") else "")
+        by = f", by {worker_label(e['worker'])}" if e.get("worker") else ""
+        text = f"delivery {e.get('receive_count', 1)}{by}"
         if e.get("inferred"):
             text += " (when SQS first handed it out: whoever held it then did not answer)"
         return text
@@ -109,5 +113,17 @@ def describe(e: dict[str, Any]) -> str:
     if name in ("released", "abandoned"):
         why = {"released": "handed back unstarted (the worker was stopping)",
                "abandoned": "past the worker's hard limit: an error was answered"}[name]
-        return why + (f", by {e['worker']}" if e.get("worker") else "")
+        return why + (f", by {worker_label(e['worker'])}" if e.get("worker") else "")
+    if name == "given_up":
+        return (f"the client stopped waiting ({e.get('why', 'closed')}) and deleted its reply queue: a worker that "
+                "runs the job drops its answer")
     return ""
+
+
+def worker_label(worker: str) -> str:
+    """A worker's id as people read it. Ids are ``<host>:<pid>`` (docs/protocol.md): one on this machine is
+    ``local worker 14003``, another ``worker 812 on ip-10-0-1-23``; anything else is shown as it is."""
+    host, sep, pid = str(worker).rpartition(":")
+    if not (sep and host and pid.isdigit()):
+        return str(worker)
+    return f"local worker {pid}" if host == socket.gethostname() else f"worker {pid} on {host}"

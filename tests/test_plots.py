@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import socket
 import statistics
 
 import numpy as np
@@ -130,13 +131,15 @@ def _life(t: float, worker: str, redelivered: bool = False) -> list[dict]:
 
 def test_job_timeline_bars_by_phase_coloured_by_worker(tmp_path):
     # Given the timelines of four jobs on two workers, one of them delivered twice
-    lives = [_life(100.0, "a:1"), _life(100.1, "b:2"), _life(100.2, "a:1", redelivered=True), _life(100.3, "b:2")]
+    here = f"{socket.gethostname()}:14003"  # a worker on this machine, and one elsewhere
+    lives = [_life(100.0, here), _life(100.1, "b:2"), _life(100.2, here, redelivered=True), _life(100.3, "b:2")]
     # When they are plotted
     fig = plots.job_timeline_figure(lives)
-    # Then one bar row per job, a colour per worker, the redelivery's held stretch named, titled and saved 800x450
+    # Then one bar row per job, a colour per worker (named as people say it), the redelivery's held stretch named,
+    # titled and saved 800x450
     ax = fig.axes[0]
-    assert _labels(ax) == ["waiting in the queue", "held by a delivery that did not answer", "computing on a:1",
-                           "computing on b:2", "reply coming back"]
+    assert _labels(ax) == ["waiting in the queue", "held by a delivery that did not answer",
+                           "computing on local worker 14003", "computing on worker 2 on b", "reply coming back"]
     assert plots.title_of(fig) == "The life of 4 jobs (1 delivered more than once)"
     assert ax.get_xlabel() == "seconds since the first job was sent"
     held = [p for p in ax.patches if p.get_hatch() == "///"]

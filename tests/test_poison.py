@@ -2,7 +2,8 @@
 
 Every good job gets its right result; every poison message gets an error reply where a reply queue is
 known (its ``reply_to``, or the kind's default queue), and otherwise lands in the dead-letter queue
-after the redrive count, never cycling; the workers never exit.
+after the redrive count, never cycling (or, addressed to a client's reply queue that is gone, is dropped:
+its answer can never be read); the workers never exit.
 
 Invalid UTF-8 cannot travel in an SQS body (the API takes text; real SQS refuses invalid characters,
 and moto stores a lone surrogate and then fails every receive on that queue with HTTP 500), so it
@@ -14,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import random
+import re
 import threading
 import time
 from collections import Counter
@@ -45,7 +47,7 @@ class Case:
 
     body: str
     queue: str  # "numbers" or "images"
-    expect: str  # "result", "error" (JSON reply), "legacy_error" (text reply), "dead_letter"
+    expect: str  # "result", "error" (JSON reply), "legacy_error" (text reply), "dead_letter", "dropped"
     reply: str = "mine"  # where the JSON reply goes: "mine" (reply_to) or "default"
     codes: tuple[str, ...] = ()
     job_id: str | None = None  # None: the worker names it sqs:<message id>
@@ -163,7 +165,8 @@ TEMPLATES: list[Callable[[World], Case]] = [
     # No usable reply queue: retried, then dead-lettered.
     _dead(reply_to="not a url"),
     _dead(reply_to="ftp://127.0.0.1/123456789012/labkit-reply-x"),
-    lambda w: Case(_req(w, w.next_id(), reply_to=w.missing_reply_to), "numbers", "dead_letter"),
+    # A client's reply queue that is gone: the answer is dropped, the request deleted (no dead letter).
+    lambda w: Case(_req(w, w.next_id(), reply_to=w.missing_reply_to), "numbers", "dropped"),
     lambda w: Case(_req(w, w.next_id(), reply_to=w.request_url), "numbers", "dead_letter"),
 ]
 
@@ -236,7 +239,7 @@ def test_poison_mixed_into_good_jobs(emulator, tmp_path, start_worker):
                   "images": Collector(defaults["images"])}
     cases = build_cases(world)
     before = {o.key for o in world.bucket.list("")}
-    answerable = [c for c in cases if c.expect != "dead_letter"]
+    answerable = [c for c in cases if c.expect not in ("dead_letter", "dropped")]
 
     # When they are all sent, at most WINDOW unanswered at a time
     def answered() -> int:
@@ -249,7 +252,7 @@ def test_poison_mixed_into_good_jobs(emulator, tmp_path, start_worker):
         mid = queues[case.queue].send(case.body)
         if case.job_id is None:
             case.job_id = f"sqs:{mid}"
-        sent_answerable += case.expect != "dead_letter"
+        sent_answerable += case.expect not in ("dead_letter", "dropped")
     dead = [c for c in cases if c.expect == "dead_letter"]
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -291,6 +294,9 @@ def test_poison_mixed_into_good_jobs(emulator, tmp_path, start_worker):
     in_dlq = Counter(m.body for m in dlqs["numbers"].drain(max_messages=100))
     assert set(in_dlq) == {c.body for c in dead}
     assert dlqs["images"].depth()["visible"] == 0
+    # And the ones addressed to a gone reply queue were dropped, each counted once in the workers' logs
+    dropped = re.findall(r"dropped the answer of (\d+) job", "".join(w.output for w in workers))
+    assert sum(map(int, dropped)) == sum(1 for c in cases if c.expect == "dropped")
     for q in queues.values():
         assert q.depth() == {"visible": 0, "in_flight": 0, "delayed": 0}
     # And nothing was written outside images/processed/ (no bad key got through)

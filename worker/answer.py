@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import logging
 import re
+import sysconfig
 import time
+import traceback
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -64,15 +67,30 @@ class Outcome:
     job_id: str | None = None
     ok: bool = False  # answered with a result (its log line is DEBUG); error replies and no reply are INFO
     result: JobResult | None = None  # a v1 answer, sealed into ``body`` (``replied`` stamped) when it is sent
+    ran: bool = False  # a handler ran: a job, counted once its answer is sent (WorkerStats.answered)
+    sent_at: float | None = None  # when the client sent the request (its clock), if it said
 
 
 @dataclass
 class WorkerStats:
+    """What a worker did. ``jobs`` and ``errors`` count answers sent (a job run again after a failed reply counts
+    once); ``reply_queue_gone``: answers dropped because their client's reply queue no longer exists."""
+
     jobs: int = 0
     errors: int = 0
     unanswerable: int = 0
     abandoned: int = 0
+    reply_queue_gone: int = 0
     by_kind: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def answered(self, outcomes: list[Outcome]) -> None:
+        """Count the outcomes whose answers were sent."""
+        for o in outcomes:
+            if o.ran:
+                self.jobs += 1
+                if o.result is not None and o.result.kind:
+                    self.by_kind[o.result.kind] += 1
+            self.errors += not o.ok
 
 
 class Answerer:
@@ -142,17 +160,14 @@ class Answerer:
         except JobError as exc:
             body, ok = format_legacy_error(str(exc)), False
         dt = time.perf_counter() - t0
-        self.stats.jobs += 1
-        self.stats.errors += not ok
         return Outcome(m, src.default_reply.url, body, f"job legacy-{src.lane.name} ok={str(ok).lower()} "
-                       f"compute={dt:.4f}s reply={src.default_reply.name}", ok=ok)
+                       f"compute={dt:.4f}s reply={src.default_reply.name}", ok=ok, ran=True)
 
     def _undecodable(self, src: Source, m: Message, exc: ProtocolError, events: list[dict[str, Any]]) -> Outcome:
         p = exc.partial
         url = self.reply_url(p.get("reply_to"), src)
         job_id = p.get("id") or f"sqs:{m.message_id}"
         res = JobResult.failure(job_id, p.get("kind"), exc.code, str(exc), worker=self.name, events=events)
-        self.stats.errors += 1
         return Outcome(m, url, None, _summary(job_id, p.get("kind"), f"ok=false code={exc.code} {exc}", url),
                        job_id, result=res)
 
@@ -167,7 +182,14 @@ class Answerer:
             handler = kinds.get_kind(req.kind).handler()
             with self.memory.hold(req, self.bucket):
                 payload = load_payload(req, self.bucket, self.settings.max_payload_bytes)
-                result = handler(payload, kinds.Context(self.settings, self.bucket, req.id))
+                try:
+                    result = handler(payload, kinds.Context(self.settings, self.bucket, req.id))
+                except JobError:
+                    raise
+                except Exception as exc:
+                    if is_transient(exc):  # AWS unreachable from inside the handler: the job runs again later
+                        raise
+                    raise handler_failed(req.kind, req.id, exc) from exc
             dt = time.perf_counter() - t0
             events.append(event("finished", time.time(), ok=True))
             res = JobResult.success(req.id, req.kind, result, worker=self.name, events=events,
@@ -177,12 +199,8 @@ class Answerer:
             events.append(event("finished", time.time(), ok=False))
             res = JobResult.failure(req.id, req.kind, exc.code, str(exc), worker=self.name, events=events,
                                     timings={"queued_s": round(queued, 6), "compute_s": round(dt, 6)})
-        stats = self.stats
-        stats.jobs += 1
-        stats.errors += not res.ok
-        stats.by_kind[req.kind] += 1
         line = JobLine(req.id, req.kind, res.error["code"] if res.error else None, queued, dt, url)
-        return Outcome(m, url, None, line, req.id, res.ok, result=res)
+        return Outcome(m, url, None, line, req.id, res.ok, res, True, req.sent_at or None)
 
     def seal(self, o: Outcome, now: float) -> None:
         """Give ``o``'s answer its ``replied`` event and encode it into ``o.body`` (a big result goes to the
@@ -210,7 +228,6 @@ class Answerer:
         job_id = fields.get("id") or f"sqs:{m.message_id}"
         url = self.reply_url(fields.get("reply_to"), src)
         res = JobResult.failure(job_id, fields.get("kind"), INTERNAL, message, worker=self.name, events=events)
-        self.stats.errors += 1
         return Outcome(m, url, None, _summary(job_id, fields.get("kind"), f"ok=false code=internal ({why})", url),
                        job_id, result=res)
 
@@ -242,6 +259,26 @@ class Answerer:
         if name in self._allowed_replies or name.startswith(REPLY_QUEUE_PREFIX):
             return reply_to
         return None
+
+
+def handler_failed(kind: str, job_id: str, exc: Exception) -> JobError:
+    """The ``internal`` error a handler's own exception (a bug, or input it does not check) becomes: it names the
+    kind, the exception and where it was raised, so a student sees their ``KeyError`` rather than "the worker
+    failed". The traceback goes to the worker's log."""
+    log.warning("job %s kind=%s: the handler raised %s", job_id, kind, short(exc), exc_info=exc)
+    hint = "" if kind in kinds.BUILTIN else " (a handler raises labkit.errors.InvalidInput for input it cannot use)"
+    return JobError(f"the {kind} handler raised {short(exc, 200)} ({raised_at(exc)}){hint}", INTERNAL)
+
+
+def raised_at(exc: BaseException) -> str:
+    """Where ``exc`` was raised: the innermost frame outside Python's own library and installed packages (the
+    handler's line, not the dict's), as ``file.py, line N, in function``."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "no traceback"
+    libraries = tuple({sysconfig.get_path(name) for name in ("stdlib", "platstdlib", "purelib", "platlib")})
+    frame = next((f for f in reversed(frames) if not f.filename.startswith(libraries)), frames[-1])
+    return f"{Path(frame.filename).name}, line {frame.lineno}, in {frame.name}"
 
 
 class JobLine:

@@ -43,10 +43,11 @@ from typing import Any
 
 from labkit import kinds
 from labkit.aws.clients import Clients
-from labkit.aws.queues import Message, Queue
+from labkit.aws.queues import Message, Queue, is_missing_queue
 from labkit.aws.storage import Bucket
 from labkit.background import Background
-from labkit.config import Settings
+from labkit.config import REPLY_QUEUE_PREFIX, Settings
+from labkit.errors import AwsError
 from labkit.timeline import event
 from worker.answer import Answerer, Outcome, Source, WorkerStats
 from worker.health import WorkerHealth
@@ -58,6 +59,11 @@ log = logging.getLogger("labkit.worker")
 TICK = 0.2  # seconds between looks at a running batch (stop requests, hard limits, heartbeats)
 REPORT_EVERY = 10.0  # seconds between the INFO lines that count the jobs answered
 DELETE_WAIT = 60  # seconds a warm stop waits for the deletes of answered requests
+# A client's reply queue (labkit-reply-*) that does not exist is gone for good once the request is this many seconds
+# old or on its second delivery: SQS may take a moment to show a queue just made, never this long.
+REPLY_GONE_AFTER = 5.0
+GONE_KEPT = 1024  # reply queues remembered as gone (their later answers are dropped without a call)
+_GONE = object()  # what a reply's send returns when its reply queue does not exist
 
 
 class Worker:
@@ -84,6 +90,7 @@ class Worker:
         self._log_to_s3 = log_to_s3
         self._report_lock = threading.Lock()
         self._deletes = Background("deletes")  # answered requests are deleted here (see _finish)
+        self._gone: dict[str, None] = {}  # URLs of clients' reply queues found deleted, oldest first
         self._reported = (0, 0, time.monotonic())  # jobs, errors, when: as of the last count logged
 
     @property
@@ -117,7 +124,9 @@ class Worker:
             self.health.stop()  # systemd hears STOPPING and the heartbeat says stopped, forced stop or not
         if self._shipper:
             self._shipper.flush()
-        log.info("worker %s stopped after %d jobs (%d errors)", self.name, self.stats.jobs, self.stats.errors)
+        gone = self.stats.reply_queue_gone
+        log.info("worker %s stopped after %d jobs (%d errors)%s", self.name, self.stats.jobs, self.stats.errors,
+                 f"; {gone} answer(s) dropped: reply queue gone" if gone else "")
         return 0
 
     def _consume(self, src: Source) -> None:
@@ -183,12 +192,14 @@ class Worker:
             self._await(src, tasks)
 
     def _finish(self, src: Source, outcomes: list[Outcome]) -> None:
-        """Reply, delete what was answered, bring the rest back soon."""
+        """Reply, delete what was answered (or can never be: its reply queue is gone), bring the rest back soon."""
         if not outcomes:
             return
-        answered, unanswered = self._reply(src, outcomes)
-        if answered:  # their replies are sent: the deletes go on a thread of their own, the next receive need not wait
-            self._deletes.run(lambda: self._delete(src, answered))
+        answered, unanswered, dropped = self._reply(src, outcomes)
+        self.stats.answered(answered)
+        done = answered + dropped
+        if done:  # replies sent: the deletes go on a thread of their own, the next receive need not wait
+            self._deletes.run(lambda: self._delete(src, done))
         self._retry_later(src, unanswered)
 
     def _await(self, src: Source, tasks: list[Task]) -> None:
@@ -248,15 +259,22 @@ class Worker:
             if note is not None:
                 by_target[note[0]].append(note[1])
         for url, bodies in by_target.items():
+            if url in self._gone:
+                continue
             queue = src.default_reply if url == src.default_reply.url else Queue(self.clients.sqs, url)
             self._guarded(lambda q=queue, b=bodies: q.send_batch(b), f"telling {queue.name} of released jobs")
 
-    def _reply(self, src: Source, outcomes: list[Outcome]) -> tuple[list[Outcome], list[Outcome]]:
-        """Send the replies, grouped by reply queue; returns (answered, not answered)."""
+    def _reply(self, src: Source, outcomes: list[Outcome]) -> tuple[list[Outcome], list[Outcome], list[Outcome]]:
+        """Send the replies, grouped by reply queue; returns (answered, not answered, dropped: their client's reply
+        queue is gone, so no answer can ever be delivered)."""
         by_target: dict[str, list[Outcome]] = defaultdict(list)
-        unanswered = []
+        unanswered: list[Outcome] = []
+        gone: dict[str, list[Outcome]] = defaultdict(list)
         now = time.time()
         for o in outcomes:
+            if o.reply_to in self._gone:  # known gone: no call, and a big answer is not stored for nobody
+                gone[o.reply_to].append(o)
+                continue
             if o.reply_to and o.result is not None:
                 try:
                     self.answerer.seal(o, now)
@@ -275,24 +293,66 @@ class Worker:
         answered: list[Outcome] = []
         for url, group in by_target.items():
             sent = self._send_replies(src, url, group)
+            if sent is _GONE:
+                unanswered += self._reply_queue_missing(url, group, gone)
+                continue
             answered += sent
             if len(sent) < len(group):
                 unanswered += [o for o in group if o not in sent]  # Outcome compares by identity
         for o in answered:
             self._log(o)
-        return answered, unanswered
+        dropped = [o for url, group in gone.items() for o in self._drop(url, group)]
+        return answered, unanswered, dropped
 
-    def _send_replies(self, src: Source, url: str, group: list[Outcome]) -> list[Outcome]:
-        """Send a group's replies to one queue; returns the outcomes whose reply was sent."""
+    def _send_replies(self, src: Source, url: str, group: list[Outcome]) -> Any:
+        """Send a group's replies to one queue; returns the outcomes whose reply was sent, or ``_GONE`` when the
+        queue is a client's reply queue that does not exist."""
         queue = src.default_reply if url == src.default_reply.url else Queue(self.clients.sqs, url)
-        failures = self._guarded(lambda: queue.send_batch([o.body for o in group]),
-                                 f"replying to {queue.name} ({len(group)} job(s))", 3)
-        if failures is None:
-            return []
+
+        def send() -> Any:
+            try:
+                return queue.send_batch([o.body for o in group])
+            except AwsError as exc:
+                # Only a client's own queue can be gone for good: a missing default queue (responseQueue) is a
+                # setup to mend, and its requests wait in the dead-letter queue meanwhile.
+                if is_missing_queue(exc) and queue.name.startswith(REPLY_QUEUE_PREFIX):
+                    return _GONE
+                raise
+        failures = self._guarded(send, f"replying to {queue.name} ({len(group)} job(s))", 3)
+        if failures is None or failures is _GONE:
+            return [] if failures is None else _GONE
         bad = {f.index for f in failures}
         for f in failures:
             log.warning("reply to %s for job %s refused: %s", queue.name, group[f.index].job_id, f.message)
         return [o for i, o in enumerate(group) if i not in bad]
+
+    def _reply_queue_missing(self, url: str, group: list[Outcome], gone: dict[str, list[Outcome]]) -> list[Outcome]:
+        """``url``, a client's reply queue, does not exist: the answers of requests old enough (or delivered before)
+        go to ``gone``, to be dropped; returns the others, to try once more soon (a queue made a moment ago)."""
+        now = time.time()
+        later = [o for o in group if o.message.receive_count < 2
+                 and (o.sent_at is None or now - o.sent_at < REPLY_GONE_AFTER)]
+        now_gone = [o for o in group if o not in later]
+        if now_gone:
+            gone[url] += now_gone
+        if later:
+            log.info("reply queue %s not found for %d job(s) sent moments ago (%s): trying again shortly",
+                     Queue(None, url).name, len(later), ", ".join(str(o.job_id) for o in later[:3]))
+        return later
+
+    def _drop(self, url: str, group: list[Outcome]) -> list[Outcome]:
+        """Drop the answers of ``group``, whose client's reply queue is gone: its client stopped waiting (closed,
+        interrupted) and nobody can ever read them. One line for the queue; their requests are deleted."""
+        first = url not in self._gone
+        self._gone[url] = None
+        if len(self._gone) > GONE_KEPT:
+            del self._gone[next(iter(self._gone))]
+        self.stats.reply_queue_gone += len(group)
+        ids = ", ".join(str(o.job_id) for o in group[:3]) + (", ..." if len(group) > 3 else "")
+        log.log(logging.INFO if first else logging.DEBUG,
+                "reply queue %s is gone (its client stopped waiting): dropped the answer of %d job(s) (%s) and "
+                "deleted the request(s)", Queue(None, url).name, len(group), ids)
+        return group
 
     def _delete(self, src: Source, answered: list[Outcome]) -> None:
         """Delete the answered requests (a failure here only means a duplicate reply later)."""
@@ -352,10 +412,11 @@ class Worker:
         if now - since < REPORT_EVERY or not self._report_lock.acquire(blocking=False):
             return
         try:
-            jobs, errors = self.stats.jobs, self.stats.errors
+            jobs, errors, gone = self.stats.jobs, self.stats.errors, self.stats.reply_queue_gone
             if jobs > jobs0:
-                log.info("worker %s: %d job(s) answered in the last %.0f s (%d error(s)), %d since start%s",
+                log.info("worker %s: %d job(s) answered in the last %.0f s (%d error(s)), %d since start%s%s",
                          self.name, jobs - jobs0, now - since, errors - errors0, jobs,
+                         f"; {gone} answer(s) dropped since start: reply queue gone" if gone else "",
                          "" if log.isEnabledFor(logging.DEBUG) else "; one line per job: labkit worker -v")
             self._reported = (jobs, errors, now)
         finally:

@@ -16,6 +16,7 @@ from labkit.config import PAYLOADS_PREFIX
 from labkit.errors import LabkitError
 from labkit.jobs.numbers import PRESET
 from labkit.presenters import Table, purge_report
+from labkit.timeline import worker_label
 from labkit.watcher import QueueWatcher, Sample
 from labkit.widgets.base import LABELS, TOGGLES, IntField, LabPanel
 from labkit.widgets.live import LiveDepth
@@ -94,7 +95,7 @@ class NumbersPanel(LabPanel):
         rows = [[k, result[k]] for k in ("count", "min", "max", "mean", "median", "sum", "std") if k in result]
         rows += [["sent", via], ["round trip", f"{elapsed * 1000:,.0f} ms"]]
         if job.reply is not None and job.reply.worker:
-            rows.append(["worker", job.reply.worker])
+            rows.append(["worker", worker_label(job.reply.worker)])  # "local worker 14003", not vm:14003
         self.show(Table(rows, ["statistic", "value"], f"Number job {job.id[:8]} ({self.mode.value} list)"))
         self.figure = plots.numbers_histogram(values, result, title=f"{self._label()} of {len(values):,} numbers: "
                                               "distribution and the worker's statistics")
