@@ -10,7 +10,7 @@ from typing import Any
 
 from labkit import provision
 from labkit.aws.clients import Clients
-from labkit.client import Lab
+from labkit.client import ARRAY_THRESHOLD, Lab
 from labkit.config import Settings
 from labkit.emulator import Emulator
 from labkit.jobs.numbers import PRESET
@@ -28,7 +28,8 @@ def _jobs(lab: Lab, random_length: int, out_dir: Path) -> None:
     _show("typed list [3, 1, 4, 1, 5, 9, 2, 6]:", lab.numbers([3, 1, 4, 1, 5, 9, 2, 6]).result(60))
     _show("the original lab's preset list:", lab.numbers(list(PRESET)).result(60))
     values = lab.random_numbers(random_length, seed=42)
-    _show(f"a random list of {random_length:,} integers (sent through S3 as .npy):", lab.numbers(values).result(120))
+    way = "sent through S3 as .npy" if random_length > ARRAY_THRESHOLD else "sent in the message"
+    _show(f"a random list of {random_length:,} integers ({way}):", lab.numbers(values).result(120))
     res = lab.image(sample_image(), ["grayscale", "thumbnail:256"], name="demo-gradient.png").result(60)
     dest = res.download(out_dir / "demo-gradient-processed.png")
     print(f"image job: s3://{res['bucket']}/{res.key} ({res['width']}x{res['height']} {res['format']})"
