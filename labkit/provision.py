@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labkit import kinds
+from labkit.aws.arns import partition
 from labkit.aws.clients import Clients
-from labkit.aws.queues import Queue, is_missing_queue, list_queues
+from labkit.aws.queues import NEW_QUEUE_GRACE, NEW_QUEUE_RETRY, Queue, is_missing_queue, list_queues
 from labkit.aws.storage import Bucket
 from labkit.config import DLQ_SUFFIX, PAYLOADS_PREFIX, REPLY_QUEUE_PREFIX, Settings
 from labkit.errors import AwsError, ConfigError
@@ -122,7 +123,17 @@ def ensure_queues(clients: Clients, report: Report | None = None, progress: Prog
             want = {**want, "RedrivePolicy": json.dumps({"deadLetterTargetArn": made[name + DLQ_SUFFIX].arn(),
                                                          "maxReceiveCount": str(settings.max_receive_count)})}
         made[name] = _ensure_queue(sqs, name, want, report, progress)
+    _wait_known(sqs, [q for q in made.values() if q.is_new()])
     return report
+
+
+def _wait_known(sqs: Any, new: list[Queue]) -> None:
+    """Wait until SQS answers each queue made moments ago by its name, as the workers and clients that start next
+    look it up (SQS: "wait at least one second after the queue is created"); at most NEW_QUEUE_GRACE."""
+    for queue in new:
+        for _ in poll(NEW_QUEUE_RETRY, NEW_QUEUE_GRACE):
+            if Queue.find(sqs, queue.name) is not None:
+                break
 
 
 def ensure_bucket(clients: Clients, report: Report | None = None) -> Report:
@@ -161,11 +172,6 @@ def _taken(name: str, code: str | None) -> str:
     return (f"the bucket name {name} is taken by another AWS account, or your credentials may not use it (S3 "
             f"answered {code}). Bucket names are shared by every account in the world: set LABKIT_BUCKET to a "
             f"name of your own (for example {mine}) and run `labkit up` again")
-
-
-def partition(region: str) -> str:
-    """The ARN partition of ``region`` (aws, aws-cn, aws-us-gov)."""
-    return "aws-cn" if region.startswith("cn-") else "aws-us-gov" if region.startswith("us-gov-") else "aws"
 
 
 def ensure(clients: Clients, progress: Progress = None) -> Report:

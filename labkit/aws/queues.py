@@ -9,6 +9,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from labkit.aws.arns import queue_arn
 from labkit.errors import AwsError
 
 MAX_BATCH = 10  # SQS: entries per batch call
@@ -16,6 +17,11 @@ MAX_BATCH_BYTES = 1024 * 1024  # SQS: bytes per batch call (and per message) sin
 NON_EXISTENT = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
 PURGE_INTERVAL = 60  # SQS: one purge per queue every 60 s
 PURGE_IN_PROGRESS = "PurgeQueueInProgress"  # the end of the error code SQS refuses a second purge with
+# SQS, CreateQueue: "wait at least one second after the queue is created to be able to use the queue". A queue this
+# process made answers "does not exist" for that long (or longer: eventual consistency); calls on it are tried
+# again, a moment apart, for up to NEW_QUEUE_GRACE seconds after it was made, instead of taking it for deleted.
+NEW_QUEUE_GRACE = 10.0
+NEW_QUEUE_RETRY = 0.25
 
 
 def is_missing_queue(exc: BaseException) -> bool:
@@ -84,6 +90,7 @@ class Queue:
         self.url = url
         self.name = name or url.rstrip("/").rsplit("/", 1)[-1]
         self.purged_at: float | None = None  # time.monotonic() of the last purge made through this object
+        self.made_at: float | None = None  # time.monotonic() of its creation, when this object made it
 
     def __repr__(self) -> str:
         return f"Queue({self.name!r})"
@@ -120,13 +127,22 @@ class Queue:
             url = sqs.create_queue(QueueName=name, Attributes=attributes or {}, tags=tags or {})["QueueUrl"]
         except ClientError as exc:
             raise AwsError.from_client_error(exc, f"creating queue {name}") from exc
-        return cls(sqs, url, name)
+        queue = cls(sqs, url, name)
+        queue.made_at = time.monotonic()
+        return queue
+
+    def is_new(self) -> bool:
+        """True while a queue this process made may still be unknown to SQS (:data:`NEW_QUEUE_GRACE`)."""
+        return self.made_at is not None and time.monotonic() - self.made_at < NEW_QUEUE_GRACE
 
     def _call(self, op: str, **kwargs: Any) -> Any:
-        try:
-            return getattr(self.sqs, op)(QueueUrl=self.url, **kwargs)
-        except ClientError as exc:
-            raise AwsError.from_client_error(exc, f"{op} on {self.name}") from exc
+        while True:
+            try:
+                return getattr(self.sqs, op)(QueueUrl=self.url, **kwargs)
+            except ClientError as exc:
+                if not (is_missing_queue(exc) and self.is_new()):
+                    raise AwsError.from_client_error(exc, f"{op} on {self.name}") from exc
+            time.sleep(NEW_QUEUE_RETRY)  # made moments ago: SQS does not know it everywhere yet
 
     # -- sending ------------------------------------------------------------------------------------
     def send(self, body: str, delay: int | None = 0) -> str:
@@ -237,6 +253,12 @@ class Queue:
         self._call("set_queue_attributes", Attributes=attributes)
 
     def arn(self) -> str:
+        """The queue's ARN, built from its URL (``…/<account>/<name>``) and the client's region where the URL has
+        that form, as on AWS: no call, so a queue made moments ago has one too. Else asked of SQS."""
+        *_, account, name = self.url.rstrip("/").split("/")
+        region = getattr(getattr(self.sqs, "meta", None), "region_name", None)
+        if account.isdigit() and len(account) == 12 and name == self.name and region:
+            return queue_arn(region, account, name)
         return self.attributes("QueueArn")["QueueArn"]
 
     def delete(self) -> bool:

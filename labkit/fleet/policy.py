@@ -14,6 +14,7 @@ import json
 from typing import Any
 from urllib.parse import unquote
 
+from labkit.aws.arns import bucket_arn, partition, queue_arn
 from labkit.config import (
     ARTIFACTS_PREFIX,
     LOGS_PREFIX,
@@ -56,26 +57,6 @@ WHY = {
     "ssmmessages:OpenControlChannel": "Session Manager (as above)",
     "ssmmessages:OpenDataChannel": "Session Manager (as above)",
 }
-
-
-def partition(region: str) -> str:
-    """The ARN partition of a region: ``aws``, ``aws-cn`` or ``aws-us-gov``."""
-    if region.startswith("cn-"):
-        return "aws-cn"
-    if region.startswith("us-gov-"):
-        return "aws-us-gov"
-    return "aws"
-
-
-def queue_arn(region: str, account: str, name: str) -> str:
-    """The ARN of queue ``name``."""
-    return f"arn:{partition(region)}:sqs:{region}:{account}:{name}"
-
-
-def bucket_arn(region: str, bucket: str, key_pattern: str | None = None) -> str:
-    """The ARN of the bucket, or of its keys matching ``key_pattern``."""
-    base = f"arn:{partition(region)}:s3:::{bucket}"
-    return base if key_pattern is None else f"{base}/{key_pattern}"
 
 
 def trust_policy(region: str = "us-east-1") -> dict[str, Any]:
