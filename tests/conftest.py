@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +16,7 @@ import pytest
 from labkit import provision
 from labkit.aws.clients import Clients
 from labkit.client import Lab
-from labkit.config import Settings
+from labkit.config import Settings, read_state
 from labkit.emulator import Emulator
 from labkit.errors import LabkitError
 from labkit.processes import Child, python_module, settings_env, stop_all
@@ -129,3 +131,32 @@ def fauxqs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def lab(settings: Settings) -> Iterator[Lab]:
     with Lab(settings) as lab:
         yield lab
+
+
+# -- a student's shell ------------------------------------------------------------------------------
+
+class Student:
+    """A shell of a student's: a home, a lab folder, no credentials, no labkit variable set."""
+
+    def __init__(self, root: Path) -> None:
+        self.home, self.lab, self.other = root / "home", root / "lab", root / "elsewhere"
+        for folder in (self.home, self.lab / "sub", self.other):
+            folder.mkdir(parents=True)
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith(("AWS_", "LABKIT_")) and k != "XDG_CONFIG_HOME"}
+        self.env.update(HOME=str(self.home), AWS_EC2_METADATA_DISABLED="true")
+
+    def run(self, *args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "labkit", *args], capture_output=True, text=True,
+                              timeout=180, cwd=cwd or self.lab, env={**self.env, **env})
+
+    @property
+    def state(self) -> dict:
+        return read_state(self.lab / ".labkit")
+
+
+@pytest.fixture
+def student(tmp_path: Path) -> Iterator[Student]:
+    you = Student(tmp_path)
+    yield you
+    you.run("down")  # whatever a test left running

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.aws_faults import fault_env, injected
-from tests.test_newcomer_stack import Student
+from tests.conftest import Student
 
 pytestmark = pytest.mark.slow
 
@@ -21,13 +21,6 @@ with Lab() as lab:
     jobs = [lab.numbers([i, 2 * i, 3 * i]) for i in range(1, 4)]
     print([j.result(timeout=60)["max"] for j in jobs], "replaced", lab.replies.replaced)
 """
-
-
-@pytest.fixture
-def student(tmp_path: Path):
-    you = Student(tmp_path)
-    yield you
-    you.run("down")
 
 
 def test_new_queues_absent_for_a_moment_as_on_aws_are_waited_for_not_taken_for_deleted_ones(

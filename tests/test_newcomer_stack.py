@@ -6,16 +6,12 @@ folder of its own, with a home of its own (`up` records the lab it started under
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from functools import partial
-from pathlib import Path
 
 import pytest
 
-from labkit.config import read_state
 from labkit.processes import pid_alive, settings_env
 from tests.conftest import ROOT
 
@@ -26,33 +22,6 @@ MY_KINDS = '''from labkit.kinds import job_kind
 def wordcount(payload: dict) -> dict:
     return {"words": len(payload["text"].split())}
 '''
-
-
-class Student:
-    """A shell of a student's: a home, a lab folder, no credentials, no labkit variable set."""
-
-    def __init__(self, root: Path) -> None:
-        self.home, self.lab, self.other = root / "home", root / "lab", root / "elsewhere"
-        for folder in (self.home, self.lab / "sub", self.other):
-            folder.mkdir(parents=True)
-        self.env = {k: v for k, v in os.environ.items()
-                    if not k.startswith(("AWS_", "LABKIT_")) and k != "XDG_CONFIG_HOME"}
-        self.env.update(HOME=str(self.home), AWS_EC2_METADATA_DISABLED="true")
-
-    def run(self, *args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "labkit", *args], capture_output=True, text=True,
-                              timeout=180, cwd=cwd or self.lab, env={**self.env, **env})
-
-    @property
-    def state(self) -> dict:
-        return read_state(self.lab / ".labkit")
-
-
-@pytest.fixture
-def student(tmp_path: Path) -> Iterator[Student]:
-    you = Student(tmp_path)
-    yield you
-    you.run("down")  # whatever a test left running
 
 
 def test_a_job_module_that_cannot_load_fails_up_with_the_workers_line_and_the_running_worker_stays(student):
