@@ -6,11 +6,12 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from labkit.errors import JobTimeout, LabkitError, RemoteJobError
@@ -171,8 +172,20 @@ class ImageResult:
         return self.info[name]
 
     def download(self, dest: str | Path | None = None) -> Path:
-        """Save to ``dest`` (a file or a folder; default: the current folder); returns the path."""
-        return self.lab.download_image(self.key, dest)
+        """Save to ``dest`` and return the path. ``dest`` is a file, or a folder (one that exists, or a path
+        ending in ``/``: made if missing) to save into under the result's own name (``cat.png``); default:
+        the current folder. When it cannot be written, one :class:`LabkitError` says why and where the
+        result stays in the bucket."""
+        target = download_target(dest, PurePosixPath(self.key).name)
+        problem = folder_problem(target.parent)
+        if problem is None:
+            try:
+                return self.lab.download_image(self.key, target)
+            except OSError as exc:
+                problem = f"cannot write {target}: {exc.strerror or exc}"
+        bucket = self.info.get("bucket") or self.lab.bucket.name
+        raise LabkitError(f"{problem}; the result stays in the bucket as s3://{bucket}/{self.key}: fetch it with "
+                          f"`labkit download {self.key} --out PATH` (in Python: .download(PATH) on the result)")
 
     def open(self) -> Any:
         """The result as a PIL image."""
@@ -184,3 +197,39 @@ class ImageResult:
     def url(self, expires: int = 900) -> str:
         """A presigned URL that reads the image for ``expires`` seconds."""
         return self.lab.bucket.presign(self.key, expires)
+
+
+def names_folder(dest: str | Path | None) -> bool:
+    """True when ``dest`` means a folder to save into: None (the current folder), a folder that exists, or a
+    path written with a trailing ``/`` (which need not exist yet)."""
+    return dest is None or str(dest).endswith(("/", os.sep)) or Path(dest).is_dir()
+
+
+def download_target(dest: str | Path | None, name: str) -> Path:
+    """The file a download called ``name`` lands in: ``dest/name`` when ``dest`` names a folder
+    (:func:`names_folder`), else ``dest`` itself."""
+    folder = Path(".") if dest is None else Path(dest)
+    return folder / name if names_folder(dest) else folder
+
+
+def folder_problem(folder: Path) -> str | None:
+    """Make ``folder`` (and its parents) when missing; None when files can then be written in it, else one
+    line saying why not."""
+    blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        return f"cannot make the folder {folder}: {blocker} is a file"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot make the folder {folder}: {exc.strerror or exc}"
+    if not os.access(folder, os.W_OK | os.X_OK):  # a read-only file system says no even to root
+        return f"cannot write into the folder {folder}: it is read-only here"
+    return None
+
+
+def writable_folder(folder: Path) -> Path:
+    """``folder``, made when missing; :class:`LabkitError` when files cannot be written in it."""
+    problem = folder_problem(folder)
+    if problem is not None:
+        raise LabkitError(problem)
+    return folder

@@ -79,7 +79,7 @@ def test_help_documents_every_command():
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["submit", "numbers", "1", "x"], "item 1 is not a number: 'x'"),
+    (["submit", "numbers", "1", "x"], "item 2 is not a number: 'x'"),
     (["submit", "numbers"], "give numbers"),
     (["submit", "numbers", "--random", "0"], "at least 1"),
 ])

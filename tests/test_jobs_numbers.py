@@ -247,27 +247,27 @@ def test_subnormal_floats() -> None:
         ([], "the list of numbers is empty"),
         ("", "the list of numbers is empty"),
         (" , ,", "the list of numbers is empty"),
-        ([1, 2, 3, "abc"], "item 3 is a string, not a number: 'abc'"),
-        ([1, None], "item 1 is not a number: null"),
-        ([1, 2, {"a": 1}], "item 2 is not a number: {'a': 1}"),
-        ([1, 2, True], "item 2 is a boolean, not a number: true"),
-        ([False], "item 0 is a boolean, not a number: false"),
-        ([1, 2, 3, 4, float("nan")], "item 4 is not a finite number: nan"),
-        ([1.0, float("inf")], "item 1 is not a finite number: inf"),
-        ([1, -math.inf], "item 1 is not a finite number: -inf"),
-        ([1, [2]], "item 1 is a list, not a number"),
-        ([10**21], "item 0 is an integer too large for 64 bits: 1000000000000000000000"),
-        ([1.5, 2**63], "item 1 is an integer too large for 64 bits: 9223372036854775808"),
-        ([1, -(2**63) - 1], "item 1 is an integer too large for 64 bits: -9223372036854775809"),
-        (["1", "2"], "item 0 is a string, not a number: '1'"),
-        ("1 5 x", "item 2 is not a number: 'x'"),
-        ("1,,5,,x,y", "item 2 is not a number: 'x'"),
-        ("1, 2, 3, 4, nan", "item 4 is not a finite number: 'nan'"),
-        ("1 -Infinity", "item 1 is not a finite number: '-Infinity'"),
-        ("1 1e999", "item 1 is not a finite number: '1e999'"),
-        ("1 2 3 1_000", "item 3 is not a number: '1_000'"),
-        ("1 2 1e", "item 2 is not a number: '1e'"),
-        ("5 99999999999999999999", "item 1 is an integer too large for 64 bits: 99999999999999999999"),
+        ([1, 2, 3, "abc"], "item 4 is a string, not a number: 'abc'"),
+        ([1, None], "item 2 is not a number: null"),
+        ([1, 2, {"a": 1}], "item 3 is not a number: {'a': 1}"),
+        ([1, 2, True], "item 3 is a boolean, not a number: true"),
+        ([False], "item 1 is a boolean, not a number: false"),
+        ([1, 2, 3, 4, float("nan")], "item 5 is not a finite number: nan"),
+        ([1.0, float("inf")], "item 2 is not a finite number: inf"),
+        ([1, -math.inf], "item 2 is not a finite number: -inf"),
+        ([1, [2]], "item 2 is a list, not a number"),
+        ([10**21], "item 1 is an integer too large for 64 bits: 1000000000000000000000"),
+        ([1.5, 2**63], "item 2 is an integer too large for 64 bits: 9223372036854775808"),
+        ([1, -(2**63) - 1], "item 2 is an integer too large for 64 bits: -9223372036854775809"),
+        (["1", "2"], "item 1 is a string, not a number: '1'"),
+        ("1 5 x", "item 3 is not a number: 'x'"),
+        ("1,,5,,x,y", "item 3 is not a number: 'x'"),
+        ("1, 2, 3, 4, nan", "item 5 is not a finite number: 'nan'"),
+        ("1 -Infinity", "item 2 is not a finite number: '-Infinity'"),
+        ("1 1e999", "item 2 is not a finite number: '1e999'"),
+        ("1 2 3 1_000", "item 4 is not a number: '1_000'"),
+        ("1 2 1e", "item 3 is not a number: '1e'"),
+        ("5 99999999999999999999", "item 2 is an integer too large for 64 bits: 99999999999999999999"),
         ({"a": 1}, "numbers must be a list of numbers, got dict"),
         (5, "numbers must be a list of numbers, got int"),
         (None, "numbers must be a list of numbers, got NoneType"),
@@ -277,8 +277,8 @@ def test_subnormal_floats() -> None:
         (np.array([1, 2], dtype=object), "got an array of object"),
         (np.array([1 + 2j]), "got an array of complex128"),
         (np.array([], dtype=np.int64), "the list of numbers is empty"),
-        (np.array([0.0, 1.0, np.nan]), "item 2 is not a finite number: nan"),
-        (np.array([1, 2**64 - 1], dtype=np.uint64), "item 1 is an integer too large for 64 bits"),
+        (np.array([0.0, 1.0, np.nan]), "item 3 is not a finite number: nan"),
+        (np.array([1, 2**64 - 1], dtype=np.uint64), "item 2 is an integer too large for 64 bits"),
     ],
 )
 def test_bad_input_names_the_first_bad_item(values, expected: str) -> None:
@@ -294,12 +294,12 @@ def test_long_reprs_are_truncated() -> None:
         compute([1, "x" * 1000])
     assert len(str(info.value)) < 100
 
-    with pytest.raises(InvalidInput, match="item 0 is an integer too large"):
+    with pytest.raises(InvalidInput, match="item 1 is an integer too large"):
         compute([10**5000])
 
 
 def test_to_array_same_errors_as_compute() -> None:
-    with pytest.raises(InvalidInput, match="item 1 is a boolean"):
+    with pytest.raises(InvalidInput, match="item 2 is a boolean"):
         to_array([1, True])
 
 
@@ -567,7 +567,7 @@ def test_the_plain_path_leaves_everything_else_to_numpy() -> None:
     for values in ([1] * (SMALL + 1), [1, 2.5], [1, True], [2**63], [], [INT64_MIN, INT64_MAX]):
         assert small_int_stats(values) is None
     # and compute still names what is wrong with them
-    with pytest.raises(InvalidInput, match="item 1 is a boolean"):
+    with pytest.raises(InvalidInput, match="item 2 is a boolean"):
         compute([1, True])
-    with pytest.raises(InvalidInput, match="item 0 is an integer too large"):
+    with pytest.raises(InvalidInput, match="item 1 is an integer too large"):
         compute([2**63])

@@ -319,6 +319,6 @@ def test_huge_integer_literal_is_decoded_and_refused_by_name():
     # answered on its reply queue) and the job must name the bad item.
     body = '{"v": 1, "id": "a", "kind": "numbers", "payload": {"numbers": [1, %s]}}' % ("9" * 5000)
     req = JobRequest.decode(body)
-    with pytest.raises(InvalidInput, match="item 1 is an integer too large for 64 bits"):
+    with pytest.raises(InvalidInput, match="item 2 is an integer too large for 64 bits"):
         compute(req.payload["numbers"])
 

@@ -210,7 +210,7 @@ def test_npy_uint64_beyond_int64_is_left_for_the_job_to_name(bucket):
 
     got = load_payload(npy_request(bucket, npy_bytes(values)), bucket, max_bytes=10**6)["numbers"]
 
-    with pytest.raises(InvalidInput, match="item 1 is an integer too large for 64 bits: 18446744073709551615"):
+    with pytest.raises(InvalidInput, match="item 2 is an integer too large for 64 bits: 18446744073709551615"):
         numbers.compute(got, overwrite=True)
 
 

@@ -60,11 +60,11 @@ def test_random_100k_through_claim_check(lab, start_worker, settings):
 
 BAD_INPUTS = [
     ([], "empty"),
-    (["a", 1], "item 0"),
-    ([1, True], "item 1"),
+    (["a", 1], "item 1"),
+    ([1, True], "item 2"),
     ([1, 2, float("nan")], None),  # NaN cannot be sent as JSON: checked separately below
-    ([[1, 2], 3], "item 0"),
-    ("1,2,x", "item 2"),
+    ([[1, 2], 3], "item 1"),
+    ("1,2,x", "item 3"),
     ({"a": 1}, "list"),
 ]
 
@@ -91,7 +91,7 @@ def test_nan_and_infinity_literals_get_error_reply(lab, start_worker, settings):
         requests.send(body)
         with pytest.raises(RemoteJobError) as info:
             job.result(timeout=30)
-        assert "item 1" in str(info.value) and "finite" in str(info.value)
+        assert "item 2" in str(info.value) and "finite" in str(info.value)
 
 
 def test_malformed_bodies_get_error_replies(settings, start_worker):

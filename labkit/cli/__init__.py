@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     stack.register(add)
     jobs.register(add, common)
-    fleet.register(add)
+    fleet.register(add, common)
     tools.register(add)
     return parser
 

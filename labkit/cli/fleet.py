@@ -64,7 +64,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(add: Add) -> None:
+def register(add: Add, common: argparse.ArgumentParser) -> None:
     sp = add("deploy", cmd_deploy, "run workers on EC2: a least-privilege instance role, a security group with no "
              "inbound rule, N instances or an Auto Scaling group sized by the queues' backlog")
     sp.add_argument("--workers", type=int, default=1, metavar="N", help="instances to run (default 1)")
@@ -86,9 +86,20 @@ def register(add: Add) -> None:
     add("undeploy", cmd_undeploy, "terminate the EC2 workers and delete everything `deploy` made (role, profile, "
         "security group, launch template, group, alarms, wheels)")
 
-    sp = add("policy", cmd_policy, "print an IAM policy for these queues and bucket: the worker instances' role "
-             "(worker), or what you need to run up, deploy, undeploy and teardown (deployer)")
-    sp.add_argument("who", choices=["worker", "deployer"], help="whose policy")
-    sp.add_argument("--command", action="append", metavar="CMD",
-                    help="deployer: only what this command needs (up, deploy, undeploy or teardown; repeatable; "
-                    "default: all four)")
+    sp = add("policy", lambda a: (a.policy_parser.print_help(), 2)[1], "print an IAM policy for these queues "
+             "and bucket: the worker instances' role (worker), or what you need to run up, deploy, undeploy and "
+             "teardown (deployer)")
+    sp.set_defaults(policy_parser=sp)
+    psub = sp.add_subparsers(dest="who", metavar="WHO")
+    pw = psub.add_parser("worker", parents=[common], help="the EC2 worker instances' role (least privilege: "
+                         "these queues and this bucket)",
+                         description="Print the IAM policy of the EC2 worker instances' role, for these queues "
+                         "and bucket (what `labkit deploy` attaches to the role it creates).")
+    pw.set_defaults(fn=cmd_policy)
+    pd = psub.add_parser("deployer", parents=[common], help="what your own credentials need to run up, deploy, "
+                         "undeploy and teardown", description="Print the IAM policy your own credentials need to "
+                         "run `labkit up`, `deploy`, `undeploy` and `teardown` for these queues and bucket.")
+    pd.set_defaults(fn=cmd_policy)
+    pd.add_argument("--command", action="append", metavar="CMD",
+                    help="only what this command needs (up, deploy, undeploy or teardown; repeatable; default: all "
+                    "four)")

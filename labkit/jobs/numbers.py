@@ -25,7 +25,7 @@ import numpy as np
 from labkit.errors import InvalidInput
 from labkit.jobs.small_numbers import INT64_MAX, INT64_MIN, small_int_stats
 
-__all__ = ["compute", "parse_text", "to_array", "format_legacy", "format_legacy_error"]
+__all__ = ["MAX_RANDOM_LENGTH", "compute", "parse_text", "to_array", "format_legacy", "format_legacy_error"]
 
 _SHOW_LIMIT = 40  # longest repr shown in an error message
 
@@ -39,6 +39,9 @@ _NUMBER_CHARS = re.compile(r"[0-9eE+\-.,\s]*")
 
 # The original lab's preset list (its client's second option).
 PRESET = [1, 5, 22, 33, 9, 0, -15, 8, 22, 100, 33, 62, 90, 150, 1, 2, 3]
+# The longest random list (the original lab's third option) the CLI and the numbers panel make: 80 MB as
+# int64, a claim check a worker holds easily; past it a typo (--random 1000000000000) would ask for terabytes.
+MAX_RANDOM_LENGTH = 10_000_000
 
 # ---------------------------------------------------------------------------------------------- errors
 
@@ -67,12 +70,17 @@ def _show(value: Any) -> str:
     return _short(repr(value))
 
 
+def _item(index: int) -> str:
+    """How a message names the item at 0-based ``index``: counted from 1, as people count."""
+    return f"item {index + 1}"
+
+
 def _too_large(index: int, shown: str) -> InvalidInput:
-    return InvalidInput(f"item {index} is an integer too large for 64 bits: {shown}")
+    return InvalidInput(f"{_item(index)} is an integer too large for 64 bits: {shown}")
 
 
 def _not_finite(index: int, shown: str) -> InvalidInput:
-    return InvalidInput(f"item {index} is not a finite number: {shown}")
+    return InvalidInput(f"{_item(index)} is not a finite number: {shown}")
 
 
 def _empty() -> InvalidInput:
@@ -86,8 +94,8 @@ def parse_text(text: str) -> list[int | float]:
     """Parse the legacy text form: numbers separated by commas and/or whitespace.
 
     Integer tokens become ``int``, others (``1.5``, ``-3e2``) ``float``; empty tokens (trailing commas)
-    are ignored. Raises ``InvalidInput`` naming the first bad token by its 0-based index among the
-    non-empty tokens.
+    are ignored. Raises ``InvalidInput`` naming the first bad token by its place among the non-empty
+    tokens, counted from 1 ("item 3 is not a number: 'x'" for "1 5 x").
     """
     if not isinstance(text, str):
         raise InvalidInput(f"numbers text must be a string, got {type(text).__name__}")
@@ -130,7 +138,7 @@ def _parse_token(index: int, token: str) -> int | float:
         return number
     if _NONFINITE_TOKEN.fullmatch(token):
         raise _not_finite(index, _short(repr(token)))
-    raise InvalidInput(f"item {index} is not a number: {_short(repr(token))}")
+    raise InvalidInput(f"{_item(index)} is not a number: {_short(repr(token))}")
 
 
 # ----------------------------------------------------------------------------------------- validation
@@ -178,7 +186,7 @@ def _list_to_array(values: list[Any] | tuple[Any, ...]) -> np.ndarray:
 
 def _check_item(index: int, value: Any) -> int | float:
     if isinstance(value, (bool, np.bool_)):
-        raise InvalidInput(f"item {index} is a boolean, not a number: {_show(value)}")
+        raise InvalidInput(f"{_item(index)} is a boolean, not a number: {_show(value)}")
     if isinstance(value, (int, np.integer)):
         number = int(value)
         if not INT64_MIN <= number <= INT64_MAX:
@@ -190,15 +198,15 @@ def _check_item(index: int, value: Any) -> int | float:
             raise _not_finite(index, _short(str(value)) if isinstance(value, np.floating) else _show(value))
         return number
     if isinstance(value, str):
-        raise InvalidInput(f"item {index} is a string, not a number: {_show(value)}")
+        raise InvalidInput(f"{_item(index)} is a string, not a number: {_show(value)}")
     if isinstance(value, (list, tuple)):
-        raise InvalidInput(f"item {index} is a list, not a number")
+        raise InvalidInput(f"{_item(index)} is a list, not a number")
     if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
         # JSON integer literals too long for int() arrive as Decimal (labkit.protocol.json_loads).
         raise _too_large(index, _short(str(value)))
     if isinstance(value, _numbers.Number):
-        raise InvalidInput(f"item {index} is a {type(value).__name__}, not an int or float: {_show(value)}")
-    raise InvalidInput(f"item {index} is not a number: {_show(value)}")
+        raise InvalidInput(f"{_item(index)} is a {type(value).__name__}, not an int or float: {_show(value)}")
+    raise InvalidInput(f"{_item(index)} is not a number: {_show(value)}")
 
 
 def _array_to_array(array: np.ndarray) -> np.ndarray:
@@ -376,15 +384,8 @@ def _int_stats(array: np.ndarray, in_place: bool) -> dict[str, int | float]:
     pair_sum = a + b
     median: int | float = pair_sum // 2 if pair_sum % 2 == 0 else pair_sum / 2
 
-    return {
-        "count": n,
-        "min": low,
-        "max": high,
-        "mean": total / n,
-        "median": median,
-        "sum": total,
-        "std": math.sqrt(max(variance, 0.0)),
-    }
+    return {"count": n, "min": low, "max": high, "mean": total / n, "median": median, "sum": total,
+            "std": math.sqrt(max(variance, 0.0))}
 
 
 def _accurate_sum(x: np.ndarray, scale: int, biggest: float) -> float:
@@ -469,15 +470,7 @@ def _float_stats(array: np.ndarray, in_place: bool) -> dict[str, int | float]:
     if not math.isfinite(median):
         median = a / 2 + b / 2
 
-    return {
-        "count": n,
-        "min": low,
-        "max": high,
-        "mean": mean,
-        "median": median,
-        "sum": total,
-        "std": std,
-    }
+    return {"count": n, "min": low, "max": high, "mean": mean, "median": median, "sum": total, "std": std}
 
 
 # ------------------------------------------------------------------------------------------ formatting

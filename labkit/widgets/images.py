@@ -15,6 +15,7 @@ import ipywidgets as W
 from labkit import plots
 from labkit.client import ImageResult, Lab
 from labkit.errors import InvalidInput
+from labkit.job import writable_folder
 from labkit.notebooks import number_or_text
 from labkit.presenters import Note, Table
 from labkit.samples import SAMPLES, sample_image
@@ -267,8 +268,7 @@ class ImagePanel(LabPanel):
         starts as the notebook's ``download_dir``); returns the path."""
         if self.result is None:
             raise InvalidInput("nothing to save yet: process an image first")
-        folder = Path(dest if dest is not None else self.dest.value or ".")
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = writable_folder(Path(dest if dest is not None else self.dest.value or "."))
         path = self.result.download(folder)
         self.show(Note(f"saved {path.resolve()} ({path.stat().st_size:,} bytes)", "ok"))
         return path

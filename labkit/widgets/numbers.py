@@ -14,7 +14,7 @@ from labkit.aws.queues import PurgeOutcome
 from labkit.client import ARRAY_THRESHOLD, Job, Lab
 from labkit.config import PAYLOADS_PREFIX
 from labkit.errors import LabkitError
-from labkit.jobs.numbers import PRESET
+from labkit.jobs.numbers import MAX_RANDOM_LENGTH, PRESET
 from labkit.presenters import Table, purge_report
 from labkit.timeline import worker_label
 from labkit.watcher import QueueWatcher, Sample
@@ -29,7 +29,7 @@ class NumbersPanel(LabPanel):
     MODES = (("type numbers", "typed"), ("preset list", "preset"), ("random list", "random"))
     PURGE = (("all four queues", "all"), ("requests", "requests"), ("responses", "responses"),
              ("image inbox", "inbox"), ("image outbox", "outbox"))
-    MAX_LENGTH = 10_000_000
+    MAX_LENGTH = MAX_RANDOM_LENGTH  # the CLI's --random stops at the same length
 
     def __init__(self, lab: Lab, text: str = "1, 5, 22, 33, 9", random_length: int = 1000,
                  timeout: float = 120.0) -> None:
