@@ -38,7 +38,7 @@ from labkit.config import PROCESSED_PREFIX, UNPROCESSED_PREFIX, Settings, read_s
 from labkit.endpoints import Endpoint, identify
 from labkit.errors import AwsError, InvalidInput, JobTimeout, RemoteJobError
 from labkit.flow import Window, adaptive_window, default_window
-from labkit.job import DEFAULT_TIMEOUT, ImageResult, Job, SentRequest
+from labkit.job import DEFAULT_TIMEOUT, ImageResult, Job, SentRequest, download_target, writable_folder
 from labkit.jobs import numbers as numbers_job
 from labkit.journal import Journal
 from labkit.keys import safe_key, upload_key
@@ -276,8 +276,9 @@ class Lab:
     def random_numbers(self, n: int, low: float = -1000, high: float = 1000, integers: bool = True,
                        seed: int | None = None) -> np.ndarray:
         """A random list of length ``n`` (the original lab's third option)."""
-        if n < 1:
-            raise InvalidInput(f"a random list needs a length of at least 1, got {n}")
+        if not 1 <= n <= numbers_job.MAX_RANDOM_LENGTH:
+            raise InvalidInput(f"a random list has a length from 1 to {numbers_job.MAX_RANDOM_LENGTH:,}, got {n:,}: "
+                               "for more, send several jobs, or numbers of your own")
         rng = np.random.default_rng(seed)
         if integers:
             return rng.integers(int(low), int(high), size=n, endpoint=True, dtype=np.int64)
@@ -334,10 +335,8 @@ class Lab:
         the path (in a folder: the key's last part, e.g. ``cat.png``)."""
         key = name if name.startswith("images/") else safe_key(PROCESSED_PREFIX, name)
         data = self.bucket.get(key)
-        target = Path(dest) if dest is not None else Path(".")
-        if target.is_dir():
-            target = target / Path(key).name
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target = download_target(dest, Path(key).name)  # "out/" or an existing folder: into it, as out/cat.png
+        writable_folder(target.parent)
         target.write_bytes(data)
         return target
 

@@ -130,3 +130,15 @@ def test_down_on_a_service_it_did_not_start_says_the_queues_and_bucket_stay(sett
     assert (f"kept the queues and the bucket {settings.bucket} on {settings.endpoint_url}, with their messages and "
             "objects (`labkit teardown` deletes them)") in down.stdout.splitlines()
     assert "deleted" not in down.stdout
+
+
+def test_a_reader_that_goes_away_gets_no_traceback(student):
+    # Given a lab, and `labkit status` whose reader stops reading at once (as `labkit status | head -1` does)
+    assert student.run("up").returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "labkit", "status"], cwd=student.lab, env=student.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # type: ignore[union-attr]
+    err = proc.stderr.read()  # type: ignore[union-attr]
+    # Then it ends without a traceback (before: BrokenPipeError's, from print and again at exit)
+    assert proc.wait(timeout=60) == 1
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

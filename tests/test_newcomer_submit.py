@@ -20,7 +20,7 @@ from PIL import Image
 
 from labkit import widgets
 from labkit.config import Settings
-from labkit.errors import LabkitError
+from labkit.errors import InvalidInput, LabkitError
 from labkit.jobs.images import OPS
 from labkit.jobs.numbers import MAX_RANDOM_LENGTH, compute
 from labkit.keys import EXTENSION_OF_FORMAT
@@ -81,6 +81,23 @@ def test_download_into_a_path_ending_in_a_slash_makes_the_folder(lab, start_work
     assert (tmp_path / "out").is_dir()
     assert path == tmp_path / "out" / "cat.png"
     assert path.read_bytes() == lab.bucket.get(img.key)
+
+
+def test_lab_download_image_into_a_path_ending_in_a_slash_makes_the_folder(lab, start_worker, tmp_path):
+    # Given a processed image, fetched by its key as `labkit download` and the notebooks do
+    start_worker()
+    img = lab.image(image_file(tmp_path / "cat.png"), ["grayscale"]).result(timeout=60)
+    # When Lab.download_image puts it into "fetched/", which does not exist yet
+    path = lab.download_image(img.key, f"{tmp_path / 'fetched'}/")
+    # Then fetched/ is a folder holding the result under its own name (before: a file called "fetched")
+    assert path == tmp_path / "fetched" / "cat.png" and path.read_bytes() == lab.bucket.get(img.key)
+
+
+def test_the_python_api_refuses_a_random_list_past_the_limit_in_one_line(lab):
+    # (before: numpy's "Unable to allocate 7.28 TiB" from lab.random_numbers(10**12))
+    with pytest.raises(InvalidInput, match=r"from 1 to 10,000,000, got 1,000,000,000,000"):
+        lab.random_numbers(10**12)
+    assert len(lab.random_numbers(MAX_RANDOM_LENGTH // 1000)) == 10_000
 
 
 def test_cli_out_ending_in_a_slash_makes_the_folder(settings, start_worker, tmp_path):

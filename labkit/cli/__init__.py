@@ -9,6 +9,7 @@ module of its kind, with a ``cmd_*`` function and its parser in that module's ``
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 
@@ -58,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("labkit: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`labkit status | head -1`): no traceback, and none when Python flushes at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except LabkitError as exc:
         print(f"labkit: error: {exc}", file=sys.stderr)
         return 1
