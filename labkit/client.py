@@ -277,8 +277,8 @@ class Lab:
                        seed: int | None = None) -> np.ndarray:
         """A random list of length ``n`` (the original lab's third option)."""
         if not 1 <= n <= numbers_job.MAX_RANDOM_LENGTH:
-            raise InvalidInput(f"a random list has a length from 1 to {numbers_job.MAX_RANDOM_LENGTH:,}, got {n:,}: "
-                               "for more, send several jobs, or numbers of your own")
+            raise InvalidInput(f"a random list needs a length of at least 1 and at most "
+                               f"{numbers_job.MAX_RANDOM_LENGTH:,}, got {n:,}: for more, send several jobs")
         rng = np.random.default_rng(seed)
         if integers:
             return rng.integers(int(low), int(high), size=n, endpoint=True, dtype=np.int64)

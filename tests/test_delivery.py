@@ -154,16 +154,17 @@ def test_settings_out_of_range_are_refused_before_anything_is_made(settings, exe
 def test_credentials_that_may_not_make_its_queues_are_told_what_is_needed_and_nothing_is_left(tmp_path, monkeypatch):
     from tests.iam_emulator import iam_emulator, keys_env
     with iam_emulator(tmp_path / "emulator.log") as iam:
-        # Given credentials that may create and delete queues, but not read their attributes (a queue's ARN)
+        # Given credentials that may look queues up and delete them, but not create one (the exercise builds its
+        # dead-letter queue's ARN itself since issue 18: reading a queue's attributes is no longer needed)
         policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Resource": "*", "Action": [
-            "sqs:CreateQueue", "sqs:DeleteQueue", "sqs:GetQueueUrl", "sqs:ListQueues", "sqs:TagQueue"]}]}
+            "sqs:DeleteQueue", "sqs:GetQueueUrl", "sqs:ListQueues", "sqs:TagQueue"]}]}
         for var, value in keys_env(iam.user("student", policy)).items():
             monkeypatch.setenv(var, value)
         s = Settings.load(state_dir=tmp_path / "state", endpoint_url=iam.url, env={}, bucket="labkit-iam-delivery")
         # When the exercise starts
         with pytest.raises(ConfigError) as refused:
             DeliveryExercise.start(s, [NAP])
-        # Then it says what it needs, and the dead-letter queue it had made is gone again
+        # Then it says what it needs, and leaves no queue
         assert "may not make the exercise's queues (access denied)" in str(refused.value)
         assert "sqs:* on the queues named labkit-delivery-* and labkit-reply-*" in str(refused.value)
         assert iam.client("sqs").list_queues(QueueNamePrefix="labkit-delivery-").get("QueueUrls", []) == []

@@ -249,7 +249,7 @@ def test_delivery_notebook_results(run):
     assert len(s["workers"]) == 2 and not any(pid_alive(p) for p in s["workers"])
     tag = s["deleted"][0].split("-")[2]
     assert s["deleted"] == [f"labkit-delivery-{tag}-dlq", f"labkit-delivery-{tag}", f"labkit-delivery-{tag}-replies",
-                            f"labkit-reply-{tag}-later"]
+                            f"labkit-delivery-{tag}-later"]
     text = all_text(executed(report, "05_delivery"))
     assert "received twice, answered once" in text and "a second answer with this id, dropped" in text
     assert f"labkit-delivery-{tag}-dlq, before the redrive" in text and "sent back from the dead-letter queue" in text
