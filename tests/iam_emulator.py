@@ -51,6 +51,8 @@ MOTO_NAMES = {
     "s3:ListBucket": ["s3:HeadBucket", "s3:ListObjects", "s3:ListObjectsV2"],
     "s3:PutObject": ["s3:CreateMultipartUpload", "s3:UploadPart", "s3:CompleteMultipartUpload"],
     "s3:DeleteObject": ["s3:DeleteObjects"],
+    "s3:DeleteObjectVersion": ["s3:DeleteObjects"],
+    "s3:ListBucketVersions": ["s3:ListObjectVersions"],
     "s3:ListBucketMultipartUploads": ["s3:ListMultipartUploads"],
     "s3:PutBucketPublicAccessBlock": ["s3:PutPublicAccessBlock"],
     "s3:PutEncryptionConfiguration": ["s3:PutBucketEncryption"],

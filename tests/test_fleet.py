@@ -91,10 +91,10 @@ def expected_grants(s: Settings, bucket: str) -> dict[str, set[str]]:
         q + s.image_outbox: {"sqs:SendMessage", "sqs:GetQueueUrl"},
         q + "labkit-reply-*": {"sqs:SendMessage"},
         f"{b}/{UNPROCESSED_PREFIX}*": {"s3:GetObject"},
-        f"{b}/{PAYLOADS_PREFIX}*": {"s3:GetObject", "s3:PutObject"},
+        f"{b}/{PAYLOADS_PREFIX}*": {"s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"},
         f"{b}/{ARTIFACTS_PREFIX}*": {"s3:GetObject"},
-        f"{b}/{PROCESSED_PREFIX}*": {"s3:PutObject"},
-        f"{b}/{LOGS_PREFIX}*": {"s3:PutObject"},
+        f"{b}/{PROCESSED_PREFIX}*": {"s3:PutObject", "s3:AbortMultipartUpload"},
+        f"{b}/{LOGS_PREFIX}*": {"s3:PutObject", "s3:AbortMultipartUpload"},
         b: {"s3:ListBucket"},
         "*": set(fleet.policy.SESSION_MANAGER_ACTIONS),
     }

@@ -88,3 +88,41 @@ def test_teardown_leaves_nothing(emulator, tmp_path):
     assert not names & {*s.queue_names().values(), s.request_queue + "-dlq", s.image_inbox + "-dlq",
                         "labkit-reply-teardowntest"}
     assert s.bucket not in {b["Name"] for b in clients.s3.list_buckets()["Buckets"]}
+
+
+def test_lifecycle_rules_abort_incomplete_uploads_bucket_wide_and_keep_the_buckets_other_rules(emulator, tmp_path):
+    # Given a bucket someone else also uses, with a lifecycle rule of their own
+    s = unique_settings(emulator, tmp_path)
+    clients = Clients(s)
+    clients.s3.create_bucket(Bucket=s.bucket)
+    theirs = {"ID": "archive-after-a-month", "Status": "Enabled", "Filter": {"Prefix": "archive/"},
+              "Expiration": {"Days": 30}}
+    clients.s3.put_bucket_lifecycle_configuration(Bucket=s.bucket, LifecycleConfiguration={"Rules": [theirs]})
+    # When labkit provisions it, twice
+    provision.ensure(clients)
+    assert not provision.ensure(clients).changed
+    # Then their rule is still there, beside labkit's two: payloads expire, and incomplete multipart uploads are
+    # aborted after a day everywhere in the bucket (before: one rule replaced every other, for payloads/ only)
+    rules = {r["ID"]: r for r in clients.s3.get_bucket_lifecycle_configuration(Bucket=s.bucket)["Rules"]}
+    assert set(rules) == {"archive-after-a-month", "labkit-expire-payloads", "labkit-abort-incomplete-uploads"}
+    assert rules["archive-after-a-month"]["Expiration"] == {"Days": 30}
+    assert rules["labkit-expire-payloads"]["Filter"] == {"Prefix": "payloads/"}
+    abort = rules["labkit-abort-incomplete-uploads"]
+    assert abort["Filter"] == {"Prefix": ""} and abort["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
+
+
+def test_teardown_deletes_a_versioned_bucket_with_its_versions_and_delete_markers(emulator, tmp_path):
+    # Given labkit's bucket with versioning turned on by someone: an object written twice, another deleted
+    s = unique_settings(emulator, tmp_path)
+    clients = Clients(s)
+    provision.ensure(clients)
+    clients.s3.put_bucket_versioning(Bucket=s.bucket, VersioningConfiguration={"Status": "Enabled"})
+    for body in (b"one", b"two"):
+        clients.s3.put_object(Bucket=s.bucket, Key="images/processed/a.png", Body=body)
+    clients.s3.put_object(Bucket=s.bucket, Key="logs/x.log", Body=b"x")
+    clients.s3.delete_object(Bucket=s.bucket, Key="logs/x.log")
+    # When it is torn down
+    report = provision.teardown(clients)
+    # Then the bucket is gone (before: S3's BucketNotEmpty, older versions and delete markers left behind)
+    assert s.bucket not in {b["Name"] for b in clients.s3.list_buckets()["Buckets"]}
+    assert f"bucket {s.bucket} (" in " ".join(report.deleted)

@@ -17,6 +17,7 @@ from labkit.errors import AwsError, NotFound, TooLarge
 MISSING_CODES = ("NoSuchKey", "404", "NotFound", "NoSuchBucket")
 READ_PIECE = 1 << 20  # bytes asked of the network per read when filling a buffer
 TLS_ONLY_SID = "labkit-deny-insecure-transport"
+LIFECYCLE_PREFIX = "labkit-"  # the IDs of labkit's lifecycle rules; other rules are the bucket's other users'
 # Objects larger than this go up in parts, several at once (boto3's managed transfer): faster on S3, and
 # some S3-compatible services refuse a larger body in one PutObject (fauxqs: 11 MiB). Reads stay one
 # streamed GET: measured, ranged parallel reads of 80 MB were 5x slower on moto and 2.6x on fauxqs, and
@@ -124,19 +125,41 @@ class Bucket:
             raise AwsError.from_client_error(exc, f"creating bucket {self.name}") from exc
 
     def secure(self, expire_prefix: str, expire_days: int) -> None:
-        """Block public access, encrypt by default, expire objects under ``expire_prefix`` after some days."""
+        """Block public access, encrypt by default, and set labkit's lifecycle rules (:meth:`lifecycle_rules`)."""
         try:
             self.s3.put_public_access_block(Bucket=self.name, PublicAccessBlockConfiguration={
                 "BlockPublicAcls": True, "IgnorePublicAcls": True,
                 "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
             self.s3.put_bucket_encryption(Bucket=self.name, ServerSideEncryptionConfiguration={
                 "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
-            self.s3.put_bucket_lifecycle_configuration(Bucket=self.name, LifecycleConfiguration={"Rules": [{
-                "ID": "labkit-expire-payloads", "Status": "Enabled", "Filter": {"Prefix": expire_prefix},
-                "Expiration": {"Days": expire_days},
-                "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}}]})
+            current = self._lifecycle()
+            wanted = self.lifecycle_rules(current, expire_prefix, expire_days)
+            if wanted != current:
+                self.s3.put_bucket_lifecycle_configuration(Bucket=self.name,
+                                                           LifecycleConfiguration={"Rules": wanted})
         except ClientError as exc:
             raise AwsError.from_client_error(exc, f"configuring bucket {self.name}") from exc
+
+    @staticmethod
+    def lifecycle_rules(current: list[dict[str, Any]], expire_prefix: str, expire_days: int) -> list[dict[str, Any]]:
+        """The bucket's lifecycle rules with labkit's: objects under ``expire_prefix`` expire after
+        ``expire_days``, and multipart uploads left incomplete anywhere in the bucket (a client or worker that
+        died mid-upload: its parts bill until then, unseen by a listing) are aborted after a day. Rules of the
+        bucket's other users are kept as they are: S3 replaces the whole set on each write."""
+        others = [r for r in current if not str(r.get("ID", "")).startswith(LIFECYCLE_PREFIX)]
+        return [*others,
+                {"ID": LIFECYCLE_PREFIX + "expire-payloads", "Status": "Enabled", "Filter": {"Prefix": expire_prefix},
+                 "Expiration": {"Days": expire_days}},
+                {"ID": LIFECYCLE_PREFIX + "abort-incomplete-uploads", "Status": "Enabled", "Filter": {"Prefix": ""},
+                 "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}}]
+
+    def _lifecycle(self) -> list[dict[str, Any]]:
+        try:
+            return list(self.s3.get_bucket_lifecycle_configuration(Bucket=self.name).get("Rules", []))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "NoSuchLifecycleConfiguration":
+                return []
+            raise
 
     def policy(self) -> dict[str, Any]:
         """The bucket policy as a dict ({} when there is none)."""
@@ -170,8 +193,9 @@ class Bucket:
         return True
 
     def destroy(self) -> int:
-        """Delete every object, then the bucket; returns the number of objects deleted."""
-        count = self.delete_prefix("")
+        """Delete every object, every older version and delete marker (a versioned bucket: S3 deletes no bucket
+        that holds any), then the bucket; returns the number of objects and versions deleted."""
+        count = self.delete_prefix("") + self.delete_versions()
         try:
             self.s3.delete_bucket(Bucket=self.name)
         except ClientError as exc:
@@ -240,8 +264,22 @@ class Bucket:
             raise self._error(exc, f"listing s3://{self.name}/{prefix}") from exc
         return out
 
+    def delete_versions(self) -> int:
+        """Delete every version and delete marker left in the bucket (none unless versioning was ever on)."""
+        count = 0
+        try:
+            for page in self.s3.get_paginator("list_object_versions").paginate(Bucket=self.name):
+                batch = [{"Key": v["Key"], "VersionId": v["VersionId"]}
+                         for v in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]]
+                if batch:
+                    self.s3.delete_objects(Bucket=self.name, Delete={"Objects": batch, "Quiet": True})
+                    count += len(batch)
+        except ClientError as exc:
+            raise self._error(exc, f"deleting the versions in bucket {self.name}") from exc
+        return count
+
     def delete_prefix(self, prefix: str = "") -> int:
-        """Delete every object (and every version, if versioned) under ``prefix``; returns the count."""
+        """Delete every object under ``prefix`` (current versions; :meth:`delete_versions` the rest)."""
         keys = [o.key for o in self.list(prefix)]
         for i in range(0, len(keys), 1000):
             batch = [{"Key": k} for k in keys[i:i + 1000]]

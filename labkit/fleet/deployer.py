@@ -92,7 +92,8 @@ GRANTS = (
           Names.queues, "create the queues and their dead-letter queues, or bring their settings up to date"),
     Grant("BucketCreate", ("up", "deploy"),
           ("s3:CreateBucket", "s3:ListBucket", "s3:PutBucketPublicAccessBlock", "s3:PutEncryptionConfiguration",
-           "s3:PutLifecycleConfiguration", "s3:GetBucketPolicy", "s3:PutBucketPolicy"),
+           "s3:GetLifecycleConfiguration", "s3:PutLifecycleConfiguration", "s3:GetBucketPolicy",
+           "s3:PutBucketPolicy"),
           Names.bucket_only, "create the bucket: public access blocked, encrypted, payloads expiring, TLS only"),
     Grant("WheelShip", ("deploy",), ("s3:GetObject", "s3:PutObject"), lambda n: n.objects(ARTIFACTS_PREFIX),
           "upload the labkit wheel the instances install (artifacts/)"),
@@ -139,7 +140,8 @@ GRANTS = (
           "list the clients' leftover labkit-reply-* queues (listing has no narrower resource)"),
     Grant("QueuesDelete", ("teardown",), ("sqs:GetQueueUrl", "sqs:DeleteQueue", "sqs:ListQueueTags"), Names.queues,
           "delete the queues, the dead-letter queues and reply queues idle for an hour (their last-seen tag)"),
-    Grant("BucketRemove", ("teardown",), ("s3:ListBucket", "s3:DeleteObject", "s3:DeleteBucket"),
+    Grant("BucketRemove", ("teardown",), ("s3:ListBucket", "s3:ListBucketVersions", "s3:DeleteObject",
+                                          "s3:DeleteObjectVersion", "s3:DeleteBucket"),
           lambda n: n.bucket_only() + n.objects(), "empty the bucket, then delete it"),
 )
 

@@ -48,6 +48,9 @@ WHY = {
                     "the labkit wheel (artifacts/)",
     "s3:PutObject": "write processed images (images/processed/), large results (payloads/), job logs and the "
                     "worker's health heartbeat (logs/)",
+    "s3:AbortMultipartUpload": "where it writes only: a large result goes up in parts, and a failed upload is "
+                               "abandoned at once instead of leaving its parts to bill until the bucket's lifecycle "
+                               "rule aborts them a day later",
     "s3:ListBucket": "on the bucket only: without it S3 answers a missing object with 403 instead of 404, and "
                      "the worker could not tell the sender 'not_found'",
     "ssm:UpdateInstanceInformation": "register the instance with Systems Manager, so Session Manager can reach "
@@ -100,7 +103,7 @@ def worker_policy(settings: Settings, bucket: str, account: str, region: str | N
          "Action": ["s3:GetObject"],
          "Resource": [obj(UNPROCESSED_PREFIX), obj(PAYLOADS_PREFIX), obj(ARTIFACTS_PREFIX)], "Condition": own_bucket},
         {"Sid": "WriteOutputsAndLogs", "Effect": "Allow",
-         "Action": ["s3:PutObject"],
+         "Action": ["s3:AbortMultipartUpload", "s3:PutObject"],
          "Resource": [obj(PROCESSED_PREFIX), obj(PAYLOADS_PREFIX), obj(LOGS_PREFIX)], "Condition": own_bucket},
         {"Sid": "TellMissingFromForbidden", "Effect": "Allow",
          "Action": ["s3:ListBucket"],
