@@ -623,3 +623,27 @@ def test_notebook_03_deploys_shows_and_undeploys_on_the_emulator(settings: Setti
     assert FAKE_KEY_ID not in target.read_text() and FAKE_SECRET not in target.read_text()
     # And nothing is left behind
     assert nothing_left(found := leftovers(Clients(settings), names)), found
+
+
+def test_burstable_workers_launch_in_standard_credit_mode(settings: Settings) -> None:
+    # (AWS: T3 and T4g launch as unlimited by default, and a worker busy for hours bills surplus CPU credits)
+    clients = Clients(settings)
+    names = fleet.FleetNames(settings.bucket or "")
+
+    def template() -> dict[str, Any]:
+        return clients("ec2").describe_launch_template_versions(
+            LaunchTemplateName=names.launch_template, Versions=["$Latest"])["LaunchTemplateVersions"][0][
+            "LaunchTemplateData"]
+
+    try:
+        # When a group of t3.micro workers is deployed, then one of m5.large
+        fleet.deploy(clients, fleet.FleetSpec(autoscale=(0, 2), instance_type="t3.micro"))
+        burstable = template()
+        fleet.deploy(clients, fleet.FleetSpec(autoscale=(0, 2), instance_type="m5.large"))
+        fixed = template()
+    finally:
+        fleet.undeploy(clients)
+    # Then the t3 workers launch in standard mode, and the m5 ones (no credits) without the setting EC2 refuses
+    assert burstable["CreditSpecification"] == {"CpuCredits": "standard"}
+    assert fixed["InstanceType"] == "m5.large" and "CreditSpecification" not in fixed
+    assert fleet.instances.is_burstable("t4g.small") and not fleet.instances.is_burstable("c7g.large")

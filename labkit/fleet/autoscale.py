@@ -47,7 +47,7 @@ def ensure_launch_template(run: Run, launch: dict[str, Any]) -> None:
 
 def _comparable(data: dict[str, Any]) -> dict[str, Any]:
     keys = ("ImageId", "InstanceType", "SecurityGroupIds", "IamInstanceProfile", "UserData", "KeyName",
-            "InstanceInitiatedShutdownBehavior")
+            "InstanceInitiatedShutdownBehavior", "CreditSpecification")
     out = {k: data.get(k) for k in keys}
     tags = {(t["Key"], t["Value"]) for spec in data.get("TagSpecifications", []) for t in spec.get("Tags", [])}
     out["Tags"] = sorted(tags)

@@ -12,6 +12,8 @@ from labkit.fleet.names import BUILD_TAG, FLEET_TAG, MODE_TAG
 from labkit.fleet.run import Run
 from labkit.fleet.spec import FleetSpec
 
+BURSTABLE_FAMILIES = ("t2", "t3", "t3a", "t4g")  # EC2 types that earn and spend CPU credits
+
 AMI_PARAMETERS = {
     "x86_64": "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64",
     "arm64": "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-arm64",
@@ -64,7 +66,16 @@ def launch_data(run: Run, spec: FleetSpec, ami: str, gid: str, user_data: str, p
     }
     if spec.key_name:
         data["KeyName"] = spec.key_name
+    if is_burstable(spec.instance_type):
+        # T3 and T4g launch in unlimited mode by default: a worker busy for hours runs past its CPU credits and
+        # the surplus credits bill on top of the hourly price. Standard mode throttles to the baseline instead.
+        data["CreditSpecification"] = {"CpuCredits": "standard"}
     return data
+
+
+def is_burstable(instance_type: str) -> bool:
+    """A burstable type (t2, t3, t3a, t4g): CPU credits, standard or unlimited."""
+    return instance_type.split(".", 1)[0] in BURSTABLE_FAMILIES
 
 
 def converge_instances(run: Run, spec: FleetSpec, launch: dict[str, Any], build: str, subnets: list[str]) -> None:
