@@ -647,3 +647,22 @@ def test_burstable_workers_launch_in_standard_credit_mode(settings: Settings) ->
     assert burstable["CreditSpecification"] == {"CpuCredits": "standard"}
     assert fixed["InstanceType"] == "m5.large" and "CreditSpecification" not in fixed
     assert fleet.instances.is_burstable("t4g.small") and not fleet.instances.is_burstable("c7g.large")
+
+
+def test_undeploy_works_in_the_fleets_recorded_region_whatever_aws_region_says_now(settings: Settings) -> None:
+    # Given a fleet deployed in us-east-1
+    here = Clients(settings)
+    fleet.deploy(here, fleet.FleetSpec(workers=1))
+    try:
+        # When undeploy runs with AWS_REGION set to another region since (a new shell, another profile)
+        elsewhere = Clients(settings.replace(region="eu-west-1"))
+        fleet.undeploy(elsewhere)
+        # Then the fleet's instances in us-east-1 are terminated (before: looked for in eu-west-1, none found,
+        # the fleet forgotten, its instance left running and billing)
+        left = [i for r in here("ec2").describe_instances(Filters=[
+            {"Name": "tag:" + fleet.names.FLEET_TAG, "Values": [fleet.FleetNames(settings.bucket or "").fleet]},
+            {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}])["Reservations"]
+            for i in r["Instances"]]
+        assert left == []
+    finally:
+        fleet.undeploy(here)

@@ -113,6 +113,11 @@ def undeploy(clients: Clients, progress: Progress | None = None) -> FleetReport:
     security group, role and profile (only labkit's own), the wheels. Safe to run when nothing exists."""
     settings = clients.settings
     record = read_state(settings.state_dir).get("fleet") or {}
+    if record.get("region") and record["region"] != settings.region:
+        # The fleet lives where it was deployed, whatever AWS_REGION says now: looking elsewhere would find
+        # nothing, forget the fleet and leave its instances billing.
+        clients = Clients(settings.replace(region=record["region"]))
+        settings = clients.settings
     bucket = clients.bucket_name()
     run = Run(clients, FleetNames(record.get("name") or bucket), FleetReport(fleet=record), progress)
     autoscale.delete_group(run)
