@@ -108,21 +108,15 @@ def _undeploy(clients: Clients, state: dict[str, Any], report: TeardownReport,
 
 
 def fleet_resources(clients: Clients) -> list[str] | None:
-    """The EC2 fleet's instances, group, alarms and security group that exist now ([] when none); None when
+    """The EC2 fleet's resources that exist now (:func:`labkit.fleet.fleet_leftovers`; [] when none); None when
     EC2 cannot be looked at here (:data:`NO_FLEET_API`)."""
     from labkit import fleet
     try:
-        status = fleet.fleet_status(clients)
+        return fleet.fleet_leftovers(clients)
     except AwsError as exc:
         if exc.code in NO_FLEET_API:
             return None
         raise
-    if status is None:
-        return []
-    found = [f"instance {i['id']} ({i['state']})" for i in status["instances"]]
-    found += [f"auto scaling group {status['group']['name']}"] if status["group"] else []
-    found += [f"alarm {a['name']}" for a in status["alarms"]]
-    return found + ([f"security group {status['security_group']}"] if status["security_group"] else [])
 
 
 def leftovers(settings: Settings) -> list[str]:

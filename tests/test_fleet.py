@@ -666,3 +666,25 @@ def test_undeploy_works_in_the_fleets_recorded_region_whatever_aws_region_says_n
         assert left == []
     finally:
         fleet.undeploy(here)
+
+
+def test_what_is_left_of_a_fleet_counts_its_launch_template_alarms_role_and_profile(settings: Settings) -> None:
+    from labkit import teardown
+    # Given a group's fleet of which only the group, its instances and the security group went (a teardown cut
+    # short, or someone in the console): alarms, launch template, role and instance profile stay, billing or not
+    clients = Clients(settings)
+    fleet.deploy(clients, fleet.FleetSpec(autoscale=(0, 2)))
+    names = fleet.FleetNames(settings.bucket or "")
+    try:
+        clients("autoscaling").delete_auto_scaling_group(AutoScalingGroupName=names.group, ForceDelete=True)
+        sg = fleet.fleet_status(clients)["security_group"]  # type: ignore[index]
+        clients("ec2").delete_security_group(GroupId=sg)
+        # When a teardown looks at what is left
+        left = teardown.leftovers(settings)
+        # Then all of them are named (before: nothing, since no instance, group or security group was found)
+        assert f"launch template {names.launch_template}" in left
+        assert f"role {names.role}" in left and f"instance profile {names.profile}" in left
+        assert [x for x in left if x.startswith("alarm ")]
+    finally:
+        fleet.undeploy(clients)
+    assert not [x for x in teardown.leftovers(settings) if not x.startswith(("queue", "bucket"))]

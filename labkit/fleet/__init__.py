@@ -47,14 +47,14 @@ from labkit.fleet.spec import (
     parse_autoscale,
     ssh_network,
 )
-from labkit.fleet.status import fleet_status, fleet_user_data, format_status, instance_user_data
+from labkit.fleet.status import fleet_leftovers, fleet_status, fleet_user_data, format_status, instance_user_data
 from labkit.fleet.userdata import DEPLOY_DIR, bootstrap_template, render_user_data, user_data_values
 from labkit.fleet.wheel import WHEEL_PREFIX, build_wheel, upload_wheel
 
 __all__ = [
     "AMI_PARAMETERS", "BUILD_TAG", "DEFAULT_INSTANCE_TYPE", "DEPLOY_DIR", "FLEET_TAG", "IAM_PATH", "LIVE",
     "MAX_INSTANCES", "MODE_TAG", "NOT_TERMINATED", "POLICY_NAME", "WHEEL_PREFIX", "FleetNames", "FleetReport",
-    "FleetSpec", "Progress", "bootstrap_template", "build_wheel", "deploy", "fleet_status", "fleet_user_data",
-    "format_status", "instance_user_data", "is_open_cidr", "parse_autoscale", "policy", "render_user_data",
-    "ssh_network", "undeploy", "upload_wheel", "user_data_values",
+    "FleetSpec", "Progress", "bootstrap_template", "build_wheel", "deploy", "fleet_leftovers", "fleet_status",
+    "fleet_user_data", "format_status", "instance_user_data", "is_open_cidr", "parse_autoscale", "policy",
+    "render_user_data", "ssh_network", "undeploy", "upload_wheel", "user_data_values",
 ]

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from labkit.aws.calls import is_denied
 from labkit.aws.clients import Clients
 from labkit.aws.ec2 import Ec2, decode_user_data
 from labkit.aws.storage import Bucket
 from labkit.config import read_state
+from labkit.errors import AwsError
 from labkit.fleet.health import Health, instance_health
 from labkit.fleet.instances import NOT_TERMINATED, instances, tag
 from labkit.fleet.names import BUILD_TAG, FleetNames
@@ -43,6 +45,35 @@ def fleet_status(clients: Clients) -> dict[str, Any] | None:
                                              "max": group["MaxSize"], "desired": group["DesiredCapacity"]},
         "alarms": [{"name": a["AlarmName"], "state": a["StateValue"]} for a in alarms],
     }
+
+
+def fleet_leftovers(clients: Clients) -> list[str]:
+    """Every resource of the fleet that exists now, each as a line: instances, group, alarms, security group,
+    and also the launch template and labkit's own role and instance profile (a group or instance gone does not
+    mean those are: a teardown's last check looks at all of them). Resources IAM will not show are skipped."""
+    status = fleet_status(clients)
+    found = [] if status is None else [f"instance {i['id']} ({i['state']})" for i in status["instances"]]
+    if status is not None:
+        found += [f"auto scaling group {status['group']['name']}"] if status["group"] else []
+        found += [f"alarm {a['name']}" for a in status["alarms"]]
+        found += [f"security group {status['security_group']}"] if status["security_group"] else []
+    names, _ = _names(clients)
+    run = Run(clients, names)
+    if status is None:
+        found += [f"alarm {a['AlarmName']}" for a in run.alarms.existing(names.alarms)]
+    if run.ec2.launch_template(names.launch_template) is not None:
+        found.append(f"launch template {names.launch_template}")
+    for what, look in (("instance profile", run.iam.profile), ("role", run.iam.role)):
+        name = names.profile if what == "instance profile" else names.role
+        try:
+            item = look(name)
+        except AwsError as exc:
+            if is_denied(exc):
+                continue
+            raise
+        if item is not None and names.owns(item.get("Tags", [])):
+            found.append(f"{what} {name}")
+    return found
 
 
 def _instance(i: dict[str, Any], health: Health) -> dict[str, Any]:
