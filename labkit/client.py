@@ -36,9 +36,9 @@ from labkit.aws.queues import PurgeOutcome, Queue, is_missing_queue
 from labkit.aws.storage import Bucket, ObjectInfo
 from labkit.config import PROCESSED_PREFIX, UNPROCESSED_PREFIX, Settings, read_state
 from labkit.endpoints import Endpoint, identify
-from labkit.errors import AwsError, InvalidInput, JobTimeout, RemoteJobError
+from labkit.errors import AwsError, InvalidInput, JobTimeout, LabkitError, RemoteJobError
 from labkit.flow import Window, adaptive_window, default_window
-from labkit.job import DEFAULT_TIMEOUT, ImageResult, Job, SentRequest, download_target, writable_folder
+from labkit.job import DEFAULT_TIMEOUT, ImageResult, Job, SentRequest, download_target, folder_problem
 from labkit.jobs import numbers as numbers_job
 from labkit.journal import Journal
 from labkit.keys import safe_key, upload_key
@@ -331,14 +331,22 @@ class Lab:
         return self.upload_image(image, name)
 
     def download_image(self, name: str, dest: str | Path | None = None) -> Path:
-        """Fetch ``images/processed/<name>`` (or any full key, such as ``ImageResult.key``) to ``dest``; returns
-        the path (in a folder: the key's last part, e.g. ``cat.png``)."""
+        """Fetch ``images/processed/<name>`` (or any full key, such as ``ImageResult.key``) to ``dest``: a file, or
+        a folder (one that exists, or a path ending in ``/``, made if missing) to save into under the key's last
+        part (``cat.png``); returns the path. A place that cannot be written is one :class:`LabkitError` that
+        says why and where the result stays in the bucket."""
         key = name if name.startswith("images/") else safe_key(PROCESSED_PREFIX, name)
-        data = self.bucket.get(key)
         target = download_target(dest, Path(key).name)  # "out/" or an existing folder: into it, as out/cat.png
-        writable_folder(target.parent)
-        target.write_bytes(data)
-        return target
+        problem = folder_problem(target.parent)  # before the download: nothing fetched for nowhere to put it
+        if problem is None:
+            data = self.bucket.get(key)
+            try:
+                target.write_bytes(data)
+                return target
+            except OSError as exc:
+                problem = f"cannot write {target}: {exc.strerror or exc}"
+        raise LabkitError(f"{problem}; the result stays in the bucket as s3://{self.bucket.name}/{key}: fetch it "
+                          f"with `labkit download {key} --out PATH` (in Python: .download(PATH) on the result)")
 
     # -- queues and status ---------------------------------------------------------------------------
     def purge(self, which: str = "all") -> list[PurgeOutcome]:

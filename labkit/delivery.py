@@ -41,6 +41,7 @@ from labkit.config import DLQ_SUFFIX, REPLY_QUEUE_PREFIX, Settings, read_state, 
 from labkit.dlq import DeadLetter, DeadLetters, RedriveReport
 from labkit.errors import AwsError, ConfigError, InvalidInput
 from labkit.job import Job
+from labkit.local import WORKER_START, wait_serving
 from labkit.processes import Child, python_module, settings_env, stop_all
 from labkit.protocol import JobRequest, JobResult
 from labkit.waiting import wait_for
@@ -48,7 +49,6 @@ from labkit.watcher import QueueWatcher, Sample
 
 PREFIX = "labkit-delivery-"
 STATE_KEY = "delivery_exercise"
-WORKER_START = 60.0  # seconds a worker may take to start serving (a busy machine, a cold import)
 SETTLE_WAIT = 30.0  # seconds a step waits at most, at its end, for its queues to look empty
 DWELL_LOOKS = 4  # looks of the watcher that see a dead letter before it is redriven
 OnSample = Callable[[list[Sample]], None] | None
@@ -185,7 +185,7 @@ class DeliveryExercise:
         child = Child.spawn(args, env=settings_env(self.settings), log=log)
         self.workers.append(child)
         self._record()
-        child.wait_log(f":{child.pid} serving", WORKER_START)
+        wait_serving([child])
         return child
 
     @property

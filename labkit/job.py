@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labkit.errors import JobTimeout, LabkitError, RemoteJobError
@@ -175,17 +175,8 @@ class ImageResult:
         """Save to ``dest`` and return the path. ``dest`` is a file, or a folder (one that exists, or a path
         ending in ``/``: made if missing) to save into under the result's own name (``cat.png``); default:
         the current folder. When it cannot be written, one :class:`LabkitError` says why and where the
-        result stays in the bucket."""
-        target = download_target(dest, PurePosixPath(self.key).name)
-        problem = folder_problem(target.parent)
-        if problem is None:
-            try:
-                return self.lab.download_image(self.key, target)
-            except OSError as exc:
-                problem = f"cannot write {target}: {exc.strerror or exc}"
-        bucket = self.info.get("bucket") or self.lab.bucket.name
-        raise LabkitError(f"{problem}; the result stays in the bucket as s3://{bucket}/{self.key}: fetch it with "
-                          f"`labkit download {self.key} --out PATH` (in Python: .download(PATH) on the result)")
+        result stays in the bucket (:meth:`labkit.client.Lab.download_image`)."""
+        return self.lab.download_image(self.key, dest)
 
     def open(self) -> Any:
         """The result as a PIL image."""

@@ -43,7 +43,7 @@ from typing import Any
 
 from labkit import kinds
 from labkit.aws.clients import Clients
-from labkit.aws.queues import Message, Queue, is_missing_queue
+from labkit.aws.queues import NEW_QUEUE_GRACE, Message, Queue, is_missing_queue
 from labkit.aws.storage import Bucket
 from labkit.background import Background
 from labkit.config import REPLY_QUEUE_PREFIX, Settings
@@ -59,9 +59,9 @@ log = logging.getLogger("labkit.worker")
 TICK = 0.2  # seconds between looks at a running batch (stop requests, hard limits, heartbeats)
 REPORT_EVERY = 10.0  # seconds between the INFO lines that count the jobs answered
 DELETE_WAIT = 60  # seconds a warm stop waits for the deletes of answered requests
-# A client's reply queue (labkit-reply-*) that does not exist is gone for good once the request is this many seconds
-# old or on its second delivery: SQS may take a moment to show a queue just made, never this long.
-REPLY_GONE_AFTER = 5.0
+# A client's reply queue (labkit-reply-*) that does not exist is gone for good once the request is older than SQS
+# may take to show a queue just made (the grace its maker gives it too), or on its second delivery.
+REPLY_GONE_AFTER = NEW_QUEUE_GRACE
 GONE_KEPT = 1024  # reply queues remembered as gone (their later answers are dropped without a call)
 _GONE = object()  # what a reply's send returns when its reply queue does not exist
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from labkit.cli.common import preview, print_json, settings
 from labkit.errors import LabkitError
-from labkit.job import ImageResult, download_target, names_folder, writable_folder
+from labkit.job import download_target, names_folder, writable_folder
 from labkit.jobs.numbers import MAX_RANDOM_LENGTH
 from labkit.keys import EXTENSION_OF_FORMAT, format_for_key, output_key
 
@@ -171,12 +171,9 @@ def _submit_folder(lab: Any, files: list[Path], names: list[str], out_dir: Path 
 
 def cmd_download(args: argparse.Namespace) -> int:
     from labkit.client import Lab
-    from labkit.config import PROCESSED_PREFIX
-    from labkit.keys import safe_key
     key = args.key.removeprefix("s3://").partition("/")[2] if args.key.startswith("s3://") else args.key
-    key = key if key.startswith("images/") else safe_key(PROCESSED_PREFIX, key)
     with Lab(settings(args)) as lab:
-        path = ImageResult(lab, {"key": key, "bucket": lab.bucket.name}).download(args.out)
+        path = lab.download_image(key, args.out)
     print(path)
     return 0
 
