@@ -23,18 +23,23 @@ class AutoScaling:
         return next((g for g in groups if deleting or g.get("Status") != DELETING), None)
 
     def create_group(self, name: str, template: dict[str, str], size: tuple[int, int], subnets: list[str],
-                     cooldown: int, tags: list[dict[str, str]]) -> None:
-        """A group of ``size`` (min, max) instances, starting at min, in ``subnets``; tags propagate to them."""
+                     warmup: int, tags: list[dict[str, str]]) -> None:
+        """A group of ``size`` (min, max) instances, starting at min, in ``subnets``; tags propagate to them.
+        ``warmup`` is the group's default instance warm-up (AWS recommends setting one; without it the step
+        policies fall back on the default cooldown, which only simple scaling should use)."""
         lo, hi = size
         call(self.client, "create_auto_scaling_group", f"creating auto scaling group {name}",
              AutoScalingGroupName=name, LaunchTemplate=template, MinSize=lo, MaxSize=hi, DesiredCapacity=lo,
-             VPCZoneIdentifier=",".join(subnets), HealthCheckType="EC2", DefaultCooldown=cooldown,
+             VPCZoneIdentifier=",".join(subnets), HealthCheckType="EC2", DefaultInstanceWarmup=warmup,
              Tags=[{**t, "PropagateAtLaunch": True} for t in tags])
 
-    def resize_group(self, name: str, template: dict[str, str], size: tuple[int, int], desired: int) -> None:
+    def resize_group(self, name: str, template: dict[str, str], size: tuple[int, int], desired: int,
+                     warmup: int) -> None:
+        """New (min, max) and desired sizes; the template and default warm-up brought up to date with them."""
         lo, hi = size
         call(self.client, "update_auto_scaling_group", f"updating auto scaling group {name}",
-             AutoScalingGroupName=name, MinSize=lo, MaxSize=hi, DesiredCapacity=desired, LaunchTemplate=template)
+             AutoScalingGroupName=name, MinSize=lo, MaxSize=hi, DesiredCapacity=desired, LaunchTemplate=template,
+             DefaultInstanceWarmup=warmup)
 
     def delete_group(self, name: str) -> None:
         """Delete the group with its instances and scaling policies (it takes a while: see :meth:`group`)."""

@@ -15,7 +15,7 @@ from labkit.fleet.policy import normal_doc
 from labkit.fleet.run import Run
 from labkit.fleet.spec import FleetSpec
 
-WARMUP = 180  # seconds from launch to a serving worker (dnf, venv, wheels): an estimate, not a measurement
+BOOT = 180  # seconds from launch to a serving worker (dnf, venv, wheels): an estimate, not a measurement
 IDLE_MINUTES = 15
 # SQS sends its CloudWatch metrics once a minute, a few minutes late, with gaps; after six idle hours it stops,
 # and a queue waking up reports again only up to 15 minutes later. So the alarms look at 5-minute windows
@@ -23,6 +23,14 @@ IDLE_MINUTES = 15
 # waiting" (which made the backlog alarm miss or flap when gaps were filled with 0), and a scale-out from zero
 # takes minutes: the client says so while it waits (labkit.fleet.coldstart).
 METRIC_PERIOD = 300
+LATE_POINTS = 120  # SQS's points arrive a minute or two late: the alarm sees the queue empty that much later
+# An alarm in ALARM runs its Auto Scaling action again every minute, and AWS counts an instance as capacity only
+# once its warm-up is over: until then a breach in the same step adds nothing ("multiple alarm breaches that
+# fall in the range of the same step adjustment result in a single scaling activity"). One job keeps the backlog
+# alarm in ALARM until the new worker has taken it (BOOT) and a whole window without it has reached CloudWatch
+# (METRIC_PERIOD, LATE_POINTS): the warm-up covers that, so one job starts one instance (with 180 s, three).
+# A bigger backlog (a higher step) still adds instances while others warm up. tests/test_scaling.py replays it.
+WARMUP = BOOT + METRIC_PERIOD + LATE_POINTS
 # Scale out by backlog (visible requests, both queues): 1-9 → +1 instance, 10-99 → +2, 100 or more → +4.
 SCALE_OUT_STEPS = [(0, 9, 1), (9, 99, 2), (99, None, 4)]
 VERSION_NOTE = "labkit deploy"
@@ -78,7 +86,7 @@ def ensure_group(run: Run, spec: FleetSpec, subnets: list[str]) -> None:
         run.report.created.append(f"auto scaling group {name} (min {size[0]}, max {size[1]})")
     elif (group["MinSize"], group["MaxSize"]) != size:
         desired = min(max(group["DesiredCapacity"], size[0]), size[1])
-        run.scaling.resize_group(name, template, size, desired)
+        run.scaling.resize_group(name, template, size, desired, WARMUP)
         run.report.updated.append(f"auto scaling group {name} (min {size[0]}, max {size[1]})")
     else:
         run.report.unchanged.append(f"auto scaling group {name} (min {size[0]}, max {size[1]})")
@@ -114,7 +122,8 @@ def _queue_metrics(settings: Settings, metric_names: list[str]) -> tuple[list[di
 
 
 def _scaling_policies(run: Run, spec: FleetSpec) -> tuple[str, str]:
-    """Step scaling out on the backlog, back to MIN in one step; returns their ARNs (out, in)."""
+    """Step scaling out on the backlog (with the warm-up that keeps one breach from adding an instance a minute),
+    back to MIN in one step; returns their ARNs (out, in)."""
     lo, _ = spec.autoscale or (0, 1)
     group = run.names.group
     steps = [{"MetricIntervalLowerBound": float(a), **({"MetricIntervalUpperBound": float(b)} if b else {}),
