@@ -152,6 +152,8 @@ def ensure_bucket(clients: Clients, report: Report | None = None) -> Report:
     except AwsError as exc:
         if exc.code in NOT_OUR_BUCKET:
             raise ConfigError(_taken(bucket.name, exc.code)) from exc
+        if exc.code == "OperationAborted":
+            raise ConfigError(_held(bucket.name)) from exc
         raise
     bucket.secure(PAYLOADS_PREFIX, PAYLOAD_EXPIRY_DAYS)
     if tls_endpoint(clients.settings) and bucket.require_tls(partition(clients.settings.region)) \
@@ -168,10 +170,21 @@ def tls_endpoint(settings: Settings) -> bool:
 
 
 def _taken(name: str, code: str | None) -> str:
-    mine = f"{name}-{uuid.uuid4().hex[:6]}"[-63:].lstrip("-.")
+    mine = _another(name)
     return (f"the bucket name {name} is taken by another AWS account, or your credentials may not use it (S3 "
             f"answered {code}). Bucket names are shared by every account in the world: set LABKIT_BUCKET to a "
             f"name of your own (for example {mine}) and run `labkit up` again")
+
+
+def _held(name: str) -> str:
+    return (f"S3 is still freeing the bucket name {name}: it was deleted a short while ago (`labkit teardown "
+            f"--all`?), and S3 may take hours to give a deleted bucket's name back. Run `labkit up` again later, or "
+            f"now with a name of your own: LABKIT_BUCKET={_another(name)} labkit up (plain `labkit teardown` keeps "
+            "the emptied bucket, so that this does not happen)")
+
+
+def _another(name: str) -> str:
+    return f"{name}-{uuid.uuid4().hex[:6]}"[-63:].lstrip("-.")
 
 
 def ensure(clients: Clients, progress: Progress = None) -> Report:
@@ -249,9 +262,17 @@ def cleanup_reply_queues(clients: Clients, idle_age: float = REPLY_IDLE_AGE) -> 
 
 # -- teardown and status -------------------------------------------------------------------------------------
 
-def teardown(clients: Clients, delete_bucket: bool = True) -> Report:
+# What teardown does with the bucket. "empty" by default: an empty bucket costs nothing, and keeping it keeps its
+# name, which S3 may not give back for hours after a delete (so a teardown the evening before does not stop
+# the next morning's `up`). "delete" (`teardown --all`): the bucket goes too. "keep": left as it is.
+BUCKET_MODES = ("empty", "delete", "keep")
+
+
+def teardown(clients: Clients, bucket: str = "empty") -> Report:
     """Delete every queue (dead-letter queues too, reply queues idle for an hour; ``kept`` lists the reply
-    queues of clients still running) and, unless told not to, the bucket."""
+    queues of clients still running), then treat the bucket as ``bucket`` says (:data:`BUCKET_MODES`)."""
+    if bucket not in BUCKET_MODES:
+        raise ValueError(f"bucket must be one of {BUCKET_MODES}, not {bucket!r}")
     report = Report()
     for name in queue_attributes(clients.settings):
         queue = Queue.find(clients.sqs, name)
@@ -260,20 +281,28 @@ def teardown(clients: Clients, delete_bucket: bool = True) -> Report:
     replies = cleanup_reply_queues(clients)
     report.deleted += [f"queue {n}" for n in replies.deleted]
     report.kept += [f"queue {n}" for n in replies.kept]
-    if delete_bucket:
-        bucket = Bucket(clients.s3, clients.bucket_name())
-        report.bucket = bucket.name
-        if bucket.present():
-            report.deleted.append(f"bucket {bucket.name} ({bucket.destroy()} objects)")
+    if bucket != "keep":
+        b = Bucket(clients.s3, clients.bucket_name())
+        report.bucket = b.name
+        if b.present():
+            if bucket == "delete":
+                report.deleted.append(f"bucket {b.name} ({b.destroy()} objects)")
+            else:
+                report.deleted.append(f"the objects in bucket {b.name} ({b.empty()})")
     return report
 
 
-def existing(clients: Clients) -> list[str]:
-    """labkit's queues (dead-letter and reply queues too) and bucket that exist now."""
+def existing(clients: Clients, bucket: str = "empty") -> list[str]:
+    """labkit's queues (dead-letter and reply queues too) and bucket that exist now. The bucket counts when it
+    holds anything, or (``bucket="delete"``) at all: an empty bucket costs nothing."""
     left = [f"queue {name}" for name in queue_attributes(clients.settings) if Queue.find(clients.sqs, name)]
     left += [f"queue {q.name}" for q in reply_queues(clients)]
-    bucket = Bucket(clients.s3, clients.bucket_name())
-    return left + ([f"bucket {bucket.name}"] if bucket.present() else [])
+    b = Bucket(clients.s3, clients.bucket_name())
+    if not b.present():
+        return left
+    if b.holds_anything():
+        return left + [f"bucket {b.name} (not empty)"]
+    return left + ([f"bucket {b.name}"] if bucket == "delete" else [])
 
 
 def status(clients: Clients) -> dict[str, Any]:

@@ -4,7 +4,9 @@
     2. the local workers (so that none is still writing into the bucket while it is deleted)
     3. the queues (dead-letter queues too, and reply queues idle for an hour: those of clients still
        running stay, see :data:`labkit.provision.REPLY_IDLE_AGE`)
-    4. the bucket and every object in it (unless kept)
+    4. every object in the bucket; the bucket itself, empty, stays (it costs nothing, and S3 may hold a deleted
+       bucket's name for hours: the next `up` would fail) unless ``delete_bucket`` (``teardown --all``);
+       ``keep_bucket`` keeps it and its objects
     5. the emulator, and the state file's record of it all
 
 then a look at what is left (the fleet included). ``labkit down`` is the part of it that stops this
@@ -38,6 +40,7 @@ class TeardownReport:
     notes: list[str] = field(default_factory=list)
     left: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)  # other clients' reply queues, in use (not "left")
+    bucket_kept: str | None = None  # the emptied bucket teardown keeps (not "left": an empty bucket costs nothing)
     workers_stopped: int = 0
     emulator_stopped: bool = False
     processes_left: list[int] = field(default_factory=list)
@@ -62,8 +65,9 @@ def reachable(settings: Settings) -> bool:
 
 
 def teardown(settings: Settings, keep_bucket: bool = False, forget_wait: float = 0.0,
-             progress: Callable[[str], None] | None = None) -> TeardownReport:
-    """Delete every resource labkit made and stop its local processes, in the order above.
+             progress: Callable[[str], None] | None = None, delete_bucket: bool = False) -> TeardownReport:
+    """Delete every resource labkit made that costs anything, and stop its local processes, in the order above
+    (``delete_bucket``: the emptied bucket too).
 
     ``forget_wait``: seconds to keep looking while SQS still lists deleted queues (it may for up to 60 s).
     """
@@ -76,15 +80,20 @@ def teardown(settings: Settings, keep_bucket: bool = False, forget_wait: float =
     report.workers_stopped = sum(stop_all(workers, 30))
     if live:
         clients = Clients(settings)
-        done = provision.teardown(clients, delete_bucket=not keep_bucket)
+        mode = "keep" if keep_bucket else "delete" if delete_bucket else "empty"
+        done = provision.teardown(clients, bucket=mode)
         report.deleted += done.deleted
         report.kept = done.kept
         report.fleet_left = fleet_resources(clients)
-        report.left = (report.fleet_left or []) + [x for x in _left(clients, keep_bucket, forget_wait)
+        report.left = (report.fleet_left or []) + [x for x in _left(clients, mode, forget_wait)
                                                    if x not in report.kept]
+        if mode == "empty" and done.bucket and not any(x.startswith(f"bucket {done.bucket}") for x in report.left):
+            report.bucket_kept = done.bucket
     emu = local.running([state["emulator"]] if state.get("emulator") else [])
     stopped = local.down(settings)
     report.emulator_stopped = bool(emu) and stopped["emulator_stopped"]
+    if report.emulator_stopped:
+        report.bucket_kept = None  # it went with the emulator
     ours = {f"queue {name}" for name in provision.queue_attributes(settings)}
     if live and not report.emulator_stopped and ours & set(report.deleted):
         local.record_queues_deleted(settings)  # the next `up` here waits until SQS takes the names back
@@ -150,11 +159,11 @@ def down(settings: Settings) -> dict[str, Any]:
     return out
 
 
-def _left(clients: Clients, keep_bucket: bool, wait: float) -> list[str]:
+def _left(clients: Clients, mode: str, wait: float) -> list[str]:
     bucket = f"bucket {clients.bucket_name()}"
     left: list[str] = []
     for _ in poll(5.0, wait):
-        left = [x for x in provision.existing(clients) if not (keep_bucket and x == bucket)]
+        left = [x for x in provision.existing(clients, bucket=mode) if not (mode == "keep" and x.startswith(bucket))]
         if not left:
             break
     return left

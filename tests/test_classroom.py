@@ -404,7 +404,7 @@ def test_up_status_down_teardown_on_a_second_emulator_without_ec2(fauxqs, tmp_pa
         assert "stopped 1 worker(s)" in down.stdout and "deleted 1 leftover reply queue(s)" in down.stdout
         assert not exists(s, dead) and exists(s, live.reply_queue)
     # When `labkit teardown` runs where nothing was deployed and there is no EC2 API
-    torn = labkit_cli(s, "teardown", "--yes")
+    torn = labkit_cli(s, "teardown", "--yes", "--all")
     # Then it deletes the queues and the bucket, says the fleet could not be looked at, and leaves nothing
     assert torn.returncode == 0, torn.stderr
     assert f"deleted   queue requests-{tag}" in torn.stdout and f"deleted   bucket labkit-class-{tag}" in torn.stdout

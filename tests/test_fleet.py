@@ -96,6 +96,9 @@ def expected_grants(s: Settings, bucket: str) -> dict[str, set[str]]:
         f"{b}/{PROCESSED_PREFIX}*": {"s3:PutObject", "s3:AbortMultipartUpload"},
         f"{b}/{LOGS_PREFIX}*": {"s3:PutObject", "s3:AbortMultipartUpload"},
         b: {"s3:ListBucket"},
+        # The fleet's own group only (its id, in the ARN, is unknown until it exists)
+        f"arn:aws:autoscaling:{s.region}:{ACCOUNT}:autoScalingGroup:*:autoScalingGroupName/"
+        f"{fleet.FleetNames(bucket).group}": {"autoscaling:SetInstanceHealth", "autoscaling:UpdateAutoScalingGroup"},
         "*": set(fleet.policy.SESSION_MANAGER_ACTIONS),
     }
 
@@ -110,13 +113,19 @@ def assert_least_privilege(policy: dict[str, Any], s: Settings, bucket: str) -> 
         for action in actions:
             assert "*" not in action, f"wildcard action {action}"
             assert action in fleet.policy.WHY, f"{action} has no documented reason"
-            if action.startswith(("sqs:", "s3:")):
+            if action.startswith(("sqs:", "s3:", "autoscaling:")):
                 assert "*" not in resources, f"{action} on every resource"
                 # No dead-letter queue: SQS redrives by itself, the worker never touches them.
                 assert not any(r.endswith("-dlq") for r in resources)
             if action.startswith("s3:"):
                 # The bucket's name is predictable: only this account's bucket of that name.
                 assert st["Condition"] == {"StringEquals": {"s3:ResourceAccount": ACCOUNT}}, st
+            if action == "autoscaling:UpdateAutoScalingGroup":
+                # Only to stop the group: min and max 0, and no launch template, image, type or subnets changed
+                assert st["Condition"]["NumericEquals"] == {"autoscaling:MinSize": "0", "autoscaling:MaxSize": "0"}
+                assert st["Condition"]["Null"] == dict.fromkeys(
+                    ["autoscaling:LaunchConfigurationName", "autoscaling:LaunchTemplateVersionSpecified",
+                     "autoscaling:ImageId", "autoscaling:InstanceTypes", "autoscaling:VPCZoneIdentifiers"], "true")
 
 
 # -- pure parts ------------------------------------------------------------------------------------
@@ -216,7 +225,10 @@ def test_user_data_is_the_bootstrap_script_with_its_settings_filled_in(tmp_path:
     s = Settings.load(state_dir=tmp_path, env={}, bucket="labkit-b")
     values = fleet.user_data_values(s, "labkit-b", "artifacts/labkit/x/labkit-0.1.0-py3-none-any.whl", "ab" * 32, 6)
     text = fleet.render_user_data(values, requirements="# a comment\nsix==1.17.0 \\\n    --hash=sha256:" + "0" * 64)
-    template = fleet.bootstrap_template()
+    template = fleet.userdata.compact(fleet.bootstrap_template())
+    # Without its comment lines (EC2's 16 KiB), and with the shebang and shellcheck's directives
+    assert text.startswith("#!/bin/bash\n") and "# shellcheck disable=SC2086" in text
+    assert not [ln for ln in text.splitlines()[1:] if ln.lstrip().startswith("#") and "shellcheck" not in ln]
     # The pinned requirements (comments dropped) are written into the quoted heredoc, nothing else is added
     block = "PINNED=\"$(cat <<'LABKIT_REQUIREMENTS'\n"
     assert block + "six==1.17.0 \\\n    --hash=sha256:" + "0" * 64 + "\nLABKIT_REQUIREMENTS\n" in text
@@ -378,8 +390,9 @@ def test_autoscale_group_follows_the_request_queues_backlog(settings: Settings) 
     assert data["MetadataOptions"]["HttpTokens"] == "required"
     state = read_state(settings.state_dir)["fleet"]
     sha = hashlib.sha256(clients.s3.get_object(Bucket=names.fleet, Key=state["wheel"])["Body"].read()).hexdigest()
-    assert base64.b64decode(data["UserData"]).decode() == fleet.render_user_data(
-        fleet.user_data_values(settings, names.fleet, state["wheel"], sha))
+    # (and the group's name: a failed bootstrap tells the group, bootstrap.sh's leave_group)
+    assert base64.b64decode(data["UserData"]).decode() == fleet.userdata.with_values(fleet.render_user_data(
+        fleet.user_data_values(settings, names.fleet, state["wheel"], sha)), {"LABKIT_GROUP": names.group})
     group_sg = ec2.describe_security_groups(GroupIds=data["SecurityGroupIds"])["SecurityGroups"][0]
     assert group_sg["IpPermissions"] == []
 
@@ -562,7 +575,8 @@ def test_cli_deploy_status_undeploy_and_teardown(settings: Settings) -> None:
     assert "fleet" in status.stdout and all(f"{i}" in status.stdout for i in ids) and "running" in status.stdout
     # and what it would bill on AWS: two t3.micro at list price, the bucket's storage, the queues
     assert "What the same would cost on AWS" in status.stdout
-    assert re.search(r"2 EC2 instance\(s\) t3.micro running +\$15\.18/month \(\$0\.0104/hour each\)", status.stdout)
+    assert re.search(r"2 EC2 instance\(s\) t3.micro +\$0\.0208/hour \(\$15\.18/month; \$0\.0104/hour each\)",
+                     status.stdout)
     assert "(storage)" in status.stdout and "per million requests" in status.stdout
     as_json = json.loads(labkit(settings, "status", "--json").stdout)
     assert sorted(i["id"] for i in as_json["fleet"]["instances"]) == sorted(ids)
@@ -570,8 +584,8 @@ def test_cli_deploy_status_undeploy_and_teardown(settings: Settings) -> None:
     bad = labkit(settings, "deploy", "--autoscale", "three")
     assert bad.returncode == 1 and "MIN:MAX" in bad.stderr
 
-    # teardown undeploys first, then deletes queues and bucket
-    down = labkit(settings, "teardown")
+    # teardown undeploys first, then deletes queues and (--all) the bucket
+    down = labkit(settings, "teardown", "--all")
     assert down.returncode == 0, down.stderr
     assert f"deleted   role {names.role}" in down.stdout and f"deleted   bucket {names.fleet}" in down.stdout
     assert names.fleet not in [b["Name"] for b in clients.s3.list_buckets()["Buckets"]]
@@ -589,6 +603,8 @@ def test_notebook_03_deploys_shows_and_undeploys_on_the_emulator(settings: Setti
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     import nbformat
     import papermill as pm
+
+    from labkit import costs
 
     # Given a local worker (the one that does the work on the emulator) and the kernel pointed at this test's
     # emulator and names through the environment
@@ -617,9 +633,17 @@ def test_notebook_03_deploys_shows_and_undeploys_on_the_emulator(settings: Setti
     assert f"created   role {names.role}" in text and "created   2 instance(s)" in text
     assert text.count("running   launched") >= 2
     assert f': "${{LABKIT_BUCKET:={settings.bucket}}}"' in text
-    assert f"answered by worker {worker.output.split('worker ')[1].split(' ')[0]}" in text
-    assert "nothing boots on the emulator" in text
-    assert "fleet      none" in text and "summary: deployed 2 instance(s); nothing left" in text
+    # And the answer names the local worker as people read it, not its raw id (before: "answered by worker vm:812")
+    assert f"answered by local worker {worker.proc.pid}" in text and "nothing boots" in text
+    # And it waited as the emulator needs (a minute at most), not as EC2 does
+    assert "waiting up to 1 min for a local worker" in text
+    # And it says what the fleet costs per hour on AWS: 2 t3.micro, 2 public IPv4 addresses, 2 root volumes, the
+    # workers' polling; dated (before: no cost at all)
+    hourly = costs.fleet_hourly({"instances": [{"type": "t3.micro", "state": "running"}] * 2})["total_usd"]
+    assert f"cost     ${hourly:,.4f}/hour on AWS" in text and f"at list prices of {costs.AS_OF}" in text
+    assert "2 public IPv4 address(es)" in text and "2 root volume(s), EBS gp3 8 GiB each" in text
+    assert "fleet      none" in text
+    assert f"summary: deployed 2 instance(s), ${hourly:.4f}/hour on AWS; nothing left" in text
     assert FAKE_KEY_ID not in target.read_text() and FAKE_SECRET not in target.read_text()
     # And nothing is left behind
     assert nothing_left(found := leftovers(Clients(settings), names)), found

@@ -7,6 +7,7 @@ import time
 
 from labkit import provision
 from labkit.aws.clients import Clients
+from labkit.aws.storage import Bucket
 from tests.conftest import unique_settings
 
 
@@ -83,10 +84,20 @@ def test_teardown_leaves_nothing(emulator, tmp_path):
     # tests/test_classroom.py)
     clients.sqs.create_queue(QueueName="labkit-reply-teardowntest",
                              tags={provision.LAST_SEEN_TAG: str(int(time.time()) - 7200)})
-    provision.teardown(clients)
+    upload = clients.s3.create_multipart_upload(Bucket=s.bucket, Key="payloads/half.npy")["UploadId"]
+    report = provision.teardown(clients)
     names = {u.rsplit("/", 1)[-1] for u in clients.sqs.list_queues().get("QueueUrls", [])}
     assert not names & {*s.queue_names().values(), s.request_queue + "-dlq", s.image_inbox + "-dlq",
                         "labkit-reply-teardowntest"}
+    # The bucket stays, emptied of its object and its unfinished upload (S3 bills both; an empty bucket costs
+    # nothing, and keeping it keeps its name: S3 may hold a deleted bucket's name for hours)
+    assert f"the objects in bucket {s.bucket} (2)" in report.deleted
+    assert s.bucket in {b["Name"] for b in clients.s3.list_buckets()["Buckets"]}
+    assert not Bucket(clients.s3, s.bucket).holds_anything()
+    assert upload not in str(clients.s3.list_multipart_uploads(Bucket=s.bucket))
+    assert provision.existing(clients) == [] and provision.existing(clients, bucket="delete") == [f"bucket {s.bucket}"]
+    # And `teardown --all` deletes it
+    provision.teardown(clients, bucket="delete")
     assert s.bucket not in {b["Name"] for b in clients.s3.list_buckets()["Buckets"]}
 
 
@@ -122,7 +133,7 @@ def test_teardown_deletes_a_versioned_bucket_with_its_versions_and_delete_marker
     clients.s3.put_object(Bucket=s.bucket, Key="logs/x.log", Body=b"x")
     clients.s3.delete_object(Bucket=s.bucket, Key="logs/x.log")
     # When it is torn down
-    report = provision.teardown(clients)
+    report = provision.teardown(clients, bucket="delete")
     # Then the bucket is gone (before: S3's BucketNotEmpty, older versions and delete markers left behind)
     assert s.bucket not in {b["Name"] for b in clients.s3.list_buckets()["Buckets"]}
     assert f"bucket {s.bucket} (" in " ".join(report.deleted)

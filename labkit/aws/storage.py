@@ -192,10 +192,25 @@ class Bucket:
             raise AwsError.from_client_error(exc, f"setting the policy of bucket {self.name}") from exc
         return True
 
+    def empty(self) -> int:
+        """Delete every object, every older version and delete marker, and abort every unfinished multipart
+        upload (S3 bills the parts it keeps); returns how many of them went. The bucket itself stays."""
+        return self.delete_prefix("") + self.delete_versions() + self.abort_uploads()
+
+    def holds_anything(self) -> bool:
+        """Does the bucket hold anything S3 bills for: an object, an older version or an unfinished upload?"""
+        try:
+            return bool(self.s3.list_objects_v2(Bucket=self.name, MaxKeys=1).get("KeyCount")
+                        or any(self.s3.list_object_versions(Bucket=self.name, MaxKeys=1).get(k)
+                               for k in ("Versions", "DeleteMarkers"))
+                        or self.s3.list_multipart_uploads(Bucket=self.name, MaxUploads=1).get("Uploads"))
+        except ClientError as exc:
+            raise self._error(exc, f"looking into bucket {self.name}") from exc
+
     def destroy(self) -> int:
-        """Delete every object, every older version and delete marker (a versioned bucket: S3 deletes no bucket
-        that holds any), then the bucket; returns the number of objects and versions deleted."""
-        count = self.delete_prefix("") + self.delete_versions()
+        """:meth:`empty` the bucket (S3 deletes no bucket that holds anything), then delete it; returns how many
+        objects, versions and uploads went."""
+        count = self.empty()
         try:
             self.s3.delete_bucket(Bucket=self.name)
         except ClientError as exc:
@@ -276,6 +291,18 @@ class Bucket:
                     count += len(batch)
         except ClientError as exc:
             raise self._error(exc, f"deleting the versions in bucket {self.name}") from exc
+        return count
+
+    def abort_uploads(self) -> int:
+        """Abort every unfinished multipart upload (a lifecycle rule does it after a day; teardown does not wait)."""
+        count = 0
+        try:
+            for page in self.s3.get_paginator("list_multipart_uploads").paginate(Bucket=self.name):
+                for up in page.get("Uploads", []):
+                    self.s3.abort_multipart_upload(Bucket=self.name, Key=up["Key"], UploadId=up["UploadId"])
+                    count += 1
+        except ClientError as exc:
+            raise self._error(exc, f"aborting the unfinished uploads in bucket {self.name}") from exc
         return count
 
     def delete_prefix(self, prefix: str = "") -> int:

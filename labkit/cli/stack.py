@@ -96,15 +96,20 @@ def cmd_emulator(args: argparse.Namespace) -> int:
 def cmd_teardown(args: argparse.Namespace) -> int:
     from labkit.teardown import teardown
     s = settings(args)
+    what = ("bucket's images and other objects" if not args.all else "bucket with its images") \
+        if not args.keep_bucket else "nothing in the bucket"
     if not s.is_local and not args.yes and not confirm(
-            f"Delete labkit's worker fleet, queues and bucket in {s.region}? [y/N] ", "y|yes",
-            "teardown on real AWS deletes the worker fleet, the queues and the bucket with its images: add --yes "
-            "to confirm"):
+            f"Delete labkit's worker fleet and queues, and the {what} in {s.region}? [y/N] ", "y|yes",
+            f"teardown on real AWS deletes the worker fleet and the queues, and the {what}: add --yes to confirm"):
         print("nothing deleted")
         return 1
-    report = teardown(s, keep_bucket=args.keep_bucket, progress=say)
-    print_changes(deleted=report.deleted, kept=[f"{x} (in use: a client still runs)" for x in report.kept],
-                  note=report.notes)
+    report = teardown(s, keep_bucket=args.keep_bucket, delete_bucket=args.all, progress=say)
+    kept = [f"{x} (in use: a client still runs)" for x in report.kept]
+    if report.bucket_kept:
+        kept.append(f"bucket {report.bucket_kept}, empty: it costs nothing, and keeping it keeps its name for the "
+                    "next `labkit up` (S3 may hold a deleted bucket's name for hours); `labkit teardown --all` "
+                    "deletes it")
+    print_changes(deleted=report.deleted, kept=kept, note=report.notes)
     if report.left:
         print(f"still there (SQS may list a deleted queue for up to 60 s): {', '.join(report.left)}")
     return 0
@@ -141,7 +146,10 @@ def register(add: Add) -> None:
     sp.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
     sp.add_argument("--ready-file", help=argparse.SUPPRESS)
 
-    sp = add("teardown", cmd_teardown, "undeploy the EC2 fleet, stop local workers, delete every queue and the "
-             "bucket provisioning created, stop the emulator")
+    sp = add("teardown", cmd_teardown, "undeploy the EC2 fleet, stop local workers, delete every queue, empty the "
+             "bucket (--all: delete it too), stop the emulator")
     sp.add_argument("--yes", action="store_true", help="do not ask for confirmation (real AWS)")
-    sp.add_argument("--keep-bucket", action="store_true", help="keep the bucket and its objects")
+    g = sp.add_mutually_exclusive_group()
+    g.add_argument("--keep-bucket", action="store_true", help="keep the bucket and its objects")
+    g.add_argument("--all", action="store_true", help="delete the emptied bucket too (by default it stays: an "
+                   "empty bucket costs nothing, and S3 may hold a deleted bucket's name for hours)")

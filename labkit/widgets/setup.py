@@ -116,14 +116,17 @@ class TeardownPanel(Panel):
     show that nothing is left: :func:`labkit.teardown.teardown`, as ``labkit teardown`` does. On AWS, the
     notebook asks for a click before anything is deleted."""
 
-    def __init__(self, state_dir: str | Path = ".labkit", backend: str = "local", keep_bucket: bool = False) -> None:
+    def __init__(self, state_dir: str | Path = ".labkit", backend: str = "local", keep_bucket: bool = False,
+                 delete_bucket: bool = False) -> None:
         super().__init__()
         self.state_dir = Path(state_dir)
         self.backend = resolve_backend(backend, self.settings())
         self.keep_bucket = W.Checkbox(value=keep_bucket, description="keep the bucket and its objects", indent=False)
+        self.delete_bucket = W.Checkbox(value=delete_bucket, indent=False, description="delete the emptied bucket "
+                                        "too (S3 may then hold its name for hours)")
         self.teardown_button = W.Button(description="Delete everything", button_style="danger", icon="trash")
         self._button(self.teardown_button, self.teardown, "deleting queues and bucket, stopping local processes")
-        self.box = W.VBox([self.keep_bucket, self.teardown_button, self.busy, self.out])
+        self.box = W.VBox([self.keep_bucket, self.delete_bucket, self.teardown_button, self.busy, self.out])
 
     def settings(self) -> Settings:
         return Settings.load(state_dir=self.state_dir)
@@ -155,19 +158,23 @@ class TeardownPanel(Panel):
         """Delete everything and stop local processes; returns what was deleted and what is left (``left``
         and ``processes_left`` are empty when all went)."""
         report = teardown.teardown(self._checked(), keep_bucket=self.keep_bucket.value,
-                                   forget_wait=90 if self.is_aws else 0)
+                                   delete_bucket=self.delete_bucket.value, forget_wait=90 if self.is_aws else 0)
         self.show(changes_table("Teardown", deleted=report.deleted, note=report.notes,
                                 kept=[f"{x} (in use: a client still runs)" for x in report.kept]))
         running = ", ".join(map(str, report.processes_left))
         rest = [x for x in report.left if x not in (report.fleet_left or [])]
         rows = [["EC2 worker fleet", report.fleet_line()],
-                ["labkit queues and bucket", ", ".join(rest) if rest else "none left"],
+                ["labkit queues and bucket", ", ".join(rest) if rest else "none left"
+                 + (f" (bucket {report.bucket_kept} kept, empty: it costs nothing)" if report.bucket_kept else "")],
                 ["local workers", f"{report.workers_stopped} stopped" + (f"; still running: {running}"
                                                                           if running else "")],
                 ["emulator", "stopped" if report.emulator_stopped else "was not running"]]
         self.show(Table(rows, None, "What is left after teardown"))
-        self.show(Note("nothing is left: no fleet, no queue, no bucket, no labkit process" if report.ok else
-                       "something is still there: see the table above", "ok" if report.ok else "warning"))
+        gone = (f"no fleet, no queue, no labkit process; the bucket {report.bucket_kept} stays, empty (it costs "
+                "nothing; delete_bucket=True deletes it)" if report.bucket_kept else
+                "no fleet, no queue, no bucket, no labkit process")
+        self.show(Note(f"nothing is left: {gone}" if report.ok else "something is still there: see the table above",
+                       "ok" if report.ok else "warning"))
         return {"deleted": report.deleted, "left": report.left, "fleet_left": report.fleet_left,
-                "processes_left": report.processes_left,
+                "processes_left": report.processes_left, "bucket_kept": report.bucket_kept,
                 "workers_stopped": report.workers_stopped, "emulator_stopped": report.emulator_stopped}
