@@ -102,9 +102,10 @@ GRANTS = (
     Grant("FleetRead", ("deploy", "undeploy", "teardown"),
           ("ec2:DescribeInstances", "ec2:DescribeInstanceTypes", "ec2:DescribeKeyPairs", "ec2:DescribeLaunchTemplates",
            "ec2:DescribeLaunchTemplateVersions", "ec2:DescribeSecurityGroups", "ec2:DescribeSubnets",
-           "ec2:DescribeVpcs", "autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribePolicies",
-           "cloudwatch:DescribeAlarms"),
-          Names.everything, "find the fleet's instances, group, alarms and network by name and tag"),
+           "ec2:DescribeVpcs", "ec2:DescribeInstanceAttribute", "autoscaling:DescribeAutoScalingGroups",
+           "autoscaling:DescribePolicies", "cloudwatch:DescribeAlarms"),
+          Names.everything, "find the fleet's instances, group, alarms and network by name and tag; read what an "
+          "instance was launched with (its user data: notebook 03)"),
     Grant("ImagesRead", ("deploy",), ("ssm:GetParameter",), Names.images,
           "read the current Amazon Linux 2023 image id"),
     Grant("WorkerRoleManage", ("deploy",),
@@ -120,9 +121,11 @@ GRANTS = (
            "ec2:TerminateInstances", "ec2:CreateLaunchTemplate", "ec2:CreateLaunchTemplateVersion",
            "ec2:ModifyLaunchTemplate", "ec2:DeleteLaunchTemplate", "autoscaling:CreateAutoScalingGroup",
            "autoscaling:UpdateAutoScalingGroup", "autoscaling:DeleteAutoScalingGroup",
-           "autoscaling:PutScalingPolicy", "cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms"),
+           "autoscaling:PutScalingPolicy", "cloudwatch:PutMetricAlarm", "cloudwatch:TagResource",
+           "cloudwatch:DeleteAlarms"),
           Names.everything, "the security group, the instances or the launch template, group, scaling policies and "
-          "alarms (and replacing an older build or mode)"),
+          "alarms (tagged as made: PutMetricAlarm with tags needs cloudwatch:TagResource), and replacing an older "
+          "build or mode"),
     Grant("AutoScalingServiceRole", ("deploy",), ("iam:CreateServiceLinkedRole",), Names.everything,
           "an account's first Auto Scaling group creates AWSServiceRoleForAutoScaling", _autoscaling_role),
     Grant("FleetRemove", ("undeploy", "teardown"),
@@ -138,11 +141,14 @@ GRANTS = (
           lambda n: n.bucket_only() + n.objects(ARTIFACTS_PREFIX), "delete the uploaded wheels"),
     Grant("QueuesRemove", ("teardown",), ("sqs:ListQueues",), Names.everything,
           "list the clients' leftover labkit-reply-* queues (listing has no narrower resource)"),
-    Grant("QueuesDelete", ("teardown",), ("sqs:GetQueueUrl", "sqs:DeleteQueue", "sqs:ListQueueTags"), Names.queues,
-          "delete the queues, the dead-letter queues and reply queues idle for an hour (their last-seen tag)"),
+    Grant("QueuesDelete", ("teardown",),
+          ("sqs:GetQueueUrl", "sqs:DeleteQueue", "sqs:ListQueueTags", "sqs:GetQueueAttributes"), Names.queues,
+          "delete the queues, the dead-letter queues and reply queues idle for an hour (their last-seen tag, else, "
+          "for a queue an older client made, its creation time)"),
     Grant("BucketRemove", ("teardown",), ("s3:ListBucket", "s3:ListBucketVersions", "s3:DeleteObject",
-                                          "s3:DeleteObjectVersion", "s3:DeleteBucket"),
-          lambda n: n.bucket_only() + n.objects(), "empty the bucket, then delete it"),
+                                          "s3:DeleteObjectVersion", "s3:ListBucketMultipartUploads",
+                                          "s3:AbortMultipartUpload", "s3:DeleteBucket"),
+          lambda n: n.bucket_only() + n.objects(), "empty the bucket (unfinished uploads aborted), then delete it"),
 )
 
 
