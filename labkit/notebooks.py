@@ -44,16 +44,17 @@ def summary(headline: str, **data: Any) -> None:
     """Show a notebook's result in one line; ``labkit run-notebooks`` prints it in its summary.
 
     ``data`` must be JSON-ready (numbers, strings, lists); ``jobs`` counts the jobs this notebook ran. The
-    AWS requests this notebook's kernel made are added (``api_calls`` by operation, ``cost_usd`` at the list
-    prices of ``prices_as_of``) and shown as a table above the line.
+    AWS requests this notebook's kernel made are added (``api_calls`` by operation, ``sqs_billed``: the SQS
+    requests billed where payloads over 64 KiB made them more, ``cost_usd`` at the list prices of
+    ``prices_as_of``) and shown as a table above the line.
     """
     from labkit.presenters import calls_table
-    calls = PROCESS_CALLS.snapshot()
-    record = {"headline": headline, **data, "api_calls": calls, "cost_usd": costs.cost(calls)["total_usd"],
-              "prices_as_of": costs.PRICES["as_of"]}
+    calls, billed = PROCESS_CALLS.snapshot(), PROCESS_CALLS.billed()
+    record = {"headline": headline, **data, "api_calls": calls, "sqs_billed": billed,
+              "cost_usd": costs.cost(calls, billed)["total_usd"], "prices_as_of": costs.AS_OF}
     json.dumps(record)  # fail here, not in the runner, if something is not JSON-ready
     from IPython.display import display
-    display(calls_table(calls, "AWS requests this notebook made"))
+    display(calls_table(calls, "AWS requests this notebook made", billed))
     display({SUMMARY_MIME: record, "text/plain": f"summary: {headline}"}, raw=True)
 
 

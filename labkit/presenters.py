@@ -112,10 +112,31 @@ def status_tables(status: dict[str, Any]) -> list[Table]:
         bucket_line = f"{b.get('name', '?')} ({b.get('error', 'unknown')})"
     alive = running(status.get("workers", []))
     workers = f"{len(alive)} local running" + "".join(f", pid {c.pid} (log {c.log})" for c in alive)
-    other = [["endpoint", status["endpoint"]], ["bucket", bucket_line],
-             ["reply queues", status.get("reply_queues", 0)], ["workers", workers]]
+    other = [["endpoint", status["endpoint"]], ["credentials", credentials_line(status.get("credentials"))],
+             ["bucket", bucket_line], ["reply queues", status.get("reply_queues", 0)], ["workers", workers]]
+    other += [["", note] for note in status.get("worker_notes", [])]
+    queues = queues or [["(not looked at)", "", "", "", ""]] if (status.get("credentials") or {}).get("problem") \
+        else queues
     return [Table(queues, ["queue", "role", "visible", "in flight", "dead-letter"], "Queues"),
             Table(other, None, "Resources")]
+
+
+def credentials_line(info: dict[str, Any] | None) -> str:
+    """The credentials in use, in words: kind, where from, when they expire (where known); never a key."""
+    if not info:
+        return "unknown"
+    profile = f", profile {info['profile']}" if info.get("profile") else ""
+    text = f"{info.get('kind')} from {info.get('source')}{profile}"
+    if info.get("expires"):
+        left = info["expires"] - time.time()
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(info["expires"]))
+        text += f"; expire {when}" + (f" (in {left / 60:.0f} min)" if left > 0 else " (expired)") + \
+            ("; renewed automatically" if info.get("refreshed") else "")
+    elif info.get("kind") == "session keys (temporary)":
+        text += "; expiry unknown (keys in a file do not say; AWS Academy's last about 4 hours)"
+    if info.get("problem"):
+        text += f"; REFUSED: {info['problem']}"
+    return text
 
 
 def changes_table(title: str, **lines: Iterable[str]) -> Table:
@@ -181,18 +202,21 @@ def timeline_table(events: Sequence[dict[str, Any]], title: str = "Timeline") ->
     return Table(table_rows or [["", "(no events)", ""]], ["at", "event", ""], title)
 
 
-def calls_table(calls: dict[str, int], title: str = "AWS requests") -> Table:
-    """AWS requests by operation with their price at list prices (dated), and the total."""
+def calls_table(calls: dict[str, int], title: str = "AWS requests", billed: dict[str, int] | None = None) -> Table:
+    """AWS requests by operation with their price at list prices (dated), and the total. ``billed``: the SQS
+    requests billed per operation (64 KiB chunks), when more than the calls."""
     from labkit import costs
-    total = costs.cost(calls)["total_usd"]
-    rows = costs.rows(calls) + [["total", sum(calls.values()), f"${total:,.6f}"]]
-    return Table(rows, ["operation", "requests", f"at list prices of {costs.PRICES['as_of']}"], title)
+    total = costs.cost(calls, billed)["total_usd"]
+    rows = costs.rows(calls, billed) + [["total", sum(calls.values()), f"${total:,.6f}"]]
+    return Table(rows, ["operation", "requests", f"at list prices of {costs.AS_OF}"], title)
 
 
 def billing_table(status: dict[str, Any], local: bool = False) -> Table:
-    """What is billing now on AWS (instances, alarms, bucket storage, queues) with list prices (dated); on an
-    emulator, what the same would cost there."""
+    """What is billing now on AWS (instances with their public IPv4 addresses and root volumes, alarms' metrics,
+    the workers' own polling, bucket storage, queues) per hour and month at list prices (dated); on an emulator,
+    what the same would cost there."""
     from labkit import costs
     title = "What the same would cost on AWS" if local else "What costs money while it exists"
-    return Table(costs.billing_now(status) or [["nothing", ""]],
-                 ["billing now" if not local else "on AWS", f"at list prices of {costs.PRICES['as_of']}"], title)
+    workers = 0 if local else len(running(status.get("workers", [])))
+    return Table(costs.billing_now(status, workers) or [["nothing", ""]],
+                 ["billing now" if not local else "on AWS", f"at list prices of {costs.AS_OF}"], title)

@@ -14,6 +14,7 @@ Each event is a small dict ``{"event": name, "at": <epoch seconds>, ...}``; see 
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -120,10 +121,29 @@ def describe(e: dict[str, Any]) -> str:
     return ""
 
 
-def worker_label(worker: str) -> str:
+# EC2's host names: by IP (ip-10-0-1-23.ec2.internal, ip-10-0-1-23.eu-west-1.compute.internal) or, when the
+# subnet names hosts by resource, by instance id (i-0123456789abcdef0.ec2.internal).
+_EC2_BY_ID = re.compile(r"(i-[0-9a-f]{8,17})(\.[a-z0-9-]+)*\.(ec2|compute)\.internal")
+_EC2_BY_IP = re.compile(r"(ip-\d+-\d+-\d+-\d+)\.([a-z0-9-]+\.)?(ec2|compute)\.internal")
+
+
+def worker_label(worker: str, instance: str | None = None) -> str:
     """A worker's id as people read it. Ids are ``<host>:<pid>`` (docs/protocol.md): one on this machine is
-    ``local worker 14003``, another ``worker 812 on ip-10-0-1-23``; anything else is shown as it is."""
+    ``local worker 14003``, one on an EC2 instance ``EC2 instance i-0abc… (worker 812)`` (``instance``: its id
+    when known, say from the fleet's heartbeats; else read from the host name where EC2 puts it there) or
+    ``worker 812 on EC2 host ip-10-0-1-23``; another ``worker 812 on <host>``; anything else as it is."""
     host, sep, pid = str(worker).rpartition(":")
     if not (sep and host and pid.isdigit()):
-        return str(worker)
+        return f"EC2 instance {instance} (worker {worker})" if instance else str(worker)
+    by_id, by_ip = _EC2_BY_ID.fullmatch(host), _EC2_BY_IP.fullmatch(host)
+    instance = instance or (by_id.group(1) if by_id else None)
+    if instance:
+        return f"EC2 instance {instance} (worker {pid})"
+    if by_ip:
+        return f"worker {pid} on EC2 host {by_ip.group(1)}"
     return f"local worker {pid}" if host == socket.gethostname() else f"worker {pid} on {host}"
+
+
+def on_ec2(label: str) -> bool:
+    """True for a :func:`worker_label` that names an EC2 instance or host."""
+    return label.startswith("EC2 instance ") or " on EC2 host " in label

@@ -277,7 +277,7 @@ def test_02_images_panel_after_run_all(nb, tmp_path):
 def test_03_ec2_worker_on_the_emulator(nb):
     run_all(nb, "03_ec2_worker")
     text = nb.notebook_text()
-    assert "answered by worker" in text and "deleted" in text and "summary: deployed" in text
+    assert "answered by local worker" in text and "deleted" in text and "summary: deployed" in text
     assert nb.problems() == []
 
 

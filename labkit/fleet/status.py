@@ -5,17 +5,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from labkit import costs
 from labkit.aws.calls import is_denied
 from labkit.aws.clients import Clients
 from labkit.aws.ec2 import Ec2, decode_user_data
 from labkit.aws.storage import Bucket
 from labkit.config import read_state
 from labkit.errors import AwsError
-from labkit.fleet.health import Health, instance_health
+from labkit.fleet.health import Health, failed_boots, heartbeats, instance_health
 from labkit.fleet.instances import NOT_TERMINATED, instances, tag
 from labkit.fleet.names import BUILD_TAG, FleetNames
 from labkit.fleet.network import find_security_group
 from labkit.fleet.run import Run
+from labkit.timeline import on_ec2, worker_label
 
 
 def _names(clients: Clients) -> tuple[FleetNames, dict[str, Any]]:
@@ -41,10 +43,17 @@ def fleet_status(clients: Clients) -> dict[str, Any] | None:
         "build": record.get("build"), "instance_profile": record.get("instance_profile"),
         "security_group": sg["GroupId"] if sg else None,
         "instances": [_instance(i, health[i["InstanceId"]]) for i in found],
+        # A group's failed boots of this build in the last hour, and whether they stopped it (bootstrap.sh)
+        "bootstrap": failed_boots(Bucket(clients.s3, names.fleet), record.get("build"), group),
         "group": None if group is None else {"name": group["AutoScalingGroupName"], "min": group["MinSize"],
                                              "max": group["MaxSize"], "desired": group["DesiredCapacity"]},
-        "alarms": [{"name": a["AlarmName"], "state": a["StateValue"]} for a in alarms],
+        "alarms": [{"name": a["AlarmName"], "state": a["StateValue"], "metrics": alarm_metrics(a)} for a in alarms],
     }
+
+
+def alarm_metrics(alarm: dict[str, Any]) -> int:
+    """The metrics an alarm reads (CloudWatch bills each): those of its metric-math expression, else one."""
+    return sum(1 for m in alarm.get("Metrics") or [] if m.get("MetricStat")) or 1
 
 
 def fleet_leftovers(clients: Clients) -> list[str]:
@@ -76,9 +85,30 @@ def fleet_leftovers(clients: Clients) -> list[str]:
     return found
 
 
+def instance_of(clients: Clients, worker: str) -> str | None:
+    """The fleet's EC2 instance whose worker is ``worker`` (a reply's worker id), read from the heartbeats the
+    instances' workers write (they name their worker); None for a worker elsewhere, or when unreadable."""
+    names, _ = _names(clients)
+    try:
+        ids = [i["InstanceId"] for i in instances(Run(clients, names), NOT_TERMINATED)]
+        beats = heartbeats(Bucket(clients.s3, names.fleet), ids)
+    except AwsError:
+        return None
+    return next((iid for iid, beat in beats.items() if beat.get("worker") == worker), None)
+
+
+def answered_by(clients: Clients, worker: str | None) -> tuple[str, bool]:
+    """Who answered, as people read it (``EC2 instance i-0abc… (worker 812)``, ``local worker 14003``), and
+    whether that is an EC2 instance."""
+    if not worker:
+        return "an unnamed worker", False
+    label = worker_label(worker, instance_of(clients, worker))
+    return label, on_ec2(label)
+
+
 def _instance(i: dict[str, Any], health: Health) -> dict[str, Any]:
     return {"id": i["InstanceId"], "type": i["InstanceType"], "state": i["State"]["Name"],
-            "launched": i["LaunchTime"].isoformat(timespec="seconds"),
+            "launched": i["LaunchTime"].isoformat(timespec="seconds"), "public_ip": bool(i.get("PublicIpAddress")),
             "zone": i.get("Placement", {}).get("AvailabilityZone"), "build": tag(i, BUILD_TAG),
             "health": health.state, "health_detail": health.detail}
 
@@ -108,8 +138,14 @@ def format_status(status: dict[str, Any] | None) -> str:
         lines.append(f"  group    {g['name']}: min {g['min']}, max {g['max']}, desired {g['desired']}")
     for a in status.get("alarms", []):
         lines.append(f"  alarm    {a['name']}: {a['state']}")
+    if status.get("bootstrap"):
+        lines.append(f"  boot     {status['bootstrap']}")
     if not status["instances"]:
         lines.append("  no instances")
+    hourly = costs.fleet_hourly(status)["total_usd"]
+    if hourly:
+        lines.append(f"  cost     ${hourly:,.4f}/hour on AWS while it runs (instances, public IPv4, root volumes, "
+                     f"alarms, the workers' polling; list prices of {costs.AS_OF}; `labkit status` itemizes it)")
     for i in status["instances"]:
         lines.append(f"  {i['id']:<21}{i['type']:<11}{i['state']:<10}launched {i['launched']}  {i['zone'] or ''}")
         if i.get("health"):
