@@ -36,7 +36,10 @@ Expired credentials (:func:`expire`)
     load: SQS ``ThrottlingException`` (HTTP 400), S3 ``SlowDown`` (503); or a server error: ``InternalError``
     (S3, 500) / ``InternalFailure`` (SQS, 500). AWS, "Error retries and exponential backoff" (AWS General
     Reference) and S3's "SlowDown: Please reduce your request rate". They are answered at ``before-send``,
-    inside botocore's retry loop, so a client's own retries meet them as they would meet AWS.
+    inside botocore's retry loop, so a client's own retries meet them as they would meet AWS. A server error
+    comes *after* AWS did the work, as it may ("the request may have succeeded"): the request is sent, its
+    answer thrown away, and the retry does it again (a message sent twice, an object written twice), except
+    ``ReceiveMessage``, whose lost messages would only come back after their visibility timeout.
 
 Every answer given is counted in the folder (:func:`injected`), so that a test can show the fault happened.
 """
@@ -51,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from botocore.awsrequest import AWSResponse
+from botocore.httpsession import URLLib3Session
 
 PLUGINS = "BOTOCORE_EXPERIMENTAL__PLUGINS"
 FAULTS = "LABKIT_TEST_FAULTS"
@@ -197,6 +201,8 @@ class Faults:
         else:
             return None
         self._answered(code)
+        if status == 500 and not event_name.endswith(".ReceiveMessage"):
+            _HTTP.send(request)  # done, and its answer lost on the way back
         if sqs:
             body = json.dumps({"__type": f"com.amazonaws.sqs#{code}", "message": "Rate exceeded"}).encode()
             headers = {"x-amzn-query-error": f"{code};Sender", "Content-Type": "application/x-amz-json-1.0"}
@@ -217,6 +223,7 @@ class _Raw:
         yield self.data
 
 
+_HTTP = URLLib3Session()
 _SENT = itertools.count(1)  # this process's SQS and S3 requests, retries included
 
 

@@ -100,3 +100,43 @@ def test_a_bucket_name_another_account_holds_is_one_line_saying_what_to_do(emula
     assert up.returncode == 1 and "Traceback" not in up.stderr, up.stderr
     assert f"the bucket name {s.bucket} is taken by another AWS account" in up.stderr
     labkit_with(s, {}, "teardown", "--yes")
+
+
+# A class's worth of work through throttling and server errors: many small jobs at once, a large list (its
+# payload through S3, both ways) and an image job.
+BUSY_CLIENT = """
+import io, numpy as np
+from PIL import Image
+from labkit import Lab
+with Lab() as lab:
+    small = lab.numbers_many([[i, i + 1, i + 5] for i in range(40)])
+    big = lab.numbers(np.arange(200_000))
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 40, 40)).save(buf, "PNG")
+    pic = lab.image(buf.getvalue(), ["grayscale"])
+    print([r["median"] for r in small] == [i + 1 for i in range(40)],
+          big.result(timeout=120)["max"], pic.result(timeout=120)["width"])
+"""
+
+
+def test_throttling_and_server_errors_now_and_then_lose_nothing_and_stop_no_one(student: Student,
+                                                                               tmp_path: Path) -> None:
+    # Given every process throttled on one SQS or S3 request in 5 (ThrottlingException, SlowDown) and answered
+    # with a server error on one in 7 (InternalFailure, InternalError), as AWS sheds load
+    faults = tmp_path / "faults"
+    env = fault_env(faults, throttle_every=5, error_5xx_every=7)
+    up = student.run("up", **env)
+    assert up.returncode == 0, up.stdout + up.stderr
+    # When a client sends many jobs at once, a large one and an image through them
+    client = subprocess.run([sys.executable, "-c", BUSY_CLIENT], cwd=student.lab, env={**student.env, **env},
+                            capture_output=True, text=True, timeout=300)
+    # Then every answer is right, nothing was sent twice or lost, and no one met a traceback
+    assert client.returncode == 0, client.stderr
+    assert client.stdout.split() == ["True", "199999", "64"], client.stdout
+    for code in ("ThrottlingException", "SlowDown", "InternalFailure", "InternalError"):
+        assert injected(faults, code) > 0, code  # each fault did happen, in the worker's and the client's calls
+    # And the worker still serves, and said nothing alarming: botocore's retries absorbed each answer
+    status = student.run("status", **env)
+    assert status.returncode == 0 and "1 local running" in status.stdout, status.stdout + status.stderr
+    log = (student.lab / ".labkit" / "logs" / "worker-0.log").read_text()
+    assert "Traceback" not in log and "lost contact" not in log, log

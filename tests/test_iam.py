@@ -177,7 +177,9 @@ def test_each_command_runs_with_only_the_deployer_policy_docs_list_for_it(iam: I
     idle = {provision.LAST_SEEN_TAG: str(int(time.time()) - 7200)}
     iam.client("sqs").create_queue(QueueName=f"labkit-reply-{s.bucket[-8:]}", tags=idle)
     assert f"queue labkit-reply-{s.bucket[-8:]}" in run("teardown", "teardown", "--yes")
-    # And everything is gone at the end
+    # And everything that bills is gone: the bucket stays, empty, until `teardown --all`
+    assert not iam.client("s3").list_objects_v2(Bucket=s.bucket).get("Contents")
+    assert f"bucket {s.bucket} (" in run("teardown", "teardown", "--yes", "--all")
     assert s.bucket not in [b["Name"] for b in iam.client("s3").list_buckets()["Buckets"]]
     # And the emulator did enforce the policies: the `up` user may not deploy
     out = labkit_as(s, users["up"], "deploy", "--workers", "1")
