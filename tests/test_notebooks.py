@@ -333,8 +333,8 @@ def test_every_summary_prices_the_requests_its_notebook_made(run):
     for n in report.notebooks:
         [s] = n.summaries
         assert s["api_calls"] and all(isinstance(v, int) and v > 0 for v in s["api_calls"].values()), n.name
-        # (a notebook's requests cost a fraction of a cent at the list prices docs/aws.md gives, of 2025-06)
-        assert 0 < s["cost_usd"] < 0.01 and s["prices_as_of"] == "2025-06", (n.name, s["cost_usd"])
+        # (a notebook's requests cost a fraction of a cent at the list prices docs/aws.md gives, dated)
+        assert 0 < s["cost_usd"] < 0.01 and s["prices_as_of"] == costs.AS_OF, (n.name, s["cost_usd"])
         text = all_text(executed(report, n.name))
         assert "AWS requests this notebook made" in text and f"at list prices of {costs.PRICES['as_of']}" in text
     numbers = summary(report, "01_numbers")["api_calls"]
