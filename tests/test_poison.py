@@ -165,6 +165,12 @@ TEMPLATES: list[Callable[[World], Case]] = [
     # No usable reply queue: retried, then dead-lettered.
     _dead(reply_to="not a url"),
     _dead(reply_to="ftp://127.0.0.1/123456789012/labkit-reply-x"),
+    # A labkit reply queue's name, at home in another account, or in another region: not run, dead-lettered (before:
+    # answered, into the queue of that name in the worker's own account).
+    lambda w: Case(_req(w, w.next_id(), reply_to=w.reply_to.replace("/123456789012/", "/210987654321/")), "numbers",
+                   "dead_letter"),
+    lambda w: Case(_req(w, w.next_id(), reply_to="https://sqs.eu-west-1.amazonaws.com/123456789012/"
+                        + w.reply_to.rsplit("/", 1)[-1]), "numbers", "dead_letter"),
     # A client's reply queue that is gone: the answer is dropped, the request deleted (no dead letter).
     lambda w: Case(_req(w, w.next_id(), reply_to=w.missing_reply_to), "numbers", "dropped"),
     lambda w: Case(_req(w, w.next_id(), reply_to=w.request_url), "numbers", "dead_letter"),

@@ -31,6 +31,10 @@ from worker.outage import OutageLog, is_transient, short
 
 log = logging.getLogger("labkit.worker")
 QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}(\.fifo)?$")
+# SQS's hosts on AWS, each naming its region: sqs.<region>.amazonaws.com (and .com.cn, api.aws, -fips), and the
+# legacy <region>.queue.amazonaws.com and queue.amazonaws.com (us-east-1).
+AWS_SQS_HOST = re.compile(r"^(?:sqs(?:-fips)?\.(?P<a>[a-z0-9-]+)\.(?:amazonaws\.com(?:\.cn)?|api\.aws)"
+                          r"|(?P<b>[a-z0-9-]+)\.queue\.amazonaws\.com(?:\.cn)?|queue\.amazonaws\.com)$")
 REPLY_URLS_KEPT = 4096  # reply queue URLs remembered as checked
 
 
@@ -174,6 +178,10 @@ class Answerer:
     def _job(self, src: Source, p: Prepared, req: JobRequest, received: float) -> Outcome:
         m, events = p.message, p.events
         url = self.reply_url(req.reply_to, src)
+        if url is None:  # nowhere this worker may answer: not run at all, and left for the dead-letter queue
+            return Outcome(m, None, None, _summary(req.id, req.kind, f"not run: reply_to {req.reply_to!r} is "
+                                                   "not a labkit reply queue of this account and region", None),
+                           req.id)
         sent = req.sent_at or m.sent_at
         queued = max(0.0, received - sent) if sent else 0.0
         t0 = time.perf_counter()
@@ -232,23 +240,25 @@ class Answerer:
                        job_id, result=res)
 
     def reply_url(self, reply_to: str | None, src: Source) -> str | None:
-        """Where a reply goes: ``reply_to`` if it names a labkit reply queue, else the default.
+        """Where a reply goes: ``reply_to`` if it names a labkit reply queue at home, else the default.
 
         Only labkit's own response queues and ``labkit-reply-*`` queues are accepted, so a message
-        cannot make the worker write into any other queue (its own request queue, say). An unusable
-        ``reply_to`` gives None: the request cannot be answered and goes to the dead-letter queue.
+        cannot make the worker write into any other queue (its own request queue, say), and only in the
+        worker's own account and region (:func:`home`, as its own response queue's URL says), so a message
+        cannot make it answer into another account's queue of that name. An unusable ``reply_to`` gives
+        None: the request cannot be answered and goes to the dead-letter queue.
         """
         if reply_to is None:
             return src.default_reply.url
         if reply_to in self._reply_urls:  # a client's many jobs name the same queue: check it once
             return self._reply_urls[reply_to]
-        url = self._check_reply_url(reply_to)
+        url = self._check_reply_url(reply_to, src.default_reply.url)
         if len(self._reply_urls) >= REPLY_URLS_KEPT:
             self._reply_urls.clear()  # bounded: a worker lives long and sees many clients
         self._reply_urls[reply_to] = url
         return url
 
-    def _check_reply_url(self, reply_to: str) -> str | None:
+    def _check_reply_url(self, reply_to: str, own: str) -> str | None:
         try:
             parsed = urlparse(reply_to)
         except ValueError:
@@ -256,9 +266,30 @@ class Answerer:
         name = parsed.path.rstrip("/").rsplit("/", 1)[-1]
         if parsed.scheme not in ("http", "https") or not QUEUE_NAME.match(name):
             return None
+        where = home(reply_to)
+        if where is None or where != home(own):
+            return None
         if name in self._allowed_replies or name.startswith(REPLY_QUEUE_PREFIX):
             return reply_to
         return None
+
+
+def home(queue_url: str) -> tuple[str, str] | None:
+    """Where a queue lives, as its URL says: (its region on AWS, else its endpoint's host and port; its account).
+    Two URLs of one queue may differ in host (SQS's legacy hosts): both give one home. None for a URL that is not
+    ``scheme://host/account/name``."""
+    try:
+        parsed = urlparse(queue_url)
+        host = (parsed.hostname or "").lower()
+        port = parsed.port
+    except ValueError:
+        return None
+    parts = parsed.path.strip("/").split("/")
+    if len(parts) != 2 or not parts[0]:
+        return None
+    aws = AWS_SQS_HOST.match(host)
+    where = f"aws:{aws['a'] or aws['b'] or 'us-east-1'}" if aws else f"{parsed.scheme}://{host}:{port}"
+    return where, parts[0]
 
 
 def handler_failed(kind: str, job_id: str, exc: Exception) -> JobError:
