@@ -23,7 +23,7 @@ from labkit import fleet
 from labkit.aws.clients import Clients
 from labkit.client import Lab
 from labkit.config import LOGS_PREFIX, Settings, read_state
-from tests.conftest import FAKE_KEY_ID, FAKE_SECRET, ROOT, require_tool
+from tests.conftest import FAKE_KEY_ID, FAKE_SECRET, ROOT, require_tool, settings_env
 
 SCRIPT = fleet.DEPLOY_DIR / "bootstrap.sh"
 UNIT = fleet.DEPLOY_DIR / "labkit-worker.service"
@@ -360,3 +360,99 @@ def test_instances_end_when_they_power_off(settings: Settings) -> None:
         fleet.undeploy(clients)
 
 
+
+
+# -- in an Auto Scaling group: replaced at once, and no endless loop ------------------------------------------
+
+def group_with_instances(settings: Settings, tmp_path: Path, count: int) -> tuple[Clients, fleet.FleetNames, Path,
+                                                                                  list[str]]:
+    """A 0:3 group deployed on the emulator with ``count`` instances in it, and its launch template's user
+    data in a file whose pinned dependency cannot install (a hash that matches nothing)."""
+    clients = Clients(settings)
+    fleet.deploy(clients, fleet.FleetSpec(autoscale=(0, 3)))
+    names = fleet.FleetNames(settings.bucket or "")
+    scaling = clients("autoscaling")
+    scaling.set_desired_capacity(AutoScalingGroupName=names.group, DesiredCapacity=count)
+    group = scaling.describe_auto_scaling_groups(AutoScalingGroupNames=[names.group])["AutoScalingGroups"][0]
+    script = tmp_path / "user-data.sh"
+    script.write_text(fleet.fleet_user_data(clients))
+    pin_the_probe(tmp_path)
+    (tmp_path / "requirements.txt").write_text(f"labkit-probe==1.0 --hash=sha256:{'0' * 64}\n")
+    return clients, names, script, [i["InstanceId"] for i in group["Instances"]]
+
+
+def fail_to_boot(script: Path, root: Path, emulator_url: str, instance: str,
+                 **extra: str) -> subprocess.CompletedProcess[str]:
+    env = sandbox_env(root, emulator_url, LABKIT_INSTANCE_ID=instance, LABKIT_RETRY_DELAY="1", LABKIT_RETRY_FOR="2",
+                      LABKIT_POWEROFF=f"touch {root.parent / ('powered-off-' + instance)}", **extra)
+    boot = subprocess.run(["bash", str(script)], env=env, cwd=root.parent, capture_output=True, text=True, timeout=240)
+    assert boot.returncode != 0 and (root.parent / f"powered-off-{instance}").exists(), boot.stdout + boot.stderr
+    return boot
+
+
+def group_now(clients: Clients, names: fleet.FleetNames) -> dict:
+    return clients("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=[names.group])[
+        "AutoScalingGroups"][0]
+
+
+@pytest.mark.slow
+def test_a_failed_boot_in_a_group_is_replaced_at_once_and_three_stop_the_group_until_deploy(
+        emulator, settings: Settings, tmp_path: Path) -> None:
+    # Given a 0:3 group with three instances whose bootstrap cannot install its pinned dependencies
+    clients, names, script, ids = group_with_instances(settings, tmp_path, 3)
+    assert f': "${{LABKIT_GROUP:={names.group}}}"' in script.read_text()  # the template's user data names it
+    try:
+        # When the first instance's bootstrap gives up
+        first = fail_to_boot(script, tmp_path / "root", emulator.url, ids[0])
+        # Then it tells the group the instance is unhealthy (the group ignores terminate-on-shutdown), and
+        # powers off; the group is not stopped for one failure
+        assert f"told the group {names.group} that this instance is unhealthy" in first.stdout, first.stdout
+        health = {i["InstanceId"]: i["HealthStatus"] for i in group_now(clients, names)["Instances"]}
+        assert health[ids[0]] == "Unhealthy" and health[ids[1]] == "Healthy"
+        assert group_now(clients, names)["MaxSize"] == 3
+        # And status counts the failure, naming where the records are
+        shown = fleet.format_status(fleet.fleet_status(clients))
+        assert "bootstrap failed 1 time(s) in the last hour, last at 'installing the pinned dependencies'" in shown
+
+        # When the same build fails to boot twice more within the hour
+        fail_to_boot(script, tmp_path / "root", emulator.url, ids[1])
+        third = fail_to_boot(script, tmp_path / "root", emulator.url, ids[2])
+        # Then the third stops the group: min, max and desired 0, nothing relaunched
+        assert "failed to boot 3 times within an hour: stopping the Auto Scaling group" in third.stderr
+        group = group_now(clients, names)
+        assert (group["MinSize"], group["MaxSize"], group["DesiredCapacity"]) == (0, 0, 0)
+        # And `labkit status` says so, where to look and what to do
+        status = subprocess.run([sys.executable, "-m", "labkit", "status"], env=settings_env(
+            settings), cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert status.returncode == 0, status.stderr
+        prefix = f"s3://{settings.bucket}/logs/health/failed/"
+        assert "bootstrap failed 3 time(s) in the last hour" in status.stdout, status.stdout
+        assert f"the group {names.group} stopped itself (max 0)" in status.stdout and prefix in status.stdout
+        assert "fix and deploy again" in status.stdout
+
+        # When deploy runs again, it starts the group again and says why it had stopped
+        report = fleet.deploy(clients, fleet.FleetSpec(autoscale=(0, 3)))
+        assert f"auto scaling group {names.group} (min 0, max 3)" in report.updated
+        assert any("bootstrap failed 3 time(s)" in n and "had stopped itself and was started again" in n
+                   for n in report.notes), report.notes
+    finally:
+        fleet.undeploy(clients)
+
+
+@pytest.mark.slow
+def test_a_boot_that_fails_before_boto3_is_there_tells_the_group_with_the_aws_cli(
+        emulator, settings: Settings, tmp_path: Path) -> None:
+    # Given the AWS CLI (Amazon Linux ships it; a failure can come before pip installed boto3)
+    tool("aws")
+    clients, names, script, ids = group_with_instances(settings, tmp_path, 1)
+    try:
+        # When a bootstrap gives up and makes its calls with the AWS CLI
+        boot = fail_to_boot(script, tmp_path / "root", emulator.url, ids[0], LABKIT_AWS_CLI="1")
+        # Then the failure is recorded and the group told, as with boto3
+        assert f"told the group {names.group} that this instance is unhealthy" in boot.stdout, boot.stdout + boot.stderr
+        assert group_now(clients, names)["Instances"][0]["HealthStatus"] == "Unhealthy"
+        failed = clients.s3.list_objects_v2(Bucket=settings.bucket, Prefix="logs/health/failed/")["KeyCount"]
+        beat = clients.s3.get_object(Bucket=settings.bucket, Key=f"logs/health/{ids[0]}.json")["Body"].read()
+        assert failed == 1 and json.loads(beat)["status"] == "failed"
+    finally:
+        fleet.undeploy(clients)

@@ -7,6 +7,9 @@ reported yet and is younger than :data:`BOOT_BUDGET`; past that it *never became
 heartbeats stopped coming is *silent* (hung, or its instance is going away); one that reports a loop that
 stopped turning is *stalled*; *failed* is a bootstrap that gave up. ``labkit status`` shows these, and
 ``labkit deploy`` reports the instances that never became healthy.
+
+In an Auto Scaling group a failed bootstrap also leaves ``logs/health/failed/<build>/<epoch>-<instance-id>.json``
+and, the third time within an hour, stops its group (bootstrap.sh's ``leave_group``): :func:`failed_boots` says so.
 """
 
 from __future__ import annotations
@@ -21,12 +24,16 @@ from labkit.aws.storage import Bucket
 from labkit.config import HEALTH_PREFIX, HEARTBEAT_SECONDS
 from labkit.errors import AwsError, NotFound, WaitTimeout
 from labkit.fleet.instances import LIVE, instances
+from labkit.fleet.names import BUILD_TAG
 from labkit.fleet.run import Run
 
 # Launch to a serving worker is about three minutes; the bootstrap retries each step for up to five minutes
 # before it gives up and powers the instance off. Past this, an instance that never reported is broken.
 BOOT_BUDGET = 900.0
 STALE_AFTER = 3 * HEARTBEAT_SECONDS  # a worker writes its heartbeat every HEARTBEAT_SECONDS (worker/health.py)
+FAILED_PREFIX = HEALTH_PREFIX + "failed/"  # bootstrap.sh writes one object per failed boot in a group here
+STOP_AFTER = 3  # bootstrap.sh's: this many failed boots of a build within STOP_WINDOW stop the group
+STOP_WINDOW = 3600.0
 HEALTHY = "serving"
 BAD = ("never healthy", "failed", "silent", "stalled")
 
@@ -104,6 +111,49 @@ def instance_health(bucket: Bucket, instances: list[dict[str, Any]], now: float 
     return {i["InstanceId"]: classify(i["LaunchTime"], beats.get(i["InstanceId"]), now) for i in instances}
 
 
+def failed_boots(bucket: Bucket, build: str | None, group: dict[str, Any] | None,
+                 now: float | None = None) -> str | None:
+    """A line on the failed boots of ``build`` in the group within the last hour, or None when there were none
+    (or the records cannot be read). ``group`` is the group as Auto Scaling describes it (None: no group)."""
+    if not build or group is None:
+        return None
+    prefix, now = f"{FAILED_PREFIX}{build}/", time.time() if now is None else now
+    try:
+        keys = sorted(o.key for o in bucket.list(prefix))
+    except (AwsError, NotFound):
+        return None
+    recent = [k for k in keys if _epoch(k[len(prefix):]) >= now - STOP_WINDOW]
+    if not recent:
+        return None
+    try:
+        last = json.loads(bucket.get(recent[-1], max_bytes=64 * 1024))
+        step = f", last at '{last.get('step', '?')}' on {last.get('instance', '?')}"
+    except (AwsError, NotFound, ValueError, AttributeError):
+        step = ""
+    name = group["AutoScalingGroupName"]
+    if group["MaxSize"] == 0:
+        stopped = f": the group {name} stopped itself (max 0)"
+    elif len(recent) >= STOP_AFTER:
+        stopped = f": the group {name} had stopped itself and was started again; one more failure stops it"
+    else:
+        stopped = f" (after {STOP_AFTER}, the group {name} stops itself)"
+    return (f"bootstrap failed {len(recent)} time(s) in the last hour{step}{stopped}; see s3://{bucket.name}/{prefix} "
+            "and the boot log (aws ec2 get-console-output), fix and deploy again")
+
+
+def _epoch(name: str) -> float:
+    head = name.split("-", 1)[0]
+    return float(head) if head.isdigit() else 0.0
+
+
+def template_build(run: Run) -> str | None:
+    """The build the group's launch template launches (its instances' build tag), or None."""
+    data = run.ec2.launch_template_data(run.names.launch_template) if run.ec2.launch_template(
+        run.names.launch_template) else None
+    tags = [t for spec in (data or {}).get("TagSpecifications", []) for t in spec.get("Tags", [])]
+    return next((t["Value"] for t in tags if t["Key"] == BUILD_TAG), None)
+
+
 def review(run: Run, wait: float = 0.0) -> list[str]:
     """Note in ``run``'s report each live instance of the fleet that is not healthy; returns their ids.
 
@@ -133,4 +183,8 @@ def review(run: Run, wait: float = 0.0) -> list[str]:
     if bad:
         run.report.notes.append("see its boot log: aws ec2 get-console-output --latest --output text --instance-id "
                                 f"{next(iter(bad))}; a failed instance powers itself off and is replaced")
+    group = run.scaling.group(run.names.group)
+    boots = failed_boots(bucket, template_build(run), group) if group else None
+    if boots:
+        run.report.notes.append(boots)
     return list(bad)

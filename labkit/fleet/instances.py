@@ -11,6 +11,7 @@ from labkit.errors import AwsError, ConfigError
 from labkit.fleet.names import BUILD_TAG, FLEET_TAG, MODE_TAG
 from labkit.fleet.run import Run
 from labkit.fleet.spec import FleetSpec
+from labkit.fleet.userdata import with_values
 
 BURSTABLE_FAMILIES = ("t2", "t3", "t3a", "t4g")  # EC2 types that earn and spend CPU credits
 
@@ -59,7 +60,8 @@ def launch_data(run: Run, spec: FleetSpec, ami: str, gid: str, user_data: str, p
         "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 1},
         "TagSpecifications": [{"ResourceType": "instance", "Tags": tags},
                               {"ResourceType": "volume", "Tags": tags}],
-        "UserData": user_data,
+        # In a group, the bootstrap tells the group when it fails (bootstrap.sh: leave_group).
+        "UserData": with_values(user_data, {"LABKIT_GROUP": run.names.group}) if mode == "autoscale" else user_data,
         # A worker that cannot serve powers its instance off (bootstrap.sh, the unit's FailureAction): that ends
         # it for good, so that it stops billing and an Auto Scaling group replaces it.
         "InstanceInitiatedShutdownBehavior": "terminate",

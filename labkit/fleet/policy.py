@@ -4,7 +4,7 @@ Pure functions (no AWS calls), so the documents can be read and tested on their 
 
     worker_policy(settings, bucket="labkit-123456789012-us-east-1", account="123456789012")
 
-Every SQS and S3 statement names its resources; only the Session Manager statement uses ``*``
+Every SQS, S3 and Auto Scaling statement names its resources; only the Session Manager statement uses ``*``
 (those actions do not support resource-level permissions). :data:`WHY` says why each action is there.
 """
 
@@ -24,6 +24,7 @@ from labkit.config import (
     UNPROCESSED_PREFIX,
     Settings,
 )
+from labkit.fleet.names import FleetNames
 
 VERSION = "2012-10-17"
 SESSION_MANAGER_ACTIONS = [
@@ -53,6 +54,12 @@ WHY = {
                                "rule aborts them a day later",
     "s3:ListBucket": "on the bucket only: without it S3 answers a missing object with 403 instead of 404, and "
                      "the worker could not tell the sender 'not_found'",
+    "autoscaling:SetInstanceHealth": "on the fleet's own group only: a bootstrap that fails tells the group its "
+                                     "instance is unhealthy, so that the group replaces it at once (a group ignores "
+                                     "the launch template's terminate-on-shutdown)",
+    "autoscaling:UpdateAutoScalingGroup": "on the fleet's own group only, and only to set its min and max size to 0 "
+                                          "(conditions): after 3 failed bootstraps of a build within an hour the "
+                                          "group stops instead of booting broken instances forever",
     "ssm:UpdateInstanceInformation": "register the instance with Systems Manager, so Session Manager can reach "
                                      "it with no inbound port open",
     "ssmmessages:CreateControlChannel": "Session Manager: open a shell session over HTTPS instead of SSH",
@@ -109,10 +116,34 @@ def worker_policy(settings: Settings, bucket: str, account: str, region: str | N
          "Action": ["s3:ListBucket"],
          "Resource": [bucket_arn(region, bucket)], "Condition": own_bucket},
     ]
+    statements += _own_group(region, account, FleetNames(bucket).group)
     if session_manager:
         statements.append({"Sid": "SessionManager", "Effect": "Allow", "Action": list(SESSION_MANAGER_ACTIONS),
                            "Resource": "*"})
     return {"Version": VERSION, "Statement": statements}
+
+
+def group_arn(region: str, account: str, group: str) -> str:
+    """The ARN of the Auto Scaling group ``group`` (its id, part of the ARN, is not known before it exists)."""
+    return f"arn:{partition(region)}:autoscaling:{region}:{account}:autoScalingGroup:*:autoScalingGroupName/{group}"
+
+
+def _own_group(region: str, account: str, group: str) -> list[dict[str, Any]]:
+    """What a failed bootstrap may do to its own group: mark its instance unhealthy; stop the group, which is
+    UpdateAutoScalingGroup with min and max 0 and nothing else (no template, image, type or subnets: the keys
+    of those must be absent). SuspendProcesses would also stop launches, but cannot be limited to Launch: it
+    would let the role suspend Terminate or HealthCheck too, keeping broken instances billing."""
+    arn = group_arn(region, account, group)
+    untouched = ["autoscaling:LaunchConfigurationName", "autoscaling:LaunchTemplateVersionSpecified",
+                 "autoscaling:ImageId", "autoscaling:InstanceTypes", "autoscaling:VPCZoneIdentifiers"]
+    return [
+        {"Sid": "ReplaceFailedInstance", "Effect": "Allow", "Action": ["autoscaling:SetInstanceHealth"],
+         "Resource": [arn]},
+        {"Sid": "StopGroupAfterFailedBoots", "Effect": "Allow", "Action": ["autoscaling:UpdateAutoScalingGroup"],
+         "Resource": [arn],
+         "Condition": {"NumericEquals": {"autoscaling:MinSize": "0", "autoscaling:MaxSize": "0"},
+                       "Null": {key: "true" for key in untouched}}},
+    ]
 
 
 def grants(policy: dict[str, Any]) -> dict[str, set[str]]:

@@ -53,12 +53,30 @@ def _with_requirements(template: str, requirements: str) -> str:
     return PINNED_BLOCK.sub(lambda m: m.group(1) + "".join(ln + "\n" for ln in lines) + m.group(2), template, count=1)
 
 
+def compact(script: str) -> str:
+    """``script`` without its comment lines (the shebang and shellcheck's directives stay): the instance runs
+    the same commands, and EC2's 16 KiB limit leaves room for the pinned requirements. The documented script is
+    worker/deploy/bootstrap.sh."""
+    lines = script.splitlines(keepends=True)
+    return "".join(ln for i, ln in enumerate(lines)
+                   if i == 0 or not ln.lstrip().startswith("#") or ln.lstrip().startswith("# shellcheck"))
+
+
 def render_user_data(values: dict[str, str], requirements: str | None = None) -> str:
     """The bootstrap script with its settings lines (``: "${NAME:=…}"``) filled in from ``values`` and the
-    pinned ``requirements`` (default: :func:`pinned_requirements`) written in."""
+    pinned ``requirements`` (default: :func:`pinned_requirements`) written in, without its comments
+    (:func:`compact`)."""
     template = _with_requirements(bootstrap_template(), pinned_requirements() if requirements is None else requirements)
-    known = set(SETTINGS_LINE.findall(template))
-    missing = set(values) - known
+    text = compact(with_values(template, values))
+    if len(text.encode()) > USER_DATA_LIMIT:
+        raise ConfigError(f"the user data is {len(text.encode())} bytes, over EC2's limit of {USER_DATA_LIMIT}")
+    return text
+
+
+def with_values(script: str, values: dict[str, str]) -> str:
+    """``script`` (the bootstrap, or user data made from it) with the settings lines of ``values`` set to them.
+    For instance the group's launch template adds LABKIT_GROUP to the fleet's user data."""
+    missing = set(values) - set(SETTINGS_LINE.findall(script))
     if missing:
         raise ConfigError(f"bootstrap.sh has no settings line for {', '.join(sorted(missing))}")
     for name, value in values.items():
@@ -69,7 +87,4 @@ def render_user_data(values: dict[str, str], requirements: str | None = None) ->
         name = m.group(1)
         return f': "${{{name}:={values[name]}}}"' if name in values else m.group(0)
 
-    text = SETTINGS_LINE.sub(fill, template)
-    if len(text.encode()) > USER_DATA_LIMIT:
-        raise ConfigError(f"the user data is {len(text.encode())} bytes, over EC2's limit of {USER_DATA_LIMIT}")
-    return text
+    return SETTINGS_LINE.sub(fill, script)

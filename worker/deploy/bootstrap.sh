@@ -10,9 +10,14 @@
 #
 # Every step that needs the network is retried with a growing pause (5 s, doubling up to a minute) for up to
 # LABKIT_RETRY_FOR seconds: the instance role may not have reached IAM yet, a package mirror may hiccup. When a
-# step still fails, the bootstrap records why in s3://<bucket>/logs/health/<instance-id>.json (if it can) and
-# powers the instance off. It was launched to terminate on shutdown: it stops billing, an Auto Scaling group
-# replaces it, and `labkit status` / `labkit deploy` show what failed.
+# step still fails (or any command fails), the bootstrap records why in s3://<bucket>/logs/health/<instance-id>.json
+# (if it can) and powers the instance off: it stops billing, and `labkit status` / `labkit deploy` show what failed.
+# A lone instance was launched to terminate on shutdown. An Auto Scaling group ignores that setting (a stopped
+# instance is only found unhealthy at its next health check), so in a group (LABKIT_GROUP) the bootstrap also
+# records the failure in s3://<bucket>/logs/health/failed/<build>/ and tells the group the instance is unhealthy:
+# the group replaces it at once. After STOP_AFTER failures of this build within an hour it stops the group instead
+# (min, max and desired 0: the worker role may do nothing else to it), so that a broken build does not boot,
+# fail and bill in a loop forever; `labkit status` says so, and `labkit deploy` starts the group again.
 #
 # `labkit deploy` fills in the settings below. Each one can also come from the environment, which
 # is how the tests run this very script in a sandbox. Knobs for that (never set on EC2):
@@ -27,6 +32,7 @@
 #   LABKIT_INSTANCE_ID=ID    the instance's id (default: from cloud-init, else the instance metadata service)
 #   LABKIT_RETRY_FOR=SECONDS how long to retry a failing step (default 300); LABKIT_RETRY_DELAY its first pause
 #   LABKIT_POWEROFF=COMMAND  what powering off runs (default: systemctl poweroff; nothing with LABKIT_SKIP_SYSTEM=1)
+#   LABKIT_AWS_CLI=1         make the AWS calls on failure with the AWS CLI even when the venv has boto3
 set -euo pipefail
 umask 022
 
@@ -43,6 +49,8 @@ umask 022
 : "${LABKIT_ENDPOINT_URL:=}"
 # Your job modules (LABKIT_JOB_MODULES), by import name: the wheel holds them as top-level modules.
 : "${LABKIT_JOB_MODULES:=}"
+# The Auto Scaling group this instance belongs to (only in the group's launch template).
+: "${LABKIT_GROUP:=}"
 # -- end of settings --------------------------------------------------------------------------------
 
 # -- the worker's dependencies, pinned with their hashes (labkit deploy copies worker/deploy/requirements.txt
@@ -63,33 +71,91 @@ ETC="$ROOT/etc/labkit"
 UNIT_DIR="$ROOT/etc/systemd/system"
 UNIT=labkit-worker.service
 WHEEL="$APP/wheels/${LABKIT_WHEEL_KEY##*/}"
+BUILD="${LABKIT_WHEEL_SHA256:0:16}"  # labkit's name for this build
+FAILED_PREFIX="logs/health/failed/$BUILD/"  # one object per failed bootstrap in a group: <epoch>-<instance>.json
+STOP_AFTER=3  # failed bootstraps of one build within STOP_WINDOW seconds that stop its group
+STOP_WINDOW=3600
 
 log() { echo "labkit-bootstrap: $*"; }
 
-# -- giving up: say why where labkit reads it, then power off -----------------------------------------------
-report_failure() {  # report_failure STEP ATTEMPTS: the failed heartbeat, best effort (boto3 or the AWS CLI)
-    local doc now
-    [ -n "$INSTANCE_ID" ] || return 0
-    now="$(date +%s)"
-    doc="{\"v\": 1, \"instance\": \"$INSTANCE_ID\", \"status\": \"failed\", \"step\": \"$1\", \"attempts\": $2, \"at\": $now}"
-    if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import boto3' 2>/dev/null; then
-        printf '%s' "$doc" | timeout 60 "$VENV/bin/python" -c '
+# -- giving up: say why where labkit reads it, tell the group, power off ------------------------------------
+use_boto3() {  # may the AWS calls below use the venv's boto3? (it is there once pip has run)
+    [ "${LABKIT_AWS_CLI:-0}" != 1 ] && [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import boto3' 2>/dev/null
+}
+
+aws_api() {  # aws_api SERVICE OPERATION JSON: one call with the instance role; its answer as JSON on stdout
+    # boto3 when the venv has it, else the AWS CLI (Amazon Linux ships it): a failure can come before pip ran.
+    if use_boto3 && timeout 60 "$VENV/bin/python" -c '
+import json, sys, boto3
+service, operation, params, region, endpoint = sys.argv[1:6]
+client = boto3.client(service, region_name=region, endpoint_url=endpoint or None)
+answer = getattr(client, operation)(**json.loads(params))
+answer.pop("ResponseMetadata", None)
+print(json.dumps(answer, default=str))
+' "$1" "$2" "$3" "$AWS_REGION" "$LABKIT_ENDPOINT_URL"; then
+        return 0
+    fi
+    command -v aws >/dev/null || return 1
+    local service=$1
+    if [ "$service" = s3 ]; then
+        service=s3api
+    fi
+    timeout 60 aws "$service" "${2//_/-}" --cli-input-json "$3" --region "$AWS_REGION" --output json \
+        ${LABKIT_ENDPOINT_URL:+--endpoint-url "$LABKIT_ENDPOINT_URL"}
+}
+
+put_doc() {  # put_doc KEY JSON: a small JSON document into the bucket (boto3, else the AWS CLI)
+    if use_boto3 && printf '%s' "$2" | timeout 60 "$VENV/bin/python" -c '
 import sys, boto3
 region, bucket, key, endpoint = sys.argv[1:5]
 boto3.client("s3", region_name=region, endpoint_url=endpoint or None).put_object(
     Bucket=bucket, Key=key, Body=sys.stdin.buffer.read(), ContentType="application/json")
-' "$AWS_REGION" "$LABKIT_BUCKET" "logs/health/$INSTANCE_ID.json" "$LABKIT_ENDPOINT_URL" && return 0
+' "$AWS_REGION" "$LABKIT_BUCKET" "$1" "$LABKIT_ENDPOINT_URL"; then
+        return 0
     fi
-    if command -v aws >/dev/null; then
-        printf '%s' "$doc" | timeout 60 aws s3 cp - "s3://$LABKIT_BUCKET/logs/health/$INSTANCE_ID.json" \
-            --region "$AWS_REGION" --content-type application/json \
-            ${LABKIT_ENDPOINT_URL:+--endpoint-url "$LABKIT_ENDPOINT_URL"} >/dev/null && return 0
-    fi
-    return 1
+    command -v aws >/dev/null || return 1
+    printf '%s' "$2" | timeout 60 aws s3 cp - "s3://$LABKIT_BUCKET/$1" --region "$AWS_REGION" \
+        --content-type application/json ${LABKIT_ENDPOINT_URL:+--endpoint-url "$LABKIT_ENDPOINT_URL"} >/dev/null
 }
 
-stop_here() {  # stop_here STEP ATTEMPTS: record the failure, power off (an instance that cannot serve must not bill)
+failure_doc() {  # failure_doc STEP ATTEMPTS: the failed heartbeat labkit reads (labkit/fleet/health.py)
+    local step=${1//\"/\'}
+    printf '{"v": 1, "instance": "%s", "status": "failed", "step": "%s", "attempts": %s, "at": %s}' \
+        "$INSTANCE_ID" "${step//\\/\/}" "$2" "$(date +%s)"
+}
+
+leave_group() {  # leave_group STEP ATTEMPTS: the group replaces this instance, or stops after STOP_AFTER failures
+    local now failures query
+    now="$(date +%s)"
+    put_doc "$FAILED_PREFIX$now-$INSTANCE_ID.json" "$(failure_doc "$1" "$2")" \
+        || log "could not record the failure in s3://$LABKIT_BUCKET/$FAILED_PREFIX"
+    # This build's failures within the window: the keys after <prefix><now - window> (epochs sort as text).
+    query="{\"Bucket\": \"$LABKIT_BUCKET\", \"Prefix\": \"$FAILED_PREFIX\", \"StartAfter\": \"$FAILED_PREFIX$((now - STOP_WINDOW))\"}"
+    failures="$(aws_api s3 list_objects_v2 "$query" | grep -o '"KeyCount": *[0-9]*' | grep -o '[0-9]*$')" || failures=1
+    if (( failures >= STOP_AFTER )); then
+        echo "labkit-bootstrap: error: build $BUILD failed to boot $failures times within an hour: stopping the Auto" \
+             "Scaling group $LABKIT_GROUP (min, max and desired 0) so that it stops replacing it; fix the cause" \
+             "(s3://$LABKIT_BUCKET/$FAILED_PREFIX) and run labkit deploy again" >&2
+        if aws_api autoscaling update_auto_scaling_group "{\"AutoScalingGroupName\": \"$LABKIT_GROUP\", \
+\"MinSize\": 0, \"MaxSize\": 0, \"DesiredCapacity\": 0}" >/dev/null; then
+            return 0  # the group terminates its instances, this one too
+        fi
+        log "could not stop the group $LABKIT_GROUP"
+    fi
+    if aws_api autoscaling set_instance_health "{\"InstanceId\": \"$INSTANCE_ID\", \"HealthStatus\": \"Unhealthy\", \
+\"ShouldRespectGracePeriod\": false}" >/dev/null; then
+        log "told the group $LABKIT_GROUP that this instance is unhealthy: it terminates it ($failures failure(s) of" \
+            "build $BUILD within an hour)"
+    else
+        log "could not mark the instance unhealthy: the group finds it powered off at its next health check"
+    fi
+}
+
+stop_here() {  # stop_here STEP ATTEMPTS: record the failure, leave the group, power off (a broken instance must not bill)
     report_failure "$1" "$2" || log "could not record the failure in s3://$LABKIT_BUCKET/logs/health/"
+    if [ -n "$LABKIT_GROUP" ] && [ -n "$INSTANCE_ID" ]; then
+        leave_group "$1" "$2"
+    fi
     if [ -n "${LABKIT_POWEROFF:-}" ]; then
         log "powering off: $LABKIT_POWEROFF"
         sh -c "$LABKIT_POWEROFF" || true
@@ -98,6 +164,16 @@ stop_here() {  # stop_here STEP ATTEMPTS: record the failure, power off (an inst
         systemctl poweroff || shutdown -h now || true
     fi
     exit 1
+}
+
+report_failure() {  # report_failure STEP ATTEMPTS: the failed heartbeat, best effort
+    [ -n "$INSTANCE_ID" ] || return 0
+    put_doc "logs/health/$INSTANCE_ID.json" "$(failure_doc "$1" "$2")"
+}
+
+on_error() {  # any command that fails where no retry covers it (set -e would end the boot without a word)
+    trap - ERR
+    fail "command failed at line $1: $2"
 }
 
 fail() {  # fail MESSAGE: a failure no retry can mend
@@ -169,6 +245,9 @@ s3.download_file(bucket, key, dest + ".part")
 os.replace(dest + ".part", dest)
 PY
 }
+
+set -E
+trap 'on_error "$LINENO" "$BASH_COMMAND"' ERR
 
 # -- the settings, checked before anything changes ---------------------------------------------
 for var in AWS_REGION LABKIT_BUCKET LABKIT_REQUEST_QUEUE LABKIT_RESPONSE_QUEUE LABKIT_IMAGE_INBOX \
