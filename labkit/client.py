@@ -42,6 +42,7 @@ from labkit.job import DEFAULT_TIMEOUT, ImageResult, Job, SentRequest, download_
 from labkit.jobs import numbers as numbers_job
 from labkit.journal import Journal
 from labkit.keys import safe_key, upload_key
+from labkit.local import worker_notes
 from labkit.protocol import JobRequest, encode_request, json_loads
 from labkit.replies import Replies
 from labkit.timeline import event
@@ -369,10 +370,13 @@ class Lab:
         return outcomes
 
     def status(self) -> dict[str, Any]:
-        """Endpoint, queues and depths, bucket, and the local workers recorded by ``labkit up``."""
+        """Endpoint, queues and depths, bucket, the credentials in use (kind, expiry where known), and the local
+        workers recorded by ``labkit up`` with what they said of themselves (waiting for renewed credentials,
+        stopped for want of them)."""
         out = provision.status(self.clients)
         state = read_state(self.settings.state_dir)
         out["workers"] = state.get("workers", [])
+        out["worker_notes"] = worker_notes(self.settings.state_dir, out["workers"])
         return out
 
     def stats(self) -> dict[str, Any]:

@@ -10,15 +10,18 @@
     │   ├── NotFound                 code "not_found": an object or queue named by the job is missing
     │   └── RemoteJobError           the worker answered ok=false (any code), raised at the client
     ├── AwsError                     an AWS call failed; keeps the AWS error code
+    │   └── CredentialsError         AWS refused the credentials themselves (not an outage): new ones are needed
+    │       └── CredentialsExpired   session credentials expired (ExpiredToken and friends)
     └── WaitTimeout                  something waited for did not happen in time (also a TimeoutError)
         └── JobTimeout               a result did not arrive in time
 
-User errors (``ConfigError``, ``JobError`` and its children, ``WaitTimeout``) are printed by the CLI as
-one line, without a traceback.
+User errors (``ConfigError``, ``JobError`` and its children, ``WaitTimeout``, ``CredentialsError``) are printed by
+the CLI as one line, without a traceback.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 # Error codes of the message protocol (docs/protocol.md).
@@ -111,8 +114,75 @@ class AwsError(LabkitError):
         code = err.get("Code")
         msg = err.get("Message") or str(exc)
         op = getattr(exc, "operation_name", None)
+        refused = credentials_error(exc, what)
+        if refused is not None:  # not an outage, not a missing thing: the one line says what to do
+            return refused
         prefix = f"{what}: " if what else ""
         return cls(f"{prefix}{msg}" + (f" ({code})" if code else ""), code=code, operation=op)
+
+
+# AWS's codes for credentials it no longer accepts because they expired (SQS's JSON protocol says
+# ExpiredTokenException, S3 and the query services ExpiredToken; EC2's RequestExpired also means a clock more than
+# 15 minutes off; S3's TokenRefreshRequired asks for a refreshed session token).
+EXPIRED_CODES = frozenset({"ExpiredToken", "ExpiredTokenException", "RequestExpired", "TokenRefreshRequired"})
+# Codes for credentials AWS does not know at all: a wrong or deactivated key, a session token that does not belong
+# to it, a session ended early. Not an expiry, but not an outage either: the remedy is the same, valid credentials.
+INVALID_CODES = frozenset({"InvalidClientTokenId", "UnrecognizedClientException", "InvalidAccessKeyId",
+                           "InvalidToken"})
+# botocore's own errors when credentials it refreshes itself (SSO, a login session) cannot be refreshed any more.
+REFRESH_FAILURES = frozenset({"UnauthorizedSSOTokenError", "SSOTokenLoadError", "TokenRetrievalError",
+                              "LoginRefreshRequired", "LoginTokenLoadError", "RefreshWithMFAUnsupportedError"})
+RENEW_HINT = ("renew them (AWS Academy: copy the new ones from \"AWS Details\" into ~/.aws/credentials; SSO: "
+              "`aws sso login`)")
+
+
+def credentials_error(exc: BaseException | None, what: str = "") -> CredentialsError | None:
+    """The :class:`CredentialsError` ``exc`` stands for (a ``ClientError`` or :class:`AwsError` whose code says AWS
+    refused the credentials, botocore's failure to refresh them, or one already made), else None. The one place
+    that tells refused credentials from an outage or a refusal of the call itself."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, CredentialsError):
+            return exc
+        code = getattr(exc, "code", None) if isinstance(exc, AwsError) else \
+            (getattr(exc, "response", None) or {}).get("Error", {}).get("Code")
+        name = type(exc).__name__
+        if code in EXPIRED_CODES or code in INVALID_CODES or name in REFRESH_FAILURES:
+            return CredentialsError.refused(code or name, what or getattr(exc, "operation_name", None) or "",
+                                            expired=code not in INVALID_CODES)
+        seen.add(id(exc))
+        exc = exc.__cause__
+    return None
+
+
+class CredentialsError(AwsError):
+    """AWS refused the credentials themselves: not an outage (waiting does not help) and not a refusal of this
+    call (other calls are refused too). ``at`` is when (epoch seconds)."""
+
+    at: float = 0.0
+
+    @staticmethod
+    def refused(code: str, what: str = "", expired: bool = True, at: float | None = None) -> CredentialsError:
+        """The error for AWS's (or botocore's) ``code``, met while doing ``what``, with the one line that says what
+        to do."""
+        at = time.time() if at is None else at
+        when = time.strftime("%H:%M:%S UTC", time.gmtime(at))
+        where = f", for {what}" if what else ""
+        if not expired:
+            err: CredentialsError = CredentialsError(
+                f"AWS does not accept your credentials ({code} at {when}{where}): the key is wrong, deactivated or "
+                f"its session was ended; configure valid ones, or {RENEW_HINT} if they are session credentials",
+                code=code)
+        else:
+            clock = " (or this machine's clock is more than 15 minutes off)" if code == "RequestExpired" else ""
+            err = CredentialsExpired(f"your AWS session credentials expired (AWS refused them with {code} at "
+                                     f"{when}{where}){clock}: {RENEW_HINT}", code=code)
+        err.at = at
+        return err
+
+
+class CredentialsExpired(CredentialsError):
+    """Session credentials expired (``ExpiredToken``, ``ExpiredTokenException``, ``RequestExpired``, ...)."""
 
 
 class WaitTimeout(LabkitError, TimeoutError):

@@ -118,7 +118,8 @@ class Job:
     def result(self, timeout: float | None = DEFAULT_TIMEOUT) -> Any:
         """The job's result (a dict; an :class:`ImageResult` for image jobs).
 
-        Raises :class:`RemoteJobError` when the worker answered with an error, and
+        Raises :class:`RemoteJobError` when the worker answered with an error, :class:`CredentialsError` (one line
+        that says what to do) as soon as AWS refuses this client's credentials while it waits, and
         :class:`JobTimeout` when nothing arrived within ``timeout`` seconds.
         """
         if not self._wait(timeout):

@@ -7,6 +7,7 @@ credential is ever written there.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import time
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from typing import Any
 from labkit import emulator, endpoints, provision
 from labkit.aws.clients import Clients, credentials_configured
 from labkit.config import Settings, forget_lab, read_state, record_lab, update_state, write_state
-from labkit.errors import ConfigError
+from labkit.errors import RENEW_HINT, ConfigError
 from labkit.processes import Child, python_module, settings_env, stop_all
 from labkit.waiting import poll
 
@@ -80,6 +81,50 @@ def running(records: list[dict[str, Any]] | None) -> list[Child]:
 def worker_log(settings: Settings, index: int) -> Path:
     """``<state_dir>/logs/worker-<index>.log``."""
     return Path(settings.state_dir) / "logs" / f"worker-{index}.log"
+
+
+def worker_state_file(state_dir: str | Path, pid: int) -> Path:
+    """``<state_dir>/workers/<pid>.json``: what a local worker says of itself when it is not simply serving."""
+    return Path(state_dir) / "workers" / f"{pid}.json"
+
+
+def write_worker_state(state_dir: str | Path, pid: int, doc: dict[str, Any] | None) -> None:
+    """Record (``doc``) or clear (None) a worker's own state, for ``labkit status``; nothing without a state
+    folder (a worker run by hand elsewhere). Never a credential: a state and a one-line reason."""
+    path = worker_state_file(state_dir, pid)
+    if doc is None:
+        path.unlink(missing_ok=True)
+    elif Path(state_dir).is_dir():
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"pid": pid, **doc}))
+        os.replace(tmp, path)
+
+
+def worker_notes(state_dir: str | Path, records: list[dict[str, Any]] | None) -> list[str]:
+    """What the recorded workers said of themselves, one line each: waiting for renewed credentials (while it
+    runs), or why it stopped (once it has)."""
+    notes = []
+    for record in records or []:
+        child = Child.from_record(record)
+        try:
+            doc = json.loads(worker_state_file(state_dir, int(record["pid"])).read_text())
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        alive = child is not None and child.alive()
+        since, what = _hhmm(doc.get("since")), "expired" if doc.get("expired") else "were refused"
+        if doc.get("status") == "waiting" and alive:
+            notes.append(f"worker {doc['pid']}: waiting for renewed AWS credentials since {since} ({doc.get('code')}; "
+                         f"it stops at {_hhmm(doc.get('until'))} if none come): {RENEW_HINT}")
+        elif doc.get("status") == "stopped" and not alive:
+            notes.append(f"worker {doc['pid']} stopped at {_hhmm(doc.get('at'))} (exit status {doc.get('exit')}): its "
+                         f"AWS credentials {what} at {since} ({doc.get('code')}) and none came within "
+                         f"{doc.get('limit', 0):g} s: {RENEW_HINT}, then `labkit up`")
+    return notes
+
+
+def _hhmm(at: float | None) -> str:
+    return time.strftime("%H:%M:%S UTC", time.gmtime(at or 0))
 
 
 def spawn_worker(settings: Settings, index: int, concurrency: int = 4, lanes: str = "numbers,images",

@@ -115,8 +115,8 @@ def status_tables(status: dict[str, Any]) -> list[Table]:
     other = [["endpoint", status["endpoint"]], ["credentials", credentials_line(status.get("credentials"))],
              ["bucket", bucket_line], ["reply queues", status.get("reply_queues", 0)], ["workers", workers]]
     other += [["", note] for note in status.get("worker_notes", [])]
-    queues = queues or [["(not looked at)", "", "", "", ""]] if (status.get("credentials") or {}).get("problem") \
-        else queues
+    if not queues and (status.get("credentials") or {}).get("problem"):
+        queues = [["(not looked at)", "", "", "", ""]]
     return [Table(queues, ["queue", "role", "visible", "in flight", "dead-letter"], "Queues"),
             Table(other, None, "Resources")]
 

@@ -21,7 +21,7 @@ from labkit.aws.clients import Clients
 from labkit.aws.queues import NEW_QUEUE_GRACE, NEW_QUEUE_RETRY, Queue, is_missing_queue, list_queues
 from labkit.aws.storage import Bucket
 from labkit.config import DLQ_SUFFIX, PAYLOADS_PREFIX, REPLY_QUEUE_PREFIX, Settings
-from labkit.errors import AwsError, ConfigError
+from labkit.errors import AwsError, ConfigError, CredentialsError, credentials_error
 from labkit.waiting import poll
 
 TAGS = {"labkit": "true"}
@@ -306,14 +306,35 @@ def existing(clients: Clients, bucket: str = "empty") -> list[str]:
 
 
 def status(clients: Clients) -> dict[str, Any]:
-    """Endpoint, queues with depths (visible / in flight / dead-letter), bucket and its contents."""
-    settings, sqs = clients.settings, clients.sqs
+    """Endpoint, queues with depths (visible / in flight / dead-letter), bucket and its contents, and the
+    credentials this process signs with (:meth:`Clients.describe_credentials`: kind, source, expiry where known;
+    never a key). When AWS refuses them, ``credentials["problem"]`` says so in one line, with what to do, and
+    what AWS could not be asked is left out."""
+    settings = clients.settings
     out: dict[str, Any] = {"endpoint": settings.endpoint_url or f"AWS ({settings.region})",
                            "region": settings.region, "queues": {}, "bucket": None}
+    try:
+        out["credentials"] = clients.describe_credentials()
+        _resources_status(clients, out)
+    except Exception as exc:
+        refused = credentials_error(exc)
+        if refused is None:
+            raise
+        out.setdefault("credentials", {"kind": "unknown", "source": "could not be read"})["problem"] = str(refused)
+        out["queues"] = {}
+        out["bucket"] = {"name": settings.bucket or "?", "error": "not looked at: AWS refused the credentials"}
+    return out
+
+
+def _resources_status(clients: Clients, out: dict[str, Any]) -> None:
+    """:func:`status`'s queues, reply queues and bucket, into ``out``."""
+    settings, sqs = clients.settings, clients.sqs
     requests = kinds.request_queues(settings).values()
     for role, name in settings.queue_names().items():
         try:
             entry: dict[str, Any] = Queue.by_name(sqs, name).depth()
+        except CredentialsError:
+            raise
         except AwsError as exc:
             missing = bool(exc.code and "NonExistent" in exc.code)
             out["queues"][name] = {"role": role, "error": "missing" if missing else str(exc)}
@@ -334,4 +355,3 @@ def status(clients: Clients) -> dict[str, Any]:
                          "bytes": sum(o.size for o in objects)}
     else:
         out["bucket"] = {"name": bucket.name, "error": "missing"}
-    return out

@@ -8,7 +8,9 @@ every :data:`~labkit.provision.REPLY_HEARTBEAT` seconds), so that someone else's
 one, logs one line, and sends the jobs still waiting again, with the same ids and the new queue as
 ``reply_to``: the worker answers them there, and a second answer to one id is dropped as a duplicate.
 A job this client did not send itself (:meth:`~labkit.client.Lab.track`) cannot be sent again: it fails
-with an error that says so, rather than wait for a reply that cannot come.
+with an error that says so, rather than wait for a reply that cannot come. Should AWS refuse the client's
+credentials (session keys expired), the jobs waiting fail at once with the one line that says what to do
+(:class:`~labkit.errors.CredentialsError`), rather than wait for replies the client may not read.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from labkit import provision
 from labkit.aws.clients import Clients
 from labkit.aws.queues import Queue, is_missing_queue
 from labkit.background import Background
-from labkit.errors import LabkitError, ProtocolError
+from labkit.errors import CredentialsError, LabkitError, ProtocolError, credentials_error
 from labkit.job import Job
 from labkit.protocol import JobResult, json_loads, read_note
 from labkit.timeline import event
@@ -131,8 +133,9 @@ class Replies:
                 if self._closed:
                     return
                 waiting = bool(self._pending)
-            queue = self.queue
+            queue = None
             try:
+                queue = self.queue
                 self._upkeep(queue)
                 if waiting:
                     self._receive(queue)
@@ -140,11 +143,24 @@ class Replies:
             except Exception as exc:
                 if self._closed:
                     return
-                if is_missing_queue(exc) and self._replace(queue):
+                if queue is not None and is_missing_queue(exc) and self._replace(queue):
                     continue
+                refused = credentials_error(exc)
+                if refused is not None and not self.clients.renew():
+                    self._fail_waiting(refused)
                 # An outage: the replies stay in the queue; try again with backoff.
                 self._stopped.wait(backoff)
                 backoff = min(backoff * 2, 10)
+
+    def _fail_waiting(self, refused: CredentialsError) -> None:
+        """AWS refuses this client's credentials: the jobs waiting end with that one line, not a timeout (an
+        answer that comes after all, once the credentials are renewed, finds nothing waiting and is dropped)."""
+        with self._lock:
+            waiting = list(self._pending.values())
+            self._pending.clear()
+            self._stale.clear()
+        for job in waiting:
+            job._fail(refused)
 
     def _upkeep(self, queue: Queue) -> None:
         """Refresh the last-seen tag when due; send again the jobs whose reply queue is gone."""

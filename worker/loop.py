@@ -21,6 +21,11 @@ The faults it survives (each has a test in tests/test_faults.py or tests/test_po
   reply, its thread left behind and a fresh pool taking the new work;
 * AWS unreachable: calls are retried with backoff; one log line when contact is lost, one when it is
   back, never a traceback per failed call;
+* credentials refused (session keys expired): not an outage. One line says what to do; the loops then wait,
+  without calling AWS, for renewed credentials in the usual places (:class:`worker.outage.CredentialWatch`), and
+  serve again once they are there (one line), or the worker stops after ``LABKIT_CREDENTIALS_WAIT`` seconds
+  (exit status 3). ``labkit status`` shows either (the worker's state file, :func:`labkit.local.worker_notes`).
+  Requests held meanwhile are not deleted: they come back to their queue;
 * SIGTERM: no more receives; running jobs finish, jobs not started yet are released (visibility 0), the
   answered ones are deleted; exit status 0. A second signal stops at once (held messages come back after
   their visibility timeout);
@@ -47,11 +52,12 @@ from labkit.aws.queues import NEW_QUEUE_GRACE, Message, Queue, is_missing_queue
 from labkit.aws.storage import Bucket
 from labkit.background import Background
 from labkit.config import REPLY_QUEUE_PREFIX, Settings
-from labkit.errors import AwsError
+from labkit.errors import AwsError, credentials_error
+from labkit.local import write_worker_state
 from labkit.timeline import event
 from worker.answer import Answerer, Outcome, Source, WorkerStats
 from worker.health import WorkerHealth
-from worker.outage import OutageLog, is_transient, short
+from worker.outage import EXIT_CREDENTIALS, CredentialWatch, OutageLog, credentials_wait, is_transient, short
 from worker.pool import JobPool, Task
 from worker.shipper import LogShipper
 
@@ -72,7 +78,7 @@ class Worker:
 
     def __init__(self, settings: Settings, roles: tuple[str, ...] = tuple(kinds.LANES), concurrency: int = 4,
                  burst: bool = False, poll_wait: int = 10, job_timeout: float = 600.0,
-                 log_to_s3: bool = False) -> None:
+                 log_to_s3: bool = False, credentials_limit: float | None = None) -> None:
         self.lanes = kinds.lanes(roles)
         self.settings = settings
         self.concurrency = max(1, concurrency)
@@ -84,6 +90,8 @@ class Worker:
         self.stats = WorkerStats()
         self.pool = JobPool(self.concurrency)
         self.outage = OutageLog(settings.endpoint_url or f"AWS {settings.region}")
+        limit = credentials_wait() if credentials_limit is None else credentials_limit
+        self.credentials = CredentialWatch(self.clients, limit, self._say_state)
         self._stop = threading.Event()
         self._force = threading.Event()
         self._shipper: LogShipper | None = None
@@ -127,15 +135,30 @@ class Worker:
         gone = self.stats.reply_queue_gone
         log.info("worker %s stopped after %d jobs (%d errors)%s", self.name, self.stats.jobs, self.stats.errors,
                  f"; {gone} answer(s) dropped: reply queue gone" if gone else "")
+        if self.credentials.gave_up:
+            return EXIT_CREDENTIALS
+        self._say_state(None)  # stopped as asked: nothing to explain
         return 0
+
+    def _say_state(self, doc: dict[str, Any] | None) -> None:
+        """The worker's own state (waiting for credentials, stopped for want of them; None: serving), for
+        ``labkit status``."""
+        try:
+            write_worker_state(self.settings.state_dir, os.getpid(), doc)
+        except OSError as exc:
+            log.warning("could not record the worker's state in %s: %s", self.settings.state_dir, short(exc))
 
     def _consume(self, src: Source) -> None:
         """The loop of one request queue: receive, run, reply, delete; until stopped."""
         while not self._stop.is_set():
             self.health.alive(src.lane.name)
+            if self.credentials.waiting and not self.credentials.wait(self._stop, lambda: self.health.alive(
+                    src.lane.name)):
+                self._stop.set()  # gave up (or asked to stop): every lane ends, what is held comes back
+                return
             messages = self._guarded(lambda: src.queue.receive(10, wait=self.receive_wait),
                                      f"receiving from {src.queue.name}")
-            if messages is None:  # AWS unreachable or refusing: wait, then poll again
+            if messages is None and not self.credentials.waiting:  # AWS unreachable or refusing: wait, poll again
                 self._stop.wait(self.outage.backoff())
             elif messages and self._stop.is_set():
                 self._release(src, messages)
@@ -280,7 +303,9 @@ class Worker:
                     self.answerer.seal(o, now)
                 except Exception as exc:  # a big result could not reach the bucket: its request comes back
                     o.body = None
-                    if is_transient(exc):
+                    if self._refused(exc, f"storing the result of job {o.job_id}"):
+                        pass
+                    elif is_transient(exc):
                         self.outage.lost(exc, f"storing the result of job {o.job_id}")
                     else:
                         log.warning("could not store the result of job %s: %s", o.job_id, short(exc))
@@ -388,6 +413,8 @@ class Worker:
             try:
                 out = fn()
             except Exception as exc:
+                if self._refused(exc, what):
+                    return None
                 if not is_transient(exc):
                     log.warning("%s failed: %s", what, short(exc))
                     return None
@@ -398,6 +425,13 @@ class Worker:
             self.outage.restored(started)
             return out
         return None
+
+    def _refused(self, exc: BaseException, what: str) -> bool:
+        """True when ``exc`` is AWS refusing the credentials (told to the watch, which says it once)."""
+        refused = credentials_error(exc, what)
+        if refused is not None:
+            self.credentials.refused(refused)
+        return refused is not None
 
     def _log(self, o: Outcome) -> None:
         """A job's line: DEBUG when it was answered with a result, INFO otherwise; shipped when asked."""

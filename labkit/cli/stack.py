@@ -61,18 +61,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     from labkit.client import Lab
     with Lab(settings(args)) as lab:
         st = lab.status()
-        if read_state(lab.settings.state_dir).get("fleet"):
+        refused = st.get("credentials", {}).get("problem")  # AWS refuses them: what it could not be asked is left out
+        if read_state(lab.settings.state_dir).get("fleet") and not refused:
             from labkit import fleet
             st["fleet"] = fleet.fleet_status(lab.clients)
     st["state"] = {"file": str(lab.settings.state_file), "origin": lab.settings.state_origin}
     if args.json:
         print_json(st)
-        return 0
+        return 1 if refused else 0
     print(f"{lab.settings.state_source}\n")
     print_tables(*status_tables(st), billing_table(st, local=lab.settings.is_local))
     if "fleet" in st:
         from labkit import fleet
         print(fleet.format_status(st["fleet"]))
+    if refused:
+        print(f"labkit: error: {refused}", file=sys.stderr)
+        return 1
     return 0
 
 
