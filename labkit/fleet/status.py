@@ -45,8 +45,6 @@ def fleet_status(clients: Clients) -> dict[str, Any] | None:
         "instances": [_instance(i, health[i["InstanceId"]]) for i in found],
         # A group's failed boots of this build in the last hour, and whether they stopped it (bootstrap.sh)
         "bootstrap": failed_boots(Bucket(clients.s3, names.fleet), record.get("build"), group),
-        # A group's failed boots of this build in the last hour, and whether they stopped it (bootstrap.sh)
-        "bootstrap": failed_boots(Bucket(clients.s3, names.fleet), record.get("build"), group),
         "group": None if group is None else {"name": group["AutoScalingGroupName"], "min": group["MinSize"],
                                              "max": group["MaxSize"], "desired": group["DesiredCapacity"]},
         "alarms": [{"name": a["AlarmName"], "state": a["StateValue"], "metrics": alarm_metrics(a)} for a in alarms],
@@ -140,8 +138,6 @@ def format_status(status: dict[str, Any] | None) -> str:
         lines.append(f"  group    {g['name']}: min {g['min']}, max {g['max']}, desired {g['desired']}")
     for a in status.get("alarms", []):
         lines.append(f"  alarm    {a['name']}: {a['state']}")
-    if status.get("bootstrap"):
-        lines.append(f"  boot     {status['bootstrap']}")
     if status.get("bootstrap"):
         lines.append(f"  boot     {status['bootstrap']}")
     if not status["instances"]:
