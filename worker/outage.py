@@ -138,8 +138,8 @@ class CredentialWatch:
                     return True
                 if time.time() - self.since >= self.limit:
                     self.gave_up = True
-                    log.error("no renewed AWS credentials within %g s: this worker stops (exit status %d); the "
-                              "requests it held come back to their queue. %s, then `labkit up`", self.limit,
+                    log.error("no renewed AWS credentials within %g s: this worker stops (exit status %d), and the "
+                              "requests it held come back to their queue; %s, then `labkit up`", self.limit,
                               EXIT_CREDENTIALS, self.error)
                     self.on_change({"status": "stopped", "since": self.since, "at": time.time(), "limit": self.limit,
                                     "exit": EXIT_CREDENTIALS, "code": self.error and self.error.code,
