@@ -350,13 +350,16 @@ class Lab:
                           f"with `labkit download {key} --out PATH` (in Python: .download(PATH) on the result)")
 
     # -- queues and status ---------------------------------------------------------------------------
-    def purge(self, which: str = "all") -> list[PurgeOutcome]:
+    def purge(self, which: str | None = "all") -> list[PurgeOutcome]:
         """Empty a queue (by name or role: requests, responses, inbox, outbox) or ``all`` four; returns
         each queue's outcome: purged, refused (SQS allows one purge per queue every 60 s; ``retry_in``
         says how long is left when this Lab made the last purge) or failed. Every queue is tried. A name that
-        is none of labkit's queues and does not exist raises :class:`InvalidInput` naming labkit's queues."""
+        is none of labkit's queues and does not exist raises :class:`InvalidInput` naming labkit's queues.
+        ``None``: what the caller may purge: the four, of which those its credentials may not purge (a student's,
+        in a class) come back failed with AWS's AccessDenied (:func:`labkit.presenters.purge_denied`), and this
+        Lab's own reply queue if it made one."""
         names = self.settings.queue_names()
-        targets = list(names.values()) if which == "all" else [kinds.queue_name(self.settings, which)]
+        targets = list(names.values()) if which in ("all", None) else [kinds.queue_name(self.settings, which)]
         outcomes = []
         for name in targets:
             try:
@@ -367,6 +370,9 @@ class Lab:
                     raise InvalidInput(f"there is no queue {name!r}: labkit's queues are {choices}; give one, "
                                        "a short name, or all") from None
                 outcomes.append(PurgeOutcome(name, False, error=str(exc)))
+        made = self.replies._queue  # this Lab's reply queue, if it made one (asking .queue would make one)
+        if which is None and made is not None:
+            outcomes.append(made.purge_outcome())
         return outcomes
 
     def status(self) -> dict[str, Any]:

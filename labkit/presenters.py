@@ -146,6 +146,20 @@ def changes_table(title: str, **lines: Iterable[str]) -> Table:
     return Table(rows or [["-", "nothing to do"]], ["change", "resource"], title)
 
 
+# AWS's codes for a call IAM refuses (SQS's query and JSON protocols), and the HTTP status that carries them (all
+# botocore can tell when a server answers SQS's JSON protocol in XML, as moto does): a purge the policy refuses.
+ACCESS_DENIED = ("AccessDenied", "AccessDeniedException", "403")
+
+
+def purge_denied(outcome: PurgeOutcome) -> str | None:
+    """AWS's code when IAM refused this purge (a student's, on a class's shared queues: the instructor's to purge),
+    else None. An :class:`~labkit.errors.AwsError`'s text ends with the code in brackets."""
+    code = (outcome.error or "").rstrip().rpartition("(")[2].rstrip(")")
+    if not outcome.error or code not in ACCESS_DENIED:
+        return None
+    return "AccessDenied" if code == "403" else code
+
+
 def purge_outcome(outcome: PurgeOutcome) -> str:
     """One queue's purge, in words: purged, refused with the seconds left, or failed with the reason."""
     if outcome.purged:
@@ -156,16 +170,24 @@ def purge_outcome(outcome: PurgeOutcome) -> str:
     return f"refused: purged less than 60 s ago (SQS allows one purge per queue every 60 s); {wait}"
 
 
-def purge_report(outcomes: Sequence[PurgeOutcome]) -> tuple[Table, Note]:
+def purge_report(outcomes: Sequence[PurgeOutcome], asked: bool = True) -> tuple[Table, Note]:
     """``Lab.purge()``'s outcomes as a table (one row per queue, with its reason) and one short line that sums
     them up without repeating the rows: "ok" when every queue was purged, "warning" when some were refused,
-    "error" when some failed."""
-    table = Table([[o.queue, purge_outcome(o)] for o in outcomes], ["queue", "outcome"], "Purge")
-    purged = [o.queue for o in outcomes if o.purged]
-    refused = [o for o in outcomes if o.refused]
-    failed = [o for o in outcomes if not o.purged and not o.refused]
+    "error" when some failed. Queues IAM refused are no rows: one line names them, the instructor's to purge;
+    an "error" when they were ``asked`` for by name (or ``all``), else ("info") what the purge of what the caller
+    may purge left."""
+    denied = [o for o in outcomes if purge_denied(o)]
+    rest = [o for o in outcomes if not purge_denied(o)]
+    table = Table([[o.queue, purge_outcome(o)] for o in rest], ["queue", "outcome"], "Purge")
+    purged = [o.queue for o in rest if o.purged]
+    refused = [o for o in rest if o.refused]
+    failed = [o for o in rest if not o.purged and not o.refused]
+    left = _instructors(denied)
     if not refused and not failed:
-        return table, Note("purged " + ", ".join(purged), "ok")
+        done = "purged " + ", ".join(purged) if purged else "nothing purged"
+        if not denied:
+            return table, Note(done, "ok")
+        return table, Note(left if asked and not purged else f"{done}; {left}", "error" if asked else "info")
     parts = [f"purged {len(purged)} of {len(outcomes)} queue(s)" + (f" ({', '.join(purged)})" if purged else "")]
     if refused:
         waits = [o.retry_in for o in refused]
@@ -176,7 +198,19 @@ def purge_report(outcomes: Sequence[PurgeOutcome]) -> tuple[Table, Note]:
         parts.append(f"{failed[0].queue} failed: {failed[0].error}")
     elif failed:
         parts.append(f"{', '.join(o.queue for o in failed)} failed (the table says why)")
-    return table, Note("; ".join(parts), "error" if failed else "warning")
+    if denied:
+        parts.append(left)
+    return table, Note("; ".join(parts), "error" if failed or (denied and asked) else "warning")
+
+
+def _instructors(denied: Sequence[PurgeOutcome]) -> str:
+    """The one line for the queues IAM would not let the caller purge."""
+    if not denied:
+        return ""
+    names = [o.queue for o in denied]
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    codes = sorted({purge_denied(o) or "" for o in denied})
+    return f"purging {listed} is the instructor's: your credentials may not ({', '.join(codes)})"
 
 
 def dead_letters_table(letters: Sequence[DeadLetter], title: str = "Dead letters") -> Table:

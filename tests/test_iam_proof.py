@@ -6,7 +6,8 @@ policy labkit generates for that role, statement by statement, resource by resou
 The runs, on the real emulator server, each a real process: ``labkit up`` (and the local worker it starts, which
 answers the client's number, claim-check and image jobs), a client (``Lab()``), ``deploy`` (instances), ``deploy
 --autoscale``, ``undeploy``, ``deploy`` again, ``down``, ``teardown``, and the delivery exercise (its queues, its
-own worker, a duplicate and a poison message).
+own worker, a duplicate and a poison message). The client runs as an IAM user (a student), its calls checked
+against ``labkit policy student``.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from labkit.emulator import Emulator
 from labkit.fleet.deployer import deployer_policy
 from labkit.fleet.policy import worker_policy
 from labkit.fleet.roles import IAM_PATH
+from labkit.fleet.student import student_policy
 from labkit.processes import python_module, settings_env
 from tests.aws_calls import REFERENCE, Call, Need, calls_env, dependents, needs, operation_actions, recorded
 from tests.conftest import ROOT, unique_settings
+from tests.iam_emulator import keys_env
 
 pytestmark = pytest.mark.slow
 ACCOUNT = "123456789012"  # the emulator's account
@@ -60,9 +63,9 @@ print(ex.duplicate([2, 9, 4]).result["median"], ex.poison([1, 2]).answer.ok, ex.
 """
 
 
-def run(s: Settings, folder: Path, args: list[str], cwd: Path = ROOT) -> str:
-    """A real process (``args``), its calls recorded into ``folder``; its output."""
-    env = settings_env(s)
+def run(s: Settings, folder: Path, args: list[str], cwd: Path = ROOT, keys: dict[str, str] | None = None) -> str:
+    """A real process (``args``), signing with ``keys`` if given, its calls recorded into ``folder``; its output."""
+    env = settings_env(s, extra=keys_env(keys) if keys else None)
     out = subprocess.run(args, env={**env, **calls_env(folder, env)}, cwd=cwd, capture_output=True, text=True,
                          stdin=subprocess.DEVNULL, timeout=180)
     assert out.returncode == 0, f"{' '.join(args)}:\n{out.stdout}\n{out.stderr}"
@@ -76,6 +79,7 @@ def policies(s: Settings) -> dict[str, dict]:
     out = {f"deployer {c}": deployer_policy(s, bucket, ACCOUNT, commands=[c])
            for c in ("up", "deploy", "undeploy", "teardown")}
     out["worker"] = worker_policy(s, bucket, ACCOUNT)
+    out["client"] = student_policy(s, bucket, ACCOUNT)
     # The exercise's own words when refused: "sqs:* on the queues named labkit-delivery-* and labkit-reply-*".
     queues = [f"arn:aws:sqs:{s.region}:{ACCOUNT}:{p}*" for p in (DELIVERY_PREFIX, REPLY_QUEUE_PREFIX)]
     out["delivery exercise"] = {"Statement": [{"Sid": "AsItsErrorSays", "Effect": "Allow", "Action": "sqs:*",
@@ -100,6 +104,19 @@ def role_of(flow: str, call: Call) -> str:
     return "client"
 
 
+def student(s: Settings) -> str:
+    """The client's IAM user."""
+    return f"ada-{(s.bucket or '')[-8:]}"
+
+
+def student_keys(s: Settings) -> dict[str, str]:
+    """Access keys of the IAM user :func:`student` (this emulator checks no policy: the proof checks the calls)."""
+    iam = Clients(s)("iam")
+    iam.create_user(UserName=student(s))
+    key = iam.create_access_key(UserName=student(s))["AccessKey"]
+    return {"aws_access_key_id": key["AccessKeyId"], "aws_secret_access_key": key["SecretAccessKey"]}
+
+
 def leave_what_teardown_meets(s: Settings) -> None:
     """What a class leaves and teardown deals with: an upload a killed client never finished (S3 bills its parts)
     and a reply queue an older client made without its last-seen tag (teardown reads its creation time instead).
@@ -116,14 +133,15 @@ def proof(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> tuple
     s = unique_settings(emulator, tmp / "state")
     folders: dict[str, Path] = {}
 
-    def flow(name: str, args: list[str], cwd: Path = ROOT) -> str:
+    def flow(name: str, args: list[str], cwd: Path = ROOT, keys: dict[str, str] | None = None) -> str:
         folders[name] = tmp / "calls" / name
-        return run(s, folders[name], args, cwd)
+        return run(s, folders[name], args, cwd, keys)
 
     labkit = python_module("labkit")
     try:
         flow("up", [*labkit, "up", "--workers", "1"])
-        assert flow("client", [sys.executable, "-c", CLIENT], cwd=tmp).split() == ["8", "20000", "L"]
+        student = student_keys(s)
+        assert flow("client", [sys.executable, "-c", CLIENT], cwd=tmp, keys=student).split() == ["8", "20000", "L"]
         flow("deploy", [*labkit, "deploy", "--workers", "1"])
         flow("deploy --autoscale", [*labkit, "deploy", "--autoscale", "0:2"])
         flow("undeploy", [*labkit, "undeploy"])
@@ -165,7 +183,7 @@ def proof_rows(s: Settings, calls: list[tuple[str, Call]]) -> list[tuple[str, st
             if need.source == REFERENCE:  # the reference lists it for the call's own action: the data agrees
                 base = need_action(call)
                 assert need.action in dependents(base), f"{need.action} is no dependent action of {base}"
-            granted = granted_by(pols[role], need) if role in pols else "(the student's own credentials)"
+            granted = granted_by(pols[role], need)
             rows[(role, f"{call.service}:{call.operation}", short(s, need), granted or "-")] = None
     return list(rows)
 

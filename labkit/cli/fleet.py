@@ -53,12 +53,14 @@ def cmd_undeploy(args: argparse.Namespace) -> int:
 
 def cmd_policy(args: argparse.Namespace) -> int:
     from labkit.aws.clients import Clients
-    from labkit.fleet import deployer, policy
+    from labkit.fleet import deployer, policy, student
     s = settings(args)
     clients = Clients(s)
     bucket, account = clients.bucket_name(), clients.account_id()
     if args.who == "worker":
         print_json(policy.worker_policy(s, bucket, account))
+    elif args.who == "student":
+        print_json(student.student_policy(s, bucket, account))
     else:
         print_json(deployer.deployer_policy(s, bucket, account, commands=args.command or deployer.COMMANDS))
     return 0
@@ -87,8 +89,8 @@ def register(add: Add, common: argparse.ArgumentParser) -> None:
         "security group, launch template, group, alarms, wheels)")
 
     sp = add("policy", lambda a: (a.policy_parser.print_help(), 2)[1], "print an IAM policy for these queues "
-             "and bucket: the worker instances' role (worker), or what you need to run up, deploy, undeploy and "
-             "teardown (deployer)")
+             "and bucket: the worker instances' role (worker), what you need to run up, deploy, undeploy and "
+             "teardown (deployer), or what a student of a class on your account needs to send jobs (student)")
     sp.set_defaults(policy_parser=sp)
     psub = sp.add_subparsers(dest="who", metavar="WHO")
     pw = psub.add_parser("worker", parents=[common], help="the EC2 worker instances' role (least privilege: "
@@ -103,3 +105,10 @@ def register(add: Add, common: argparse.ArgumentParser) -> None:
     pd.add_argument("--command", action="append", metavar="CMD",
                     help="only what this command needs (up, deploy, undeploy or teardown; repeatable; default: all "
                     "four)")
+    pst = psub.add_parser("student", parents=[common], help="what a student needs on a shared account: send jobs, "
+                          "its own reply queues, its uploads, results by key; no purge or delete of the shared "
+                          "queues, bucket or fleet", description="Print the IAM policy for the students of a class "
+                          "on your account (attach it to their IAM group): send jobs to these queues, make, use and "
+                          "delete their own reply queues (labkit-reply-*), put uploads and claim checks, "
+                          "read results by key. See docs/aws.md, 'Running a class'.")
+    pst.set_defaults(fn=cmd_policy)

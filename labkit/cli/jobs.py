@@ -182,9 +182,13 @@ def cmd_purge(args: argparse.Namespace) -> int:
     from labkit.client import Lab
     from labkit.presenters import purge_report
     with Lab(settings(args)) as lab:
-        table, note = purge_report(lab.purge(args.queue))
-    print(table)
-    if note.kind == "ok":
+        # No queue: what this caller may purge (a student's own reply queues; the four too, for an instructor)
+        table, note = purge_report(lab.purge(args.queue), asked=args.queue is not None)
+    if table.rows:
+        print(table)
+    if note.kind == "info":  # what it left: the instructor's to purge
+        print(note.text)
+    if note.kind in ("ok", "info"):
         return 0
     print(f"labkit: error: {note.text}", file=sys.stderr)  # some queue was not purged: exit 1
     return 1
@@ -286,8 +290,10 @@ def register(add: Add, common: argparse.ArgumentParser) -> None:
     sp.add_argument("--json", action="store_true", help="print the journal's record as JSON")
 
     sp = add("purge", cmd_purge, "empty a queue (name, or requests|responses|inbox|outbox) or all four; each "
-             "queue's outcome is shown (SQS allows one purge per queue every 60 s), exit 1 if any was not purged")
-    sp.add_argument("queue", help="queue name, role, or 'all'")
+             "queue's outcome is shown (SQS allows one purge per queue every 60 s), exit 1 if any was not purged; "
+             "without a queue, what your credentials may purge (your own reply queues; the four for an instructor), "
+             "saying what it left")
+    sp.add_argument("queue", nargs="?", help="queue name, role, or 'all' (default: what your credentials may purge)")
 
     sp = add("dlq", lambda a: (a.dlq_parser.print_help(), 2)[1], "inspect dead letters (requests that could not "
              "be answered) and send them back")
