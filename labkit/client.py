@@ -147,7 +147,17 @@ class Lab:
 
     # -- submitting ----------------------------------------------------------------------------------
     def _request_queue(self, kind: str) -> Queue:
-        return self.queue(kinds.request_lane(kind).request_queue(self.settings))
+        """The queue ``kind``'s jobs are sent to: a lane's for a built-in kind; for a kind of one's own, its own
+        queue (docs/protocol.md, "Your own job kinds"), made on first use when no worker that loads it made it yet."""
+        name = kinds.request_queue_for(self.settings, kind)
+        if kind in kinds.BUILTIN or name in self._queues:
+            return self.queue(name)
+        queue, made = provision.ensure_kind_queue(self.clients, kind)
+        if made:  # a worker that loads the kind makes its queue when it starts: none did
+            log.warning("labkit: no worker loads job kind %r yet: its jobs wait in the queue %s until a worker "
+                        "starts with LABKIT_JOB_MODULES naming its module", kind, queue.name)
+        self._queues[name] = queue
+        return queue
 
     def _prepare(self, kind: str, payloads: Sequence[dict[str, Any]]) -> list[tuple[Job, str]]:
         """Jobs and request bodies for ``payloads`` (the queues looked up once for all)."""

@@ -161,7 +161,7 @@ class DeliveryExercise:
                                 job_modules=tuple(str(Path(m).resolve()) for m in job_modules))
         clients = Clients(mine)
         made = make_queues(clients, mine)
-        ex = cls(mine, clients, Lab(mine), made[1], made[0], made, concurrency=concurrency)
+        ex = cls(mine, clients, Lab(mine), made[-1], made[-2], made, concurrency=concurrency)
         ex._record()
         atexit.register(ex.close)
         return ex
@@ -178,7 +178,7 @@ class DeliveryExercise:
     # -- the worker ------------------------------------------------------------------------------------
     def start_worker(self) -> Child:
         """Start a worker on the exercise's queue and wait until it serves."""
-        tag = self.requests.name[len(PREFIX):]
+        tag = self.settings.request_queue[len(PREFIX):]
         log = Path(self.settings.state_dir) / "logs" / f"delivery-{tag}-worker-{len(self.workers)}.log"
         args = python_module("worker", "--queues", "numbers", "--concurrency", str(self.concurrency),
                              "--poll-wait", "2", "--verbose")
@@ -375,7 +375,8 @@ class DeliveryExercise:
 
 def make_queues(clients: Clients, settings: Settings) -> list[Queue]:
     """The exercise's dead-letter queue, request queue (redriving to it) and default reply queue, made as
-    provisioning makes labkit's own, with the exercise's visibility timeout and receive count."""
+    provisioning makes labkit's own, with the exercise's visibility timeout and receive count; then the nap kind's
+    dead-letter queue and queue, which the exercise watches (the last two)."""
     attrs = provision.queue_attributes(settings)
     name, tags = settings.request_queue, {**provision.TAGS, "labkit:exercise": "delivery"}
     made: list[Queue] = []
@@ -384,6 +385,10 @@ def make_queues(clients: Clients, settings: Settings) -> list[Queue]:
         policy = json.dumps({"deadLetterTargetArn": made[0].arn(), "maxReceiveCount": str(settings.max_receive_count)})
         made.append(Queue.create(clients.sqs, name, {**attrs[name], "RedrivePolicy": policy}, tags))
         made.append(Queue.create(clients.sqs, settings.response_queue, attrs[settings.response_queue], tags))
+        # Naps travel on a queue of their own, as every kind of one's own (docs/protocol.md): the exercise sends all
+        # its requests there (numbers too), so that its worker meets them in the order they were sent.
+        naps, _ = provision.ensure_kind_queue(clients, "nap")
+        made += [Queue.by_name(clients.sqs, naps.name + DLQ_SUFFIX), naps]
     except AwsError as exc:
         for queue in made:  # none left half made
             _delete(queue)

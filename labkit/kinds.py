@@ -24,15 +24,22 @@ separated by commas) for ``labkit up``, ``labkit worker`` and ``labkit deploy``,
 parameter, a :class:`Context`), returns a JSON-ready dict, and raises
 :class:`~labkit.errors.InvalidInput` (or another :class:`~labkit.errors.JobError`) for bad input.
 
+A kind of your own travels on a **queue of its own**, ``<requestQueue>-kind-<name>`` (:func:`kind_queue`, with
+its dead-letter queue), made by the first client that sends one or the first worker that loads it: only workers
+that load the kind read it, so the others (a class's shared fleet) never see it. Built-in kinds travel on their
+lane's queue. See docs/protocol.md, "Your own job kinds".
+
 Handlers are named by ``"module:function"`` until a worker needs them, so that a client can send an
 image job without loading Pillow. This module imports neither boto3 nor the job code.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import inspect
+import re
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -40,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from labkit.config import DLQ_SUFFIX, Settings
-from labkit.errors import UNKNOWN_KIND, ConfigError, JobError
+from labkit.errors import UNKNOWN_KIND, ConfigError, InvalidInput, JobError
 
 # -- lanes ---------------------------------------------------------------------------------------------
 
@@ -187,8 +194,8 @@ _HANDLERS_OF: dict[str, Kind] = {}
 
 def job_kind(name: str, lane: str = "numbers", doc: str | None = None) -> Callable[[Callable], Callable]:
     """Register the decorated function as the handler of job kind ``name`` on ``lane``."""
-    if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum() or len(name) > 64:
-        raise ConfigError(f"a job kind needs a name of letters, digits, '-' and '_' (at most 64), got {name!r}")
+    if not valid_name(name):
+        raise ConfigError(_NAME_RULE.format(name=name))
     get_lane(lane)
 
     def register(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
@@ -228,10 +235,65 @@ def unregister(name: str) -> None:
 
 
 def request_lane(kind: str) -> Lane:
-    """The lane a job of ``kind`` is sent on. A kind this process does not know goes on the numbers lane,
-    whose workers answer ``unknown_kind`` unless one of them loaded it."""
+    """The lane of a job of ``kind``: its default reply queue and visibility timeout. A kind this process does not
+    know counts as the numbers lane's (a client need not load the modules of the kinds it sends)."""
     known_kind = _REGISTRY.get(kind)
     return LANES[known_kind.lane if known_kind else "numbers"]
+
+
+# -- a queue of its own per kind ----------------------------------------------------------------------------
+# A kind of your own travels on <requestQueue>-kind-<name>, whatever its lane: the name depends on the kind alone,
+# so a client that does not load the kind's module still sends to the queue its workers read.
+KIND_INFIX = "-kind-"
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_NAME_RULE = "a job kind needs a name of letters, digits, '-' and '_' (at most 64), got {name!r}"
+SQS_NAME_MAX = 80
+
+
+def valid_name(name: object) -> bool:
+    """Is ``name`` a job kind's name: letters, digits, '-' and '_', at most 64?"""
+    return isinstance(name, str) and _NAME.match(name) is not None
+
+
+def kind_queue_prefix(settings: Settings) -> str:
+    """What the names of every kind queue (and their dead-letter queues) start with: ``<requestQueue>-kind-``."""
+    return settings.request_queue + KIND_INFIX
+
+
+def kind_queue(settings: Settings, kind: str) -> str:
+    """The request queue of a kind of one's own: ``<requestQueue>-kind-<kind>``. A name that would leave no room for
+    ``-dlq`` within SQS's 80 characters keeps its start and ends in a hash of the whole (still one name per kind)."""
+    name = kind_queue_prefix(settings) + kind
+    room = SQS_NAME_MAX - len(DLQ_SUFFIX)
+    if len(name) > room:
+        name = name[: room - 9] + "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
+    return name
+
+
+def request_queue_for(settings: Settings, kind: str) -> str:
+    """The queue a job of ``kind`` is sent to: its lane's request queue for a built-in kind, its own kind queue
+    (:func:`kind_queue`) for any other. :class:`InvalidInput` for a name no kind can have."""
+    if kind in BUILTIN:
+        return LANES[BUILTIN[kind].lane].request_queue(settings)
+    if not valid_name(kind):
+        raise InvalidInput(_NAME_RULE.format(name=kind))
+    return kind_queue(settings, kind)
+
+
+def own_kinds(lane_names: Iterable[str]) -> list[Kind]:
+    """The kinds of one's own registered here whose lane is one of ``lane_names``: a worker serving those lanes
+    reads each one's kind queue."""
+    wanted = set(lane_names)
+    return [k for k in known() if k.name not in BUILTIN and k.lane in wanted]
+
+
+def kind_of_queue(settings: Settings, name: str) -> str | None:
+    """The kind whose request queue is called ``name`` (as its name shows it), or None for a queue that is no kind
+    queue (a dead-letter queue included)."""
+    prefix = kind_queue_prefix(settings)
+    if not name.startswith(prefix) or name.endswith(DLQ_SUFFIX):
+        return None
+    return name[len(prefix):]
 
 
 # -- your own modules ------------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """Provisioning: idempotent ensure and teardown of labkit's queues and bucket, and their status.
 
 Each lane's request queue (``requestQueue``, ``imageInbox``, see :mod:`labkit.kinds`) gets a dead-letter
-queue ``<name>-dlq`` and a redrive policy; every queue long-polls by default. The bucket blocks public
-access, encrypts by default and refuses requests not made over TLS. Running :func:`ensure` twice changes
-nothing the second time.
+queue ``<name>-dlq`` and a redrive policy; every queue long-polls by default. So does each kind of one's own on
+its queue ``<requestQueue>-kind-<name>`` (:func:`ensure_kind_queue`), made on first use by a client or a
+worker. The bucket blocks public access, encrypts by default and refuses requests not made over TLS. Running
+:func:`ensure` twice changes nothing the second time.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ PAYLOAD_EXPIRY_DAYS = 2  # claim-check objects are only needed while their job i
 # and the old queue may still be listed and answer for a while). Provisioning waits it out.
 SQS_NAME_REUSE_WAIT = 60
 DELETED_RECENTLY = ("AWS.SimpleQueueService.QueueDeletedRecently", "QueueDeletedRecently")
+QUEUE_EXISTS = ("QueueAlreadyExists", "QueueNameExists", "AWS.SimpleQueueService.QueueNameExists")
 RECREATE_POLL = 5.0  # seconds between attempts while SQS refuses the name
 RECREATE_TIMEOUT = 120.0
 # What S3 answers about a bucket that exists but is not this account's (ExpectedBucketOwner, or the name is
@@ -125,6 +127,48 @@ def ensure_queues(clients: Clients, report: Report | None = None, progress: Prog
         made[name] = _ensure_queue(sqs, name, want, report, progress)
     _wait_known(sqs, [q for q in made.values() if q.is_new()])
     return report
+
+
+def kind_queue_attributes(settings: Settings, lane: kinds.Lane) -> dict[str, dict[str, str]]:
+    """A kind queue's attributes and its dead-letter queue's, as its lane's request queue has them (dead-letter
+    queue first), by name; the request queue's redrive policy is added once its dead-letter queue exists."""
+    lane_attrs = queue_attributes(settings)
+    request = lane.request_queue(settings)
+    return {DLQ_SUFFIX: lane_attrs[request + DLQ_SUFFIX], "": lane_attrs[request]}
+
+
+def ensure_kind_queue(clients: Clients, kind: str, progress: Progress = None) -> tuple[Queue, bool]:
+    """The request queue of ``kind`` (a kind of one's own: :func:`labkit.kinds.kind_queue`), made with its
+    dead-letter queue when missing, as its lane's (the numbers lane's for a kind this process does not know).
+    Returns (queue, made now). An existing queue is used as it is: a client (a student) may make one, not change
+    one. Two makers at once both end with the one queue."""
+    settings, sqs = clients.settings, clients.sqs
+    name = kinds.kind_queue(settings, kind)
+    queue = Queue.find(sqs, name)
+    if queue is not None:
+        return queue, False
+    attrs = kind_queue_attributes(settings, kinds.request_lane(kind))
+    dlq = _make_or_find(sqs, name + DLQ_SUFFIX, attrs[DLQ_SUFFIX], progress)
+    redrive = json.dumps({"deadLetterTargetArn": dlq.arn(), "maxReceiveCount": str(settings.max_receive_count)})
+    queue = _make_or_find(sqs, name, {**attrs[""], "RedrivePolicy": redrive}, progress)
+    _wait_known(sqs, [q for q in (dlq, queue) if q.is_new()])
+    return queue, True
+
+
+def _make_or_find(sqs: Any, name: str, attrs: dict[str, str], progress: Progress) -> Queue:
+    """Make the queue; when another maker was first with other attributes (a worker of an images-lane kind and a
+    client that does not know its lane), the one that exists."""
+    try:
+        return _create_queue(sqs, name, attrs, progress)
+    except AwsError as exc:
+        if exc.code not in QUEUE_EXISTS:
+            raise
+    return Queue.by_name(sqs, name)
+
+
+def kind_queues(clients: Clients) -> list[Queue]:
+    """Every kind queue of this lab, dead-letter queues included (by name: ``<requestQueue>-kind-``)."""
+    return list_queues(clients.sqs, kinds.kind_queue_prefix(clients.settings))
 
 
 def _wait_known(sqs: Any, new: list[Queue]) -> None:
@@ -278,6 +322,7 @@ def teardown(clients: Clients, bucket: str = "empty") -> Report:
         queue = Queue.find(clients.sqs, name)
         if queue is not None and queue.delete():
             report.deleted.append(f"queue {name}")
+    report.deleted += [f"queue {q.name}" for q in kind_queues(clients) if q.delete()]
     replies = cleanup_reply_queues(clients)
     report.deleted += [f"queue {n}" for n in replies.deleted]
     report.kept += [f"queue {n}" for n in replies.kept]
@@ -296,7 +341,7 @@ def existing(clients: Clients, bucket: str = "empty") -> list[str]:
     """labkit's queues (dead-letter and reply queues too) and bucket that exist now. The bucket counts when it
     holds anything, or (``bucket="delete"``) at all: an empty bucket costs nothing."""
     left = [f"queue {name}" for name in queue_attributes(clients.settings) if Queue.find(clients.sqs, name)]
-    left += [f"queue {q.name}" for q in reply_queues(clients)]
+    left += [f"queue {q.name}" for q in kind_queues(clients) + reply_queues(clients)]
     b = Bucket(clients.s3, clients.bucket_name())
     if not b.present():
         return left
@@ -343,6 +388,7 @@ def _resources_status(clients: Clients, out: dict[str, Any]) -> None:
             dlq = Queue.find(sqs, name + DLQ_SUFFIX)
             entry["dead_letter"] = dlq.depth()["visible"] if dlq else None
         out["queues"][name] = {"role": role, **entry}
+    _kind_queues_status(clients, out["queues"])
     out["reply_queues"] = len(reply_queues(clients))
     bucket = Bucket(clients.s3, clients.bucket_name())
     if bucket.present():
@@ -355,3 +401,22 @@ def _resources_status(clients: Clients, out: dict[str, Any]) -> None:
                          "bytes": sum(o.size for o in objects)}
     else:
         out["bucket"] = {"name": bucket.name, "error": "missing"}
+
+
+def _kind_queues_status(clients: Clients, into: dict[str, Any]) -> None:
+    """Each kind queue's depths and dead letters (role ``kind <name>``), into ``into``; one deleted meanwhile is
+    left out."""
+    found = {q.name: q for q in kind_queues(clients)}
+    for name, queue in sorted(found.items()):
+        kind = kinds.kind_of_queue(clients.settings, name)
+        if kind is None:
+            continue
+        try:
+            entry: dict[str, Any] = queue.depth()
+            dlq = found.get(name + DLQ_SUFFIX)
+            entry["dead_letter"] = dlq.depth()["visible"] if dlq else None
+        except AwsError as exc:
+            if is_missing_queue(exc):
+                continue
+            raise
+        into[name] = {"role": f"kind {kind}", **entry}

@@ -85,7 +85,7 @@ def test_a_poison_message_goes_to_the_dead_letter_queue_after_its_receives_and_i
     assert len(tries) == exercise.settings.max_receive_count
     [letter] = poison.letters
     assert letter.job_id == poison.job_id and letter.receives > exercise.settings.max_receive_count
-    assert letter.reply_to.endswith(f"-{exercise.requests.name.rsplit('-', 1)[1]}-later")
+    assert letter.reply_to.endswith(f"-{exercise.settings.request_queue.rsplit('-', 1)[1]}-later")
     assert any(s.dead_letter == 1 for s in poison.samples)
     # And once its reply queue was made, the redrive sent it back, and it was answered
     assert (poison.redrive.moved, poison.redrive.failed) == (1, [])

@@ -87,6 +87,8 @@ def expected_grants(s: Settings, bucket: str) -> dict[str, set[str]]:
     return {
         q + s.request_queue: consume,
         q + s.image_inbox: consume,
+        # The queues of kinds of one's own (and their dead-letter queues): read, and made by a worker that loads one
+        q + s.request_queue + "-kind-*": consume | {"sqs:CreateQueue", "sqs:TagQueue"},
         q + s.response_queue: {"sqs:SendMessage", "sqs:GetQueueUrl"},
         q + s.image_outbox: {"sqs:SendMessage", "sqs:GetQueueUrl"},
         q + "labkit-reply-*": {"sqs:SendMessage"},

@@ -10,6 +10,7 @@ import pytest
 from labkit import kinds, local
 from labkit.config import Settings
 from labkit.errors import ConfigError, JobError, RemoteJobError
+from labkit.protocol import JobRequest
 from tests.conftest import ROOT
 
 WORDCOUNT = ROOT / "notebooks" / "kinds" / "wordcount.py"
@@ -28,7 +29,8 @@ def registered():
 def test_builtin_lanes_and_kinds(settings):
     assert kinds.request_lane("numbers").request_queue(settings) == settings.request_queue
     assert kinds.request_lane("image").request_queue(settings) == settings.image_inbox
-    assert kinds.request_lane("something-new").name == "numbers"  # unknown here: the numbers lane
+    assert kinds.request_lane("something-new").name == "numbers"  # unknown here: the numbers lane's settings
+    assert kinds.request_queue_for(settings, "something-new") == f"{settings.request_queue}-kind-something-new"
     assert kinds.queue_name(settings, "outbox") == settings.image_outbox
     assert kinds.source_queue(settings, settings.image_inbox + "-dlq") == settings.image_inbox
     with pytest.raises(ConfigError, match="unknown queue role 'pictures': choose from numbers, images"):
@@ -86,14 +88,23 @@ def test_a_worker_runs_your_kind_end_to_end(emulator, tmp_path, start_worker, la
     hist = lab.submit("histogram", {"numbers": [1, 2, 2, 3], "bins": 2}).result(timeout=60)
     with pytest.raises(RemoteJobError) as bad:
         lab.submit("wordcount", {"text": 42}).result(timeout=60)
+    waiting = lab.submit("translate", {})
+    # (and, as a client older than kind queues sent it, on the shared queue)
+    old = JobRequest("translate", {}, reply_to=lab.reply_queue.url)
+    lab.queue(s.request_queue).send(old.encode())
     with pytest.raises(RemoteJobError) as unknown:
-        lab.submit("translate", {}).result(timeout=60)
-    # Then the kinds answer, the bad input is named, and the unknown kind lists what the worker knows
+        lab.track(old.id, "translate").result(timeout=60)
+    # Then the kinds answer, the bad input is named; the kind nobody loaded waits in its own queue, untouched, and
+    # on the shared queue is answered unknown_kind, listing what the worker knows
     assert (words["words"], words["distinct"], words["top"][0]) == (3, 2, ["a", 2])
     assert hist["counts"] == [1, 3]
     assert bad.value.code == "invalid_input" and "'text' must be a string" in str(bad.value)
     assert unknown.value.code == "unknown_kind" and "histogram, image, numbers, wordcount" in str(unknown.value)
+    translate = lab.queue(kinds.kind_queue(s, "translate")).depth()
+    assert (translate["visible"], translate["in_flight"], waiting.done()) == (1, 0, False)
     assert "add the kind(s) histogram, wordcount" in worker.output
+    assert f"serving {s.request_queue}, {s.image_inbox}, {s.request_queue}-kind-histogram, " \
+           f"{s.request_queue}-kind-wordcount" in worker.output
 
 
 @pytest.mark.slow

@@ -322,7 +322,7 @@ def test_custom_kinds_notebook_results(run):
     assert (s["wordcount"]["words"], s["wordcount"]["distinct"]) == (len(words), len(set(words)))
     assert sum(s["histogram_counts"]) == runner.declared_parameters(
         ROOT / "notebooks" / "06_custom_kinds.ipynb")["histogram_length"]
-    assert s["unknown"].startswith("unknown_kind: unknown job kind 'translate'") and "wordcount" in s["unknown"]
+    assert s["waiting"].startswith("waiting in ") and "-kind-translate: " in s["waiting"]  # its own queue, untouched
 
 
 @pytest.mark.slow

@@ -13,16 +13,18 @@ import sysconfig
 import time
 import traceback
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from labkit import kinds
+from labkit import kinds, provision
+from labkit.aws.clients import Clients
 from labkit.aws.queues import Message, Queue
 from labkit.aws.storage import Bucket
 from labkit.config import REPLY_QUEUE_PREFIX, Settings
-from labkit.errors import INTERNAL, JobError, ProtocolError
+from labkit.errors import INTERNAL, UNKNOWN_KIND, JobError, ProtocolError
 from labkit.jobs.numbers import format_legacy_error
 from labkit.protocol import JobRequest, JobResult, encode_result, load_payload, note_body, peek, read_request
 from labkit.timeline import clean, event
@@ -40,12 +42,32 @@ REPLY_URLS_KEPT = 4096  # reply queue URLs remembered as checked
 
 @dataclass
 class Source:
-    """A lane this worker consumes: its request queue, its default reply queue, its visibility timeout."""
+    """A queue this worker consumes: a lane's request queue, or the queue of a kind of one's own on that lane (its
+    ``kind``); its default reply queue, its visibility timeout."""
 
     lane: kinds.Lane
     queue: Queue
     default_reply: Queue
     visibility: int  # the queue's own visibility timeout, read at start
+    kind: str | None = None  # a kind queue's kind (docs/protocol.md, "Your own job kinds")
+
+    @property
+    def label(self) -> str:
+        """The name its loop goes by (threads, health): the lane's, or ``<lane>:<kind>``."""
+        return self.lane.name if self.kind is None else f"{self.lane.name}:{self.kind}"
+
+
+def kind_sources(clients: Clients, lanes: list[Source], visibility: Callable[[Queue], int | None]) -> list[Source]:
+    """The queues of the kinds of one's own this worker loaded whose lane it serves (one of ``lanes``), each made
+    when missing (:func:`labkit.provision.ensure_kind_queue`): only workers that load a kind read its queue.
+    ``visibility`` reads a queue's own visibility timeout (None: the lane's)."""
+    by_lane = {src.lane.name: src for src in lanes}
+    out = []
+    for kind in kinds.own_kinds(by_lane):
+        lane = by_lane[kind.lane]
+        queue, _ = provision.ensure_kind_queue(clients, kind.name)
+        out.append(Source(lane.lane, queue, lane.default_reply, visibility(queue) or lane.visibility, kind.name))
+    return out
 
 
 @dataclass(eq=False, slots=True)
@@ -187,7 +209,7 @@ class Answerer:
         t0 = time.perf_counter()
         events.append(event("started", time.time()))
         try:
-            handler = kinds.get_kind(req.kind).handler()
+            handler = self.known_kind(req.kind, src).handler()
             with self.memory.hold(req, self.bucket):
                 payload = load_payload(req, self.bucket, self.settings.max_payload_bytes)
                 try:
@@ -209,6 +231,20 @@ class Answerer:
                                     timings={"queued_s": round(queued, 6), "compute_s": round(dt, 6)})
         line = JobLine(req.id, req.kind, res.error["code"] if res.error else None, queued, dt, url)
         return Outcome(m, url, None, line, req.id, res.ok, res, True, req.sent_at or None)
+
+    def known_kind(self, name: str, src: Source) -> kinds.Kind:
+        """The kind called ``name``, or the ``unknown_kind`` error. On a lane's shared queue a kind of one's own
+        comes only from a client older than kind queues (or a hand-made body): the error says where such kinds
+        travel now, so that its sender learns at once (rather than the request being passed from worker to worker
+        until it is dead-lettered)."""
+        try:
+            return kinds.get_kind(name)
+        except JobError as exc:
+            if src.kind is not None or not kinds.valid_name(name):
+                raise
+            raise JobError(f"{exc}. A kind of one's own travels on a queue of its own "
+                           f"({kinds.kind_queue(self.settings, name)}), read only by the workers that load it: send "
+                           "it with a current labkit client", UNKNOWN_KIND) from None
 
     def seal(self, o: Outcome, now: float) -> None:
         """Give ``o``'s answer its ``replied`` event and encode it into ``o.body`` (a big result goes to the

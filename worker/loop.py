@@ -55,7 +55,7 @@ from labkit.config import REPLY_QUEUE_PREFIX, Settings
 from labkit.errors import AwsError, credentials_error
 from labkit.local import write_worker_state
 from labkit.timeline import event
-from worker.answer import Answerer, Outcome, Source, WorkerStats
+from worker.answer import Answerer, Outcome, Source, WorkerStats, kind_sources
 from worker.health import WorkerHealth
 from worker.outage import EXIT_CREDENTIALS, CredentialWatch, OutageLog, credentials_wait, is_transient, short
 from worker.pool import JobPool, Task
@@ -111,7 +111,7 @@ class Worker:
         """Serve until stopped; returns the process exit status (0 after a warm stop)."""
         sources = self._sources()
         self.health = WorkerHealth.start(self)  # systemd's watchdog and the heartbeat (worker/health.py)
-        threads = [threading.Thread(target=self._consume, args=(src,), name=f"consume-{src.lane.name}", daemon=True)
+        threads = [threading.Thread(target=self._consume, args=(src,), name=f"consume-{src.label}", daemon=True)
                    for src in sources]
         log.info("worker %s serving %s (concurrency %d%s)", self.name, ", ".join(s.queue.name for s in sources),
                  self.concurrency, ", burst" if self.burst else "")
@@ -151,9 +151,9 @@ class Worker:
     def _consume(self, src: Source) -> None:
         """The loop of one request queue: receive, run, reply, delete; until stopped."""
         while not self._stop.is_set():
-            self.health.alive(src.lane.name)
+            self.health.alive(src.label)
             if self.credentials.waiting and not self.credentials.wait(self._stop, lambda: self.health.alive(
-                    src.lane.name)):
+                    src.label)):
                 self._stop.set()  # gave up (or asked to stop): every lane ends, what is held comes back
                 return
             messages = self._guarded(lambda: src.queue.receive(10, wait=self.receive_wait),
@@ -182,7 +182,9 @@ class Worker:
             visibility = self._guarded(queue.visibility_timeout, f"reading {queue.name}'s visibility timeout")
             sources.append(Source(lane, queue, Queue.by_name(sqs, lane.reply_queue(s)),
                                   visibility or lane.visibility(s)))
-        return sources
+        # Kinds of one's own: a queue each, which only workers that load the kind read (worker/answer.py).
+        return sources + kind_sources(self.clients, sources, lambda q: self._guarded(
+            q.visibility_timeout, f"reading {q.name}'s visibility timeout"))
 
     def request_stop(self) -> None:
         """Warm stop: receive no more, finish what is held; a second call stops at once."""

@@ -39,9 +39,10 @@ class Names:
     region: str
 
     def queues(self) -> list[str]:
-        """labkit's queues (request, reply, dead-letter) and the clients' reply queues."""
+        """labkit's queues (request, reply, dead-letter), the kinds' own queues and the clients' reply queues."""
         s, names = self.settings, list(self.settings.queue_names().values())
         names += [lane.request_queue(s) + DLQ_SUFFIX for lane in kinds.LANES.values()]
+        names += [kinds.kind_queue_prefix(s) + "*"]  # teardown deletes them (docs/protocol.md, "Your own job kinds")
         return [queue_arn(self.region, self.account, n) for n in [*names, REPLY_QUEUE_PREFIX + "*"]]
 
     def bucket_only(self) -> list[str]:

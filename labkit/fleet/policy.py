@@ -14,6 +14,7 @@ import json
 from typing import Any
 from urllib.parse import unquote
 
+from labkit import kinds
 from labkit.aws.arns import bucket_arn, partition, queue_arn
 from labkit.config import (
     ARTIFACTS_PREFIX,
@@ -40,7 +41,11 @@ WHY = {
     "sqs:GetQueueUrl": "the worker looks its request and response queues up by name when it starts",
     "sqs:GetQueueAttributes": "on the request queues only: the worker reads their visibility timeout when it "
                               "starts, to time its heartbeat on long jobs",
-    "sqs:ReceiveMessage": "long-poll the two request queues for jobs",
+    "sqs:ReceiveMessage": "long-poll the two request queues for jobs, and the queues of the job kinds it loads "
+                          "(<requestQueue>-kind-*)",
+    "sqs:CreateQueue": "on <requestQueue>-kind-* only: a worker that loads a kind of one's own makes its queue (and "
+                       "dead-letter queue) when it starts, if no client made it first",
+    "sqs:TagQueue": "on <requestQueue>-kind-* only: the kind queues it makes carry labkit's tag (tag-on-create)",
     "sqs:ChangeMessageVisibility": "keep a long job invisible while it runs (heartbeat), and hand unstarted or "
                                    "unanswerable requests back early on a stop or a failed reply",
     "sqs:DeleteMessage": "delete a request once its reply is sent (never before: nothing is lost)",
@@ -81,7 +86,8 @@ def worker_policy(settings: Settings, bucket: str, account: str, region: str | N
     """The worker role's inline policy for ``settings``' queues and ``bucket`` in ``account``.
 
     Dead-letter queues are deliberately absent: SQS moves a message there by itself after
-    ``max_receive_count`` receives, the worker never reads or writes them. Every S3 statement holds only
+    ``max_receive_count`` receives, the worker never reads or writes them (a kind queue's dead-letter queue,
+    ``<requestQueue>-kind-<name>-dlq``, shares its prefix: IAM names no narrower pattern). Every S3 statement holds only
     while the bucket belongs to ``account`` (``s3:ResourceAccount``): the bucket's name
     (``labkit-<account>-<region>``) is predictable, and a bucket of that name in another account must
     never receive the worker's results or logs.
@@ -95,11 +101,14 @@ def worker_policy(settings: Settings, bucket: str, account: str, region: str | N
     def obj(prefix: str) -> str:
         return bucket_arn(region, bucket, prefix + "*")
 
+    kind_queues = q(kinds.kind_queue_prefix(settings) + "*")  # the kinds' own queues (and dead-letter queues)
     statements: list[dict[str, Any]] = [
         {"Sid": "ConsumeRequests", "Effect": "Allow",
          "Action": ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl",
                     "sqs:ReceiveMessage"],
-         "Resource": [q(settings.request_queue), q(settings.image_inbox)]},
+         "Resource": [q(settings.request_queue), q(settings.image_inbox), kind_queues]},
+        {"Sid": "MakeKindQueues", "Effect": "Allow", "Action": ["sqs:CreateQueue", "sqs:TagQueue"],
+         "Resource": [kind_queues]},
         {"Sid": "SendReplies", "Effect": "Allow",
          "Action": ["sqs:GetQueueUrl", "sqs:SendMessage"],
          "Resource": [q(settings.response_queue), q(settings.image_outbox)]},

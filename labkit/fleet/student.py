@@ -15,6 +15,9 @@ another student's reply queue whose name it learnt (``ListQueues`` shows them). 
 needs reply queue names that carry the caller's IAM user name (``labkit-reply-${aws:username}-...``): see
 docs/aws.md, "Students' credentials".
 
+A kind of one's own travels on ``<requestQueue>-kind-<name>`` (docs/protocol.md): a student makes it on its first
+job (with its dead-letter queue), sends to it and reads its depth; only workers receive from it.
+
 Nothing here may purge or delete a shared queue, delete an object or the bucket, or touch the fleet. Only
 ``sqs:ListQueues`` uses ``*``: listing has no narrower resource (``labkit status`` counts the reply queues).
 """
@@ -36,7 +39,10 @@ from labkit.fleet.policy import VERSION, bucket_arn, queue_arn
 
 # Statement id -> why the student needs it (docs/aws.md shows this table).
 WHY = {
-    "SendRequests": "send jobs (and their batches) to the request lanes: requestQueue, imageInbox",
+    "SendRequests": "send jobs (and their batches) to the request lanes: requestQueue, imageInbox, and the queues "
+                    "of kinds of one's own (requestQueue-kind-*)",
+    "KindQueues": "make a kind's queue and its dead-letter queue on its first job (tagged as made), look it up and "
+                  "read its depth: requestQueue-kind-* only; never receive from, purge or delete one",
     "SeeQueues": "look the shared queues up by name and read their depths (`labkit status`); never purge, "
                  "receive from or delete them",
     "ListQueues": "`labkit status` counts the reply queues (listing has no narrower resource than *)",
@@ -62,13 +68,17 @@ def student_policy(settings: Settings, bucket: str, account: str, region: str | 
     def obj(prefix: str) -> str:
         return bucket_arn(region, bucket, prefix + "*")
 
-    requests = [q(lane.request_queue(settings)) for lane in kinds.LANES.values()]
+    kind_queues = q(kinds.kind_queue_prefix(settings) + "*")  # the kinds' own queues and their dead-letter queues
+    requests = [q(lane.request_queue(settings)) for lane in kinds.LANES.values()] + [kind_queues]
     shared = [q(n) for n in settings.queue_names().values()]
     shared += [q(lane.request_queue(settings) + DLQ_SUFFIX) for lane in kinds.LANES.values()]
     statements: list[dict[str, Any]] = [
         {"Sid": "SendRequests", "Effect": "Allow", "Action": ["sqs:SendMessage"], "Resource": requests},
         {"Sid": "SeeQueues", "Effect": "Allow", "Action": ["sqs:GetQueueAttributes", "sqs:GetQueueUrl"],
          "Resource": shared},
+        {"Sid": "KindQueues", "Effect": "Allow",
+         "Action": ["sqs:CreateQueue", "sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:TagQueue"],
+         "Resource": [kind_queues]},
         {"Sid": "ListQueues", "Effect": "Allow", "Action": ["sqs:ListQueues"], "Resource": "*"},
         {"Sid": "OwnReplyQueues", "Effect": "Allow",
          "Action": ["sqs:CreateQueue", "sqs:DeleteMessage", "sqs:DeleteQueue", "sqs:PurgeQueue", "sqs:ReceiveMessage",
