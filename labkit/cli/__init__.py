@@ -2,7 +2,7 @@
 returns (through :mod:`labkit.presenters` where a widget shows the same); the logic lives elsewhere.
 
 Commands by module: ``stack`` (up, down, status, worker, emulator, teardown), ``jobs`` (submit, purge,
-dlq), ``fleet`` (deploy, undeploy), ``tools`` (run-notebooks, bench, demo). A new command goes in the
+dlq), ``fleet`` (deploy, undeploy), ``tools`` (run-notebooks, bench, demo), ``doctor``. A new command goes in the
 module of its kind, with a ``cmd_*`` function and its parser in that module's ``register``.
 """
 
@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from labkit.cli import fleet, jobs, stack, tools
+from labkit.cli import doctor, fleet, jobs, stack, tools
 from labkit.errors import AwsError, LabkitError
 
 EPILOG = """\
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.register(add, common)
     fleet.register(add, common)
     tools.register(add)
+    doctor.register(add)
     return parser
 
 

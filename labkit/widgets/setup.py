@@ -102,6 +102,16 @@ class SetupPanel(Panel):
         return {"backend": "local" if state.get("local") else "aws", "endpoint": state.get("endpoint_url"),
                 "bucket": state["bucket"], "created": list(report.created), "workers": len(state["workers"])}
 
+    def doctor(self, **plan: Any) -> list[Any]:
+        """Show ``labkit doctor``'s table (credentials, permissions, quota, bucket, versions: :mod:`labkit.doctor`) and
+        its one line; ``plan``: :class:`labkit.doctor.Plan`'s fields (``workers``, ``instance_type``...). Returns the
+        rows."""
+        from labkit import doctor
+        from labkit.aws.clients import Clients
+        checks = doctor.run(Clients(self.settings()), doctor.Plan(**plan))
+        self.show(doctor.table(checks), doctor.summary(checks))
+        return checks
+
     def status(self) -> dict[str, Any]:
         """Show queues (visible / in flight / dead-letter), bucket and workers; returns ``Lab.status()``."""
         with Lab(self.settings()) as lab:
