@@ -247,7 +247,8 @@ OBJECT_ACTIONS = {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:DeleteO
 
 def resource_of(action: str, arns: Arns) -> str:
     """The resource ``action`` is checked on for this call ("*" where labkit cannot name it: EC2, Auto Scaling and
-    CloudWatch create calls, and actions the reference gives no resource)."""
+    CloudWatch create calls, and actions the reference gives no resource; an Auto Scaling action on a named group,
+    the group's ARN)."""
     p = arns.call.params
     if action == "sqs:ListQueues":
         return "*"
@@ -264,6 +265,11 @@ def resource_of(action: str, arns: Arns) -> str:
             return arns.iam("instance-profile", p["InstanceProfileName"])
     if action == "ssm:GetParameter":
         return f"arn:{arns.partition}:ssm:{arns.call.region}::parameter{p['Name']}"
+    if action.startswith("autoscaling:") and "AutoScalingGroupName" in p and "autoScalingGroup" in reference()[
+            "autoscaling"]["privileges"][action.split(":")[1]]["resource_types"]:
+        # The group's ARN; its id (AWS's choice) is not in the call: "*" stands for it
+        return (f"arn:{arns.partition}:autoscaling:{arns.call.region}:{arns.account}:autoScalingGroup:*:"
+                f"autoScalingGroupName/{p['AutoScalingGroupName']}")
     return "*"
 
 

@@ -5,9 +5,9 @@ policy labkit generates for that role, statement by statement, resource by resou
 
 The runs, on the real emulator server, each a real process: ``labkit up`` (and the local worker it starts, which
 answers the client's number, claim-check and image jobs), a client (``Lab()``), ``deploy`` (instances), ``deploy
---autoscale``, ``undeploy``, ``deploy`` again, ``down``, ``teardown``, and the delivery exercise (its queues, its
-own worker, a duplicate and a poison message). The client runs as an IAM user (a student), its calls checked
-against ``labkit policy student``.
+--autoscale --hours`` (the cost guard's scheduled action), ``undeploy``, ``deploy`` again, ``down``, ``teardown``,
+and the delivery exercise (its queues, its own worker, a duplicate and a poison message). The client runs as an IAM
+user (a student), its calls checked against ``labkit policy student``.
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def proof(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> tuple
         student = student_keys(s)
         assert flow("client", [sys.executable, "-c", CLIENT], cwd=tmp, keys=student).split() == ["8", "20000", "L"]
         flow("deploy", [*labkit, "deploy", "--workers", "1"])
-        flow("deploy --autoscale", [*labkit, "deploy", "--autoscale", "0:2"])
+        flow("deploy --autoscale --hours", [*labkit, "deploy", "--autoscale", "0:2", "--hours", "2"])
         flow("undeploy", [*labkit, "undeploy"])
         flow("deploy again", [*labkit, "deploy", "--workers", "1"])
         assert flow("notebook 03", [sys.executable, "-c", NOTEBOOK_03], cwd=tmp).split() == ["True"]
@@ -220,5 +220,6 @@ def test_every_call_each_role_makes_is_granted_by_the_policy_labkit_generates_fo
     ops = {r[1] for r in rows}
     for op in ("cloudwatch:PutMetricAlarm", "ec2:DescribeInstanceAttribute", "ec2:RunInstances",
                "autoscaling:CreateAutoScalingGroup", "s3:ListMultipartUploads", "s3:AbortMultipartUpload",
-               "sqs:GetQueueAttributes", "sqs:SendMessageBatch"):
+               "sqs:GetQueueAttributes", "sqs:SendMessageBatch", "autoscaling:PutScheduledUpdateGroupAction",
+               "autoscaling:DescribeScheduledActions", "autoscaling:DeleteScheduledAction"):
         assert op in ops, op

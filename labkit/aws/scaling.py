@@ -1,8 +1,9 @@
-"""Auto Scaling groups and their scaling policies, and the CloudWatch alarms that set them off. Methods raise
-:class:`~labkit.errors.AwsError`; lookups return None (or nothing) for what does not exist."""
+"""Auto Scaling groups, their scaling policies and scheduled actions, and the CloudWatch alarms that set them off.
+Methods raise :class:`~labkit.errors.AwsError`; lookups return None (or nothing) for what does not exist."""
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 from labkit.aws.calls import call
@@ -45,6 +46,23 @@ class AutoScaling:
         """Delete the group with its instances and scaling policies (it takes a while: see :meth:`group`)."""
         call(self.client, "delete_auto_scaling_group", f"deleting auto scaling group {name}",
              AutoScalingGroupName=name, ForceDelete=True)
+
+    def put_stop(self, group: str, name: str, at: datetime) -> None:
+        """Create or replace the one-time scheduled action ``name`` that sets the group's minimum, maximum and
+        desired capacity to 0 at ``at`` (UTC: a one-time action's StartTime is in UTC, no TimeZone needed)."""
+        call(self.client, "put_scheduled_update_group_action", f"scheduling {name} on auto scaling group {group}",
+             AutoScalingGroupName=group, ScheduledActionName=name, StartTime=at.astimezone(timezone.utc),
+             MinSize=0, MaxSize=0, DesiredCapacity=0)
+
+    def scheduled_action(self, group: str, name: str) -> dict[str, Any] | None:
+        """The group's scheduled action ``name``, or None."""
+        found = call(self.client, "describe_scheduled_actions", f"looking up scheduled action {name}",
+                     AutoScalingGroupName=group, ScheduledActionNames=[name])["ScheduledUpdateGroupActions"]
+        return next((a for a in found if a.get("AutoScalingGroupName") in (None, group)), None)
+
+    def delete_scheduled_action(self, group: str, name: str) -> None:
+        call(self.client, "delete_scheduled_action", f"deleting scheduled action {name}",
+             AutoScalingGroupName=group, ScheduledActionName=name)
 
     def put_policy(self, group: str, name: str, **fields: Any) -> str:
         """Create or replace the scaling policy ``name`` of ``group``; returns its ARN."""

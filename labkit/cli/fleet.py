@@ -15,6 +15,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     from labkit.aws.clients import Clients
     s = settings(args)
     autoscale = fleet.parse_autoscale(args.autoscale) if args.autoscale else None
+    stop_at = fleet.spec.parse_stop(args.hours, args.until)
     open_ssh = fleet.is_open_cidr(args.ssh_cidr)
     if open_ssh and not args.yes and not confirm(
             f"Open SSH (port 22) to the whole internet ({args.ssh_cidr})? Type 'open' to confirm: ", "open",
@@ -22,15 +23,16 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             "Manager, or add --yes to confirm that you mean it"):
         print("nothing deployed")
         return 1
+    spec = fleet.FleetSpec(workers=args.workers, instance_type=args.instance_type, autoscale=autoscale,
+                           ssh_cidr=args.ssh_cidr, key_name=args.key_name, instance_profile=args.instance_profile,
+                           concurrency=args.concurrency, allow_open_ssh=open_ssh, wait=args.wait, stop_at=stop_at)
+    spec.validate()  # a request that cannot be deployed is one line, before anything is said or made
     if s.is_local:
         say("on the emulator the resources are created but no instance boots: the local workers from `labkit up` "
             "do the work")
     else:
         say(f"deploying EC2 workers in {s.region}: instances cost money while they run (`labkit undeploy` removes "
-            "them; see docs/aws.md for prices)")
-    spec = fleet.FleetSpec(workers=args.workers, instance_type=args.instance_type, autoscale=autoscale,
-                           ssh_cidr=args.ssh_cidr, key_name=args.key_name, instance_profile=args.instance_profile,
-                           concurrency=args.concurrency, allow_open_ssh=open_ssh, wait=args.wait)
+            "them, `--hours N` makes them stop by themselves; see docs/aws.md for prices)")
     clients = Clients(s)
     report = fleet.deploy(clients, spec, progress=say)
     print_changes(created=report.created, updated=report.updated, deleted=report.deleted, note=report.notes)
@@ -74,6 +76,11 @@ def register(add: Add, common: argparse.ArgumentParser) -> None:
                     "t3.micro; Graviton types like t4g.micro get the arm64 image)")
     sp.add_argument("--autoscale", metavar="MIN:MAX", help="an Auto Scaling group instead of --workers: MIN "
                     "instances when idle (0 is fine), up to MAX while requests wait")
+    sp.add_argument("--hours", type=float, metavar="N", help="cost guard: the fleet scales itself to zero N hours "
+                    "from now (a scheduled action of its Auto Scaling group, run by AWS with your laptop closed; "
+                    "with --workers the instances become a group of that fixed size)")
+    sp.add_argument("--until", metavar="HH:MM", help="cost guard, like --hours: the fleet scales itself to zero at "
+                    "this time of day, in this machine's time zone (tomorrow if it has passed today)")
     sp.add_argument("--ssh-cidr", metavar="CIDR", help="open SSH from this range only (e.g. 203.0.113.7/32); "
                     "default: no inbound rule at all, reach instances with Session Manager")
     sp.add_argument("--key-name", metavar="NAME", help="EC2 key pair for SSH (needed with --ssh-cidr)")

@@ -1,10 +1,13 @@
 """The ``autoscale=(min, max)`` fleet: a launch template, an Auto Scaling group in the default subnets, and two
 CloudWatch alarms on the request queues: a backlog adds instances (step scaling), idle minutes bring the
-group back to its minimum."""
+group back to its minimum. The cost guard (``FleetSpec(stop_at=...)``, ``deploy --hours``) is a one-time
+scheduled action of the group that sets its minimum, maximum and desired capacity to 0: AWS runs it, with the
+laptop closed, and the alarms cannot undo it (a group's maximum bounds every scaling policy)."""
 
 from __future__ import annotations
 
 import base64
+from datetime import datetime
 from typing import Any
 
 from labkit import kinds
@@ -34,6 +37,7 @@ WARMUP = BOOT + METRIC_PERIOD + LATE_POINTS
 # Scale out by backlog (visible requests, both queues): 1-9 → +1 instance, 10-99 → +2, 100 or more → +4.
 SCALE_OUT_STEPS = [(0, 9, 1), (9, 99, 2), (99, None, 4)]
 VERSION_NOTE = "labkit deploy"
+STOP_SUFFIX = "-stop"  # the cost guard's scheduled action: the group's name and this (unique per fleet)
 
 
 # -- the launch template --------------------------------------------------------------------------------
@@ -72,9 +76,9 @@ def delete_launch_template(run: Run) -> None:
 # -- the group ------------------------------------------------------------------------------------------
 
 def ensure_group(run: Run, spec: FleetSpec, subnets: list[str]) -> None:
-    """The group, sized ``spec.autoscale``, launching from the template."""
+    """The group, sized ``spec.group_size``, launching from the template."""
     name = run.names.group
-    size = spec.autoscale or (0, 1)
+    size = spec.group_size or (0, 1)
     template = {"LaunchTemplateName": run.names.launch_template, "Version": "$Latest"}
     group = run.scaling.group(name)
     if group is None:
@@ -93,10 +97,12 @@ def ensure_group(run: Run, spec: FleetSpec, subnets: list[str]) -> None:
 
 
 def delete_group(run: Run, why: str = "") -> bool:
-    """Delete the Auto Scaling group (its instances and scaling policies with it); wait until gone."""
+    """Delete the Auto Scaling group (its instances and scaling policies with it, its cost guard just before);
+    wait until gone."""
     name = run.names.group
     if run.scaling.group(name) is None:
         return False
+    delete_stop(run)
     run.scaling.delete_group(name)
     run.wait(lambda: run.scaling.group(name, deleting=True) is None, 900,
              f"auto scaling group {name} to terminate its instances")
@@ -124,7 +130,7 @@ def _queue_metrics(settings: Settings, metric_names: list[str]) -> tuple[list[di
 def _scaling_policies(run: Run, spec: FleetSpec) -> tuple[str, str]:
     """Step scaling out on the backlog (with the warm-up that keeps one breach from adding an instance a minute),
     back to MIN in one step; returns their ARNs (out, in)."""
-    lo, _ = spec.autoscale or (0, 1)
+    lo, _ = spec.group_size or (0, 1)
     group = run.names.group
     steps = [{"MetricIntervalLowerBound": float(a), **({"MetricIntervalUpperBound": float(b)} if b else {}),
               "ScalingAdjustment": n} for a, b, n in SCALE_OUT_STEPS]
@@ -137,8 +143,13 @@ def _scaling_policies(run: Run, spec: FleetSpec) -> tuple[str, str]:
 
 
 def ensure_scaling(run: Run, spec: FleetSpec) -> list[str]:
-    """Step scaling on the backlog, back to MIN after idle minutes; returns the alarm names."""
+    """Step scaling on the backlog, back to MIN after idle minutes; returns the alarm names. A group of fixed
+    size (MIN = MAX: ``--workers N --hours H``) gets no alarm: none could change it, and each bills."""
     settings, names = run.clients.settings, run.names
+    lo, hi = spec.group_size or (0, 1)
+    if lo == hi:
+        delete_alarms(run)
+        return []
     out_arn, in_arn = _scaling_policies(run, spec)
     existing = {a["AlarmName"] for a in run.alarms.existing(names.alarms)}
     backlog, backlog_expr = _queue_metrics(settings, ["ApproximateNumberOfMessagesVisible"])
@@ -171,3 +182,39 @@ def delete_alarms(run: Run) -> None:
     if found:
         run.alarms.delete(found)
         run.report.deleted += [f"alarm {n}" for n in found]
+
+
+# -- the cost guard -------------------------------------------------------------------------------------
+
+def stop_action(run: Run) -> str:
+    """The name of the fleet's cost-guard scheduled action."""
+    return run.names.group + STOP_SUFFIX
+
+
+def ensure_stop(run: Run, at: datetime | None) -> None:
+    """The group scales itself to zero at ``at`` (a one-time scheduled action, min = max = desired = 0); with
+    None there is no stop: an earlier one is deleted (deploy converges on the request)."""
+    group, name = run.names.group, stop_action(run)
+    current = run.scaling.scheduled_action(group, name)
+    if at is None:
+        if current is not None:
+            run.scaling.delete_scheduled_action(group, name)
+            run.report.deleted.append(f"scheduled action {name} (no --hours or --until given)")
+        return
+    when = at.astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    if current is not None and current.get("StartTime") == at and not any(
+            current.get(k) for k in ("MinSize", "MaxSize", "DesiredCapacity")):
+        run.report.unchanged.append(f"scheduled action {name} (group to 0 at {when})")
+        return
+    run.scaling.put_stop(group, name, at)
+    (run.report.updated if current else run.report.created).append(f"scheduled action {name} (group to 0 at {when})")
+
+
+def delete_stop(run: Run) -> None:
+    """Delete the cost guard's scheduled action, if there is one. :func:`delete_group` calls it first: AWS's
+    DeleteAutoScalingGroup names the policies and alarms it deletes, not scheduled actions, and the emulator keeps
+    them after their group."""
+    group, name = run.names.group, stop_action(run)
+    if run.scaling.scheduled_action(group, name) is not None:
+        run.scaling.delete_scheduled_action(group, name)
+        run.report.deleted.append(f"scheduled action {name}")

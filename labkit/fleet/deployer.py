@@ -10,7 +10,8 @@ Pure functions, no AWS call::
 credentials that hold nothing else, on an emulator that enforces IAM. SQS, S3, IAM and SSM statements name
 their resources. EC2, Auto Scaling and CloudWatch ones use ``*``: their create calls cannot be narrowed by
 name (the resources do not exist yet, or their ids are chosen by AWS), and labkit finds what it deletes by its
-``labkit:fleet`` tag.
+``labkit:fleet`` tag; the cost guard's scheduled actions, which AWS authorizes on their group, name labkit's
+groups.
 """
 
 from __future__ import annotations
@@ -59,6 +60,11 @@ class Names:
     def roles(self) -> list[str]:
         return self.iam()[:1]
 
+    def groups(self) -> list[str]:
+        """labkit's Auto Scaling groups (labkit-worker-*; the group's id in the ARN is AWS's choice)."""
+        return [f"arn:{partition(self.region)}:autoscaling:{self.region}:{self.account}:autoScalingGroup:*:"
+                "autoScalingGroupName/labkit-worker-*"]
+
     def images(self) -> list[str]:
         """The public SSM parameters naming the current Amazon Linux images."""
         return [f"arn:{partition(self.region)}:ssm:{self.region}::parameter{p}" for p in AMI_PARAMETERS.values()]
@@ -104,9 +110,9 @@ GRANTS = (
           ("ec2:DescribeInstances", "ec2:DescribeInstanceTypes", "ec2:DescribeKeyPairs", "ec2:DescribeLaunchTemplates",
            "ec2:DescribeLaunchTemplateVersions", "ec2:DescribeSecurityGroups", "ec2:DescribeSubnets",
            "ec2:DescribeVpcs", "ec2:DescribeInstanceAttribute", "autoscaling:DescribeAutoScalingGroups",
-           "autoscaling:DescribePolicies", "cloudwatch:DescribeAlarms"),
-          Names.everything, "find the fleet's instances, group, alarms and network by name and tag; read what an "
-          "instance was launched with (its user data: notebook 03)"),
+           "autoscaling:DescribePolicies", "autoscaling:DescribeScheduledActions", "cloudwatch:DescribeAlarms"),
+          Names.everything, "find the fleet's instances, group, its stop time, alarms and network by name and tag; "
+          "read what an instance was launched with (its user data: notebook 03)"),
     Grant("ImagesRead", ("deploy",), ("ssm:GetParameter",), Names.images,
           "read the current Amazon Linux 2023 image id"),
     Grant("WorkerRoleManage", ("deploy",),
@@ -127,12 +133,18 @@ GRANTS = (
           Names.everything, "the security group, the instances or the launch template, group, scaling policies and "
           "alarms (tagged as made: PutMetricAlarm with tags needs cloudwatch:TagResource), and replacing an older "
           "build or mode"),
+    Grant("FleetStop", ("deploy",),
+          ("autoscaling:PutScheduledUpdateGroupAction", "autoscaling:DeleteScheduledAction"), Names.groups,
+          "the cost guard (deploy --hours/--until): the group's scheduled action that scales it to zero, moved or "
+          "removed by a later deploy"),
     Grant("AutoScalingServiceRole", ("deploy",), ("iam:CreateServiceLinkedRole",), Names.everything,
           "an account's first Auto Scaling group creates AWSServiceRoleForAutoScaling", _autoscaling_role),
     Grant("FleetRemove", ("undeploy", "teardown"),
           ("ec2:TerminateInstances", "ec2:DeleteSecurityGroup", "ec2:DeleteLaunchTemplate",
            "autoscaling:DeleteAutoScalingGroup", "cloudwatch:DeleteAlarms"),
           Names.everything, "terminate the instances, delete the group, alarms, launch template and security group"),
+    Grant("FleetStopRemove", ("undeploy", "teardown"), ("autoscaling:DeleteScheduledAction",), Names.groups,
+          "delete the cost guard's scheduled action before its group"),
     Grant("WorkerRoleRemove", ("undeploy", "teardown"),
           ("iam:GetRole", "iam:GetInstanceProfile", "iam:ListRolePolicies", "iam:ListAttachedRolePolicies",
            "iam:ListInstanceProfilesForRole", "iam:DeleteRolePolicy", "iam:DetachRolePolicy",

@@ -39,9 +39,9 @@ def deploy(clients: Clients, spec: FleetSpec | None = None, progress: Progress |
     gid = network.ensure_security_group(run, spec, vpc)
     user_data = render_user_data(user_data_values(settings, run.names.fleet, key, sha, spec.concurrency))
     build = sha[:16]
-    mode = "autoscale" if spec.autoscale else "instances"
+    mode = "autoscale" if spec.group_size else "instances"
     launch = instances.launch_data(run, spec, ami, gid, user_data, profile, build, mode)
-    if spec.autoscale:
+    if spec.group_size:
         alarms = _as_group(run, spec, launch, subnets)
     else:
         alarms = _as_instances(run, spec, launch, build, subnets)
@@ -49,6 +49,7 @@ def deploy(clients: Clients, spec: FleetSpec | None = None, progress: Progress |
     report.fleet = {
         **_record(run, spec, profile), "mode": mode, "security_group": gid, "alarms": alarms,
         "ami": ami, "wheel": key, "build": build,
+        "stop_at": spec.stop_at.isoformat() if spec.stop_at else None,
         "deployed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     update_state(settings.state_dir, fleet=report.fleet)
@@ -77,12 +78,15 @@ def _instance_profile(run: Run, spec: FleetSpec) -> str:
 
 
 def _as_group(run: Run, spec: FleetSpec, launch: dict[str, Any], subnets: list[str]) -> list[str]:
-    """An Auto Scaling group replaces the fixed instances; returns its alarms."""
+    """An Auto Scaling group replaces the fixed instances; returns its alarms. With ``spec.stop_at`` the group
+    scales itself to zero then (the cost guard)."""
     instances.terminate(run, instances.instances(run, instances.LIVE, "instances"),
                         "replaced by the auto scaling group")
     autoscale.ensure_launch_template(run, launch)
     autoscale.ensure_group(run, spec, subnets)
-    return autoscale.ensure_scaling(run, spec)
+    alarms = autoscale.ensure_scaling(run, spec)
+    autoscale.ensure_stop(run, spec.stop_at)
+    return alarms
 
 
 def _as_instances(run: Run, spec: FleetSpec, launch: dict[str, Any], build: str, subnets: list[str]) -> list[str]:
@@ -96,15 +100,15 @@ def _as_instances(run: Run, spec: FleetSpec, launch: dict[str, Any], build: str,
 
 def _record(run: Run, spec: FleetSpec, profile: str) -> dict[str, Any]:
     """The parts of the state file's record that follow from the request."""
-    names, owned = run.names, not spec.instance_profile
+    names, owned, size = run.names, not spec.instance_profile, spec.group_size
     return {
         "name": names.fleet, "region": run.clients.settings.region, "instance_type": spec.instance_type,
         "workers": None if spec.autoscale else spec.workers,
-        "autoscale": list(spec.autoscale) if spec.autoscale else None, "concurrency": spec.concurrency,
+        "autoscale": list(size) if size else None, "concurrency": spec.concurrency,
         "role": names.role if owned else None, "instance_profile": profile, "profile_owned": owned,
         "ssh_cidr": spec.ssh_cidr, "key_name": spec.key_name,
-        "launch_template": names.launch_template if spec.autoscale else None,
-        "auto_scaling_group": names.group if spec.autoscale else None,
+        "launch_template": names.launch_template if size else None,
+        "auto_scaling_group": names.group if size else None,
     }
 
 

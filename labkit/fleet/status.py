@@ -3,6 +3,7 @@ terminal."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from labkit import costs
@@ -12,6 +13,7 @@ from labkit.aws.ec2 import Ec2, decode_user_data
 from labkit.aws.storage import Bucket
 from labkit.config import read_state
 from labkit.errors import AwsError
+from labkit.fleet.autoscale import STOP_SUFFIX
 from labkit.fleet.health import Health, failed_boots, heartbeats, instance_health
 from labkit.fleet.instances import NOT_TERMINATED, instances, tag
 from labkit.fleet.names import BUILD_TAG, FleetNames
@@ -38,6 +40,7 @@ def fleet_status(clients: Clients) -> dict[str, Any] | None:
     if not (found or group or sg):
         return None  # a record without resources is stale (say, the emulator it was made on has stopped)
     health = instance_health(Bucket(clients.s3, names.fleet), found)
+    stop = None if group is None else run.scaling.scheduled_action(names.group, names.group + STOP_SUFFIX)
     return {
         "name": names.fleet, "mode": record.get("mode") or ("autoscale" if group else "instances"),
         "build": record.get("build"), "instance_profile": record.get("instance_profile"),
@@ -48,6 +51,11 @@ def fleet_status(clients: Clients) -> dict[str, Any] | None:
         "group": None if group is None else {"name": group["AutoScalingGroupName"], "min": group["MinSize"],
                                              "max": group["MaxSize"], "desired": group["DesiredCapacity"]},
         "alarms": [{"name": a["AlarmName"], "state": a["StateValue"], "metrics": alarm_metrics(a)} for a in alarms],
+        # The cost guard, as the group holds it (AWS runs it, not this machine): when the group goes to 0
+        "stop": None if stop is None else {"action": stop["ScheduledActionName"],
+                                           "at": stop["StartTime"].astimezone(timezone.utc).isoformat(),
+                                           "min": stop.get("MinSize"), "max": stop.get("MaxSize"),
+                                           "desired": stop.get("DesiredCapacity")},
     }
 
 
@@ -138,6 +146,8 @@ def format_status(status: dict[str, Any] | None) -> str:
         lines.append(f"  group    {g['name']}: min {g['min']}, max {g['max']}, desired {g['desired']}")
     for a in status.get("alarms", []):
         lines.append(f"  alarm    {a['name']}: {a['state']}")
+    if g or status["instances"]:
+        lines.append(stop_line(status.get("stop")))
     if status.get("bootstrap"):
         lines.append(f"  boot     {status['bootstrap']}")
     if not status["instances"]:
@@ -151,3 +161,23 @@ def format_status(status: dict[str, Any] | None) -> str:
         if i.get("health"):
             lines.append(f"  {'':<21}worker {i['health']}: {i['health_detail']}")
     return "\n".join(lines)
+
+
+def stop_line(stop: dict[str, Any] | None, now: datetime | None = None) -> str:
+    """When the fleet stops by itself (the cost guard's scheduled action), in this machine's time zone, or that
+    it does not."""
+    if stop is None:
+        return "  stops    never by itself: it runs until `labkit undeploy` (`labkit deploy --hours N` sets a stop)"
+    now = (now or datetime.now(timezone.utc)).astimezone()
+    at = datetime.fromisoformat(stop["at"]).astimezone()
+    when = at.strftime("%H:%M %Z") if at.date() == now.date() else at.strftime("%Y-%m-%d %H:%M %Z")
+    size = f"min {stop.get('min')}, max {stop.get('max')}, desired {stop.get('desired')}"
+    if at <= now:
+        return f"  stopped  at {when} ({_span(now - at)} ago): scheduled action {stop['action']} ({size})"
+    return f"  stops    at {when} (in {_span(at - now)}): scheduled action {stop['action']} ({size})"
+
+
+def _span(delta: timedelta) -> str:
+    """``1 h 12 min``, ``2 h``, ``4 min`` (to the nearest minute)."""
+    hours, minutes = divmod(round(delta.total_seconds() / 60), 60)
+    return " ".join(([f"{hours} h"] if hours else []) + ([f"{minutes} min"] if minutes or not hours else []))
