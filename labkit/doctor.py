@@ -210,7 +210,7 @@ def _permissions(ctx: _Ctx) -> list[Check]:
         except AwsError as exc:
             if not (is_denied(exc) or is_missing(exc)):
                 raise
-            reason = f"not simulated: simulation refused ({error_code(exc)})" if is_denied(exc) else \
+            reason = f"not simulated: simulation refused ({permissions.refusal(exc)})" if is_denied(exc) else \
                 f"not simulated: IAM does not know {source} ({error_code(exc)})"
     probes = _probes(ctx)
     return [_permission_row(ctx, name, doc, decided.get(name), reason, probes.get(name, []))
@@ -305,7 +305,8 @@ def _quota(ctx: _Ctx) -> Check:
     except AwsError as exc:
         if not is_denied(exc):
             raise
-        return Check(name, WARN, f"could not read the quota ({error_code(exc)}); the fleet needs {need} vCPUs ({plan})",
+        return Check(name, WARN, f"could not read the quota ({permissions.refusal(exc)}); the fleet needs {need} vCPUs "
+                     f"({plan})",
                      f"look it up: {QUOTA_WHERE}")
     if value is None:
         return Check(name, OK if not ctx.on_aws else WARN, f"Service Quotas knows no {quotas.STANDARD_QUOTA} here"
@@ -352,9 +353,10 @@ def _academy(ctx: _Ctx) -> Check:
         if not is_denied(exc):
             raise
         if session:
-            return Check(name, WARN, f"an AWS Academy session that may not read IAM ({error_code(exc)})",
+            return Check(name, WARN, f"an AWS Academy session that may not read IAM ({permissions.refusal(exc)})",
                          f"deploy with --instance-profile {ACADEMY_PROFILE}")
-        return Check(name, OK, f"could not look for {ACADEMY_PROFILE} ({error_code(exc)}): needed only in AWS Academy")
+        return Check(name, OK, f"could not look for {ACADEMY_PROFILE} ({permissions.refusal(exc)}): needed only in AWS "
+                     "Academy")
     if profile is None:
         return Check(name, WARN if session else OK, f"no {ACADEMY_PROFILE}: " + (
             "an AWS Academy session without it" if session else "not an AWS Academy lab; deploy makes its own role"),

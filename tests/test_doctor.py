@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 
 from labkit import doctor as doctor_rows
 from labkit import provision, widgets
+from labkit.aws import permissions
 from labkit.aws.clients import Clients
 from labkit.config import Settings
 from labkit.fleet.deployer import deployer_policy
@@ -143,8 +144,19 @@ def test_denied_permissions_show_in_their_commands_rows(iam: IamEmulator, tmp_pa
     assert deploy["todo"].startswith("attach `labkit policy deployer --command deploy` to arn:aws:iam::")
     # And what it may do is ok: up and undeploy, the bucket, the credentials
     assert {got[c]["status"] for c in ("permissions: up", "permissions: undeploy", "bucket", "credentials")} == {"ok"}
+    # And the doctor's own reads it may not make are warnings, not blockers (they are not in the deployer policy)
+    quota = got["EC2 vCPU quota"]
+    assert quota["status"] == "warn" and quota["found"].startswith("could not read the quota (AccessDenied)"), quota
 
     # When a deployer holding the whole deployer policy runs it, no permission row is a blocker
     whole = iam.user(f"whole-{s.bucket}", full)
     got = rows(doctor(s, "--json", extra=keys_env(whole)))
     assert {r["status"] for name, r in got.items() if name.startswith("permissions")} == {"ok"}, got
+
+
+def test_the_simulator_is_asked_about_the_role_behind_a_session() -> None:
+    # IAM's policy simulator takes a user or a role, never an assumed-role session (AWS Academy's voclabs)
+    session = "arn:aws:sts::123456789012:assumed-role/voclabs/user1234567=student@example.edu"
+    assert permissions.principal(session) == "arn:aws:iam::123456789012:role/voclabs"
+    user = "arn:aws:iam::123456789012:user/instructor"
+    assert permissions.principal(user) == user

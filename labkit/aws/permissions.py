@@ -76,6 +76,13 @@ def probe(client: Any, operation: str, **kwargs: Any) -> str | None:
     except CredentialsError:
         raise  # refused credentials say nothing about the permission
     except AwsError as exc:
-        if is_denied(exc):  # an emulator answering SQS's JSON protocol in XML leaves botocore the bare 403
-            return "AccessDenied" if error_code(exc) in ("", "403") else error_code(exc)
+        if is_denied(exc):
+            return refusal(exc)
     return None
+
+
+def refusal(exc: BaseException) -> str:
+    """AWS's code for a refused call, for people: an emulator that answers a JSON protocol in XML leaves botocore
+    only the HTTP status (403), which stands for AccessDenied."""
+    code = error_code(exc)
+    return "AccessDenied" if code in ("", "403") else code
