@@ -128,13 +128,13 @@ def test_close_leaves_nothing_and_a_dead_kernel_s_exercise_is_cleaned_up_at_the_
     # When the next exercise starts in the same state folder
     second = DeliveryExercise.start(settings, [NAP])
     # Then the first one's worker was stopped and its queues deleted
-    assert not worker.alive() and [Queue.find(sqs, n) for n in left] == [None] * 3
+    assert not worker.alive() and [Queue.find(sqs, n) for n in left] == [None] * 5  # 3, and the nap kind's 2
     # When the second one closes
     second_worker = second.start_worker()
     mine = [q.name for q in second.made]
     assert second.close() == mine
     # Then its worker and queues are gone, the state file forgets it, and labkit's own queues are untouched
-    assert not second_worker.alive() and [Queue.find(sqs, n) for n in mine] == [None] * 3
+    assert not second_worker.alive() and [Queue.find(sqs, n) for n in mine] == [None] * 5
     assert STATE_KEY not in read_state(settings.state_dir)
     assert Queue.find(sqs, settings.request_queue) is not None
     first.lab.close()
