@@ -130,11 +130,27 @@ def ensure_queues(clients: Clients, report: Report | None = None, progress: Prog
 
 
 def kind_queue_attributes(settings: Settings, lane: kinds.Lane) -> dict[str, dict[str, str]]:
-    """A kind queue's attributes and its dead-letter queue's, as its lane's request queue has them (dead-letter
-    queue first), by name; the request queue's redrive policy is added once its dead-letter queue exists."""
+    """A kind queue's attributes and its dead-letter queue's, as provisioning gives its lane's request queue (keyed
+    ``DLQ_SUFFIX`` and ``""``); the request queue's redrive policy is added once its dead-letter queue exists."""
     lane_attrs = queue_attributes(settings)
     request = lane.request_queue(settings)
     return {DLQ_SUFFIX: lane_attrs[request + DLQ_SUFFIX], "": lane_attrs[request]}
+
+
+def _as_lane_is(sqs: Any, settings: Settings, lane: kinds.Lane) -> tuple[str | None, int]:
+    """(visibility timeout, receives before dead letters) of the lane's request queue as it exists, so that a kind's
+    queue behaves as its lane's whoever makes it (a worker's settings need not carry what `up` was given); the
+    settings' where it cannot be read."""
+    count = settings.max_receive_count
+    queue = Queue.find(sqs, lane.request_queue(settings))
+    if queue is None:
+        return None, count
+    try:
+        attrs = queue.attributes("VisibilityTimeout", "RedrivePolicy")
+    except AwsError:
+        return None, count
+    redrive = _normal("RedrivePolicy", attrs.get("RedrivePolicy"))
+    return attrs.get("VisibilityTimeout"), (redrive[1] if redrive and redrive[1] else count)
 
 
 def ensure_kind_queue(clients: Clients, kind: str, progress: Progress = None) -> tuple[Queue, bool]:
@@ -147,9 +163,13 @@ def ensure_kind_queue(clients: Clients, kind: str, progress: Progress = None) ->
     queue = Queue.find(sqs, name)
     if queue is not None:
         return queue, False
-    attrs = kind_queue_attributes(settings, kinds.request_lane(kind))
+    lane = kinds.request_lane(kind)
+    attrs = kind_queue_attributes(settings, lane)
+    visibility, receives = _as_lane_is(sqs, settings, lane)
+    if visibility is not None:
+        attrs[""]["VisibilityTimeout"] = visibility
     dlq = _make_or_find(sqs, name + DLQ_SUFFIX, attrs[DLQ_SUFFIX], progress)
-    redrive = json.dumps({"deadLetterTargetArn": dlq.arn(), "maxReceiveCount": str(settings.max_receive_count)})
+    redrive = json.dumps({"deadLetterTargetArn": dlq.arn(), "maxReceiveCount": str(receives)})
     queue = _make_or_find(sqs, name, {**attrs[""], "RedrivePolicy": redrive}, progress)
     _wait_known(sqs, [q for q in (dlq, queue) if q.is_new()])
     return queue, True

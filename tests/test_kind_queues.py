@@ -7,6 +7,7 @@ kind with ``unknown_kind`` and deleted the request."""
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
@@ -97,11 +98,21 @@ def test_two_workers_of_different_kinds_on_one_account(settings, start_worker, l
     assert "kind wordcount" in row
 
 
-def test_teardown_deletes_the_kind_queues(settings, lab):
-    # Given a kind queue made by a client's first job (no worker loads the kind)
+def test_a_kind_queue_is_made_as_its_lane_is_and_teardown_deletes_it(settings, lab):
+    # Given a lane's request queue whose visibility timeout and receive count are not the settings' defaults
+    clients = Clients(settings)
+    lane = Queue.by_name(clients.sqs, settings.request_queue)
+    dead = Queue.by_name(clients.sqs, settings.request_queue + DLQ_SUFFIX).arn()
+    lane.set_attributes({"VisibilityTimeout": "7",
+                         "RedrivePolicy": json.dumps({"deadLetterTargetArn": dead, "maxReceiveCount": "2"})})
+    # When a client's first job of a kind no worker loads makes the kind's queue
     lab.submit("histogram", {"numbers": [1, 2]})
     name = settings.request_queue + "-kind-histogram"
-    clients = Clients(settings)
+    # Then it is made as its lane's request queue is, with a dead-letter queue of its own
+    made = Queue.by_name(clients.sqs, name).attributes("VisibilityTimeout", "RedrivePolicy")
+    redrive = json.loads(made["RedrivePolicy"])
+    assert made["VisibilityTimeout"] == "7" and int(redrive["maxReceiveCount"]) == 2
+    assert redrive["deadLetterTargetArn"].endswith(f":{name}{DLQ_SUFFIX}")
     assert provision.status(clients)["queues"][name]["role"] == "kind histogram"
     assert {f"queue {name}", f"queue {name}{DLQ_SUFFIX}"} <= set(provision.existing(clients, bucket="keep"))
     # When the lab is torn down
