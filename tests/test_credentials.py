@@ -243,3 +243,28 @@ def test_status_names_the_kind_of_credentials_and_their_expiry_where_known_never
     local = Clients(Settings.load(env={}, endpoint_url="http://127.0.0.1:9", state_dir=tmp_path / "state"))
     assert local.describe_credentials()["kind"] == "emulator keys"
     assert_no_key(line, json.dumps(info))
+
+
+SSO_CONFIG = """[profile class]
+sso_session = class
+sso_account_id = 123456789012
+sso_role_name = Student
+region = us-east-1
+[sso-session class]
+sso_start_url = https://example.awsapps.com/start
+sso_region = us-east-1
+"""
+
+
+@pytest.mark.parametrize("command", [["submit", "numbers", "1", "2"], ["purge"], ["download", "x.png"], ["up", "--aws"],
+                                     ["deploy", "--workers", "1"], ["undeploy"], ["teardown", "--yes"]])
+def test_an_sso_session_that_ended_is_one_line_from_every_command(student: Student, command: list[str]) -> None:
+    # Given a student's SSO profile whose session ended (no token in the cache: botocore cannot refresh it, and
+    # raises while it looks for credentials, before any call)
+    (student.home / ".aws").mkdir()
+    (student.home / ".aws" / "config").write_text(SSO_CONFIG)
+    # When a command runs (before: botocore's SSOTokenLoadError with its traceback)
+    out = student.run(*command, AWS_PROFILE="class")
+    # Then it says in one line what to do
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "aws sso login" in out.stderr.splitlines()[-1], out.stderr

@@ -85,6 +85,11 @@ def _unexpected(exc: Exception, state_dir: str | None = None) -> int:
     if isinstance(exc, ClientError):
         print(f"labkit: error: {AwsError.from_client_error(exc)}", file=sys.stderr)
         return 1
+    from labkit.errors import credentials_error
+    refused = credentials_error(exc)  # botocore could not refresh them (an SSO or login session that ended)
+    if refused is not None:
+        print(f"labkit: error: {refused}", file=sys.stderr)
+        return 1
     raise exc
 
 
