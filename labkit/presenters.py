@@ -12,6 +12,7 @@ import html
 import math
 import time
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from labkit.local import running
@@ -254,3 +255,81 @@ def billing_table(status: dict[str, Any], local: bool = False) -> Table:
     workers = 0 if local else len(running(status.get("workers", [])))
     return Table(costs.billing_now(status, workers) or [["nothing", ""]],
                  ["billing now" if not local else "on AWS", f"at list prices of {costs.AS_OF}"], title)
+
+
+# -- the class view (labkit status --class) ----------------------------------------------------------------------
+
+def ago(seconds: float) -> str:
+    """``12 s``, ``4 min``, ``2 h 5 min``: how long ago, for people."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes = int(seconds // 60)
+    hours = f"{minutes // 60} h" + (f" {minutes % 60} min" if minutes % 60 else "")
+    return f"{minutes} min" if minutes < 60 else hours
+
+
+def dollars(usd: float) -> str:
+    """``$1.2345``; below a cent, six decimals (a fleet that just started has cost a fraction of a cent)."""
+    return f"${usd:,.4f}" if usd >= 0.01 or usd == 0 else f"${usd:.6f}"
+
+
+def class_tables(view: dict[str, Any]) -> list[Table | Note]:
+    """:func:`labkit.classview.class_view` as the terminal and the notebook show it: the students' reply queues,
+    the lanes, then the fleet and the day's cost; a note for each thing it could not or would not read."""
+    replies = view["reply_queues"]
+    quiet = sum(1 for r in replies if r["quiet"])
+    rows = []
+    for r in replies:
+        seen = "(not read)" if r["last_seen"] is None else time.strftime(
+            "%H:%M:%S %Z", time.localtime(r["last_seen"])) + f" ({ago(r['ago'])} ago)"
+        rows.append([r["name"], r["owner"] or "-", seen + ("  GONE QUIET" if r["quiet"] else ""), r["waiting"],
+                     r["in_flight"]])
+    title = (f"Students' reply queues: {len(replies)} ({len(replies) - quiet} active, {quiet} gone quiet: unseen for "
+             f"{ago(view['quiet_after'])} or more)")
+    out: list[Table | Note] = [Table(rows or [["(none: no client runs)", "", "", "", ""]],
+                                     ["reply queue", "owner", "last seen", "answers waiting", "in flight"], title)]
+    lanes = [[ln["lane"], ln["queue"], ln["error"], "", "", ""] if "error" in ln else
+             [ln["lane"], ln["queue"], ln["visible"], ln["in_flight"], ln["delayed"],
+              "" if ln["dead_letter"] is None else ln["dead_letter"]] for ln in view["lanes"]]
+    out.append(Table(lanes, ["lane", "queue", "jobs waiting", "in flight", "delayed", "dead letters"], "Lanes"))
+    out.append(Table(_fleet_rows(view.get("fleet")) + _cost_rows(view), None, "The fleet and the day"))
+    if view.get("refused"):
+        out.append(Note(view["refused"], "error"))
+    dead = sum(ln.get("dead_letter") or 0 for ln in view["lanes"])
+    if dead:
+        out.append(Note(f"{dead} dead letter(s): `labkit dlq show` lists them (requests no worker could answer)",
+                        "warning"))
+    return out
+
+
+def _fleet_rows(fleet: dict[str, Any] | None) -> list[list[Any]]:
+    """The fleet's size, health, group, failed boots and stop, as rows."""
+    from labkit.fleet.status import stop_line
+    if fleet is None:
+        return [["fleet", "none recorded in this lab (`labkit deploy` starts one)"]]
+    other = fleet["size"] - fleet["healthy"] - fleet["unhealthy"]
+    rows = [["fleet", f"{fleet['name']}: {fleet['size']} instance(s) running, {fleet['healthy']} healthy, "
+                      f"{fleet['unhealthy']} unhealthy" + (f", {other} booting or unknown" if other else "")]]
+    g = fleet.get("group")
+    if g:
+        rows.append(["group", f"{g['name']}: desired {g['desired']} (min {g['min']}, max {g['max']})"])
+    rows.append(["failed boots", fleet.get("bootstrap") or "none in the last hour"])
+    if g or fleet["instances"]:
+        word, _, rest = stop_line(fleet.get("stop")).strip().partition(" ")
+        rows.append([word, rest.strip()])
+    return rows
+
+
+def _cost_rows(view: dict[str, Any]) -> list[list[Any]]:
+    """The day's cost so far (an estimate, dated list prices), its parts, what it leaves out, and this view's own
+    requests."""
+    c = view["cost"]
+    since = datetime.fromisoformat(c["since"]).strftime("%H:%M %Z on %Y-%m-%d")
+    where = "what the same would have cost on AWS" if view.get("local") else "spent"
+    rows = [["cost today", f"{dollars(c['usd'])} {where} since {since} ({c['label']})"]]
+    rows += [["", f"{what}: {dollars(usd)} ({how})"] for what, usd, how in c["rows"]]
+    rows += [["not counted", c["not_counted"][0]]] + [["", line] for line in c["not_counted"][1:]]
+    n = sum(view["requests"]["calls"].values())
+    rows.append(["this view", f"{n} SQS requests (${view['requests']['usd']:,.6f}), one pass; the age of a lane's "
+                              "oldest job is a CloudWatch metric (ApproximateAgeOfOldestMessage), not read"])
+    return rows

@@ -59,6 +59,8 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from labkit.client import Lab
+    if args.class_view:
+        return _class_status(args)
     with Lab(settings(args)) as lab:
         st = lab.status()
         refused = st.get("credentials", {}).get("problem")  # AWS refuses them: what it could not be asked is left out
@@ -78,6 +80,21 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"labkit: error: {refused}", file=sys.stderr)
         return 1
     return 0
+
+
+def _class_status(args: argparse.Namespace) -> int:
+    """``labkit status --class``: the instructor's view (labkit.classview)."""
+    from labkit.aws.clients import Clients
+    from labkit.classview import class_view
+    from labkit.presenters import class_tables
+    s = settings(args)
+    view = class_view(Clients(s))
+    if args.json:
+        print_json(view)
+    else:
+        print(f"{s.state_source}\n")
+        print_tables(*class_tables(view))
+    return 1 if view["refused"] else 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -132,6 +149,9 @@ def register(add: Add) -> None:
 
     sp = add("status", cmd_status, "endpoint, queues with depths, bucket, workers, the EC2 fleet if deployed")
     sp.add_argument("--json", action="store_true", help="print JSON")
+    sp.add_argument("--class", dest="class_view", action="store_true", help="the instructor's view: every "
+                    "student's reply queue with its last activity, each lane's jobs waiting, in flight and dead, the "
+                    "fleet's size and health, the day's cost so far")
 
     sp = add("worker", cmd_worker, "run a worker in the foreground (same as `python -m worker`)")
     sp.add_argument("--queues", default="numbers,images", help="which request queues to serve: numbers, "
