@@ -116,8 +116,8 @@ def test_expired_session_keys_are_said_once_a_waiting_client_fails_at_once_and_r
     assert after.returncode == 0, after.stdout + after.stderr
     st = json.loads(after.stdout)
     assert [w["pid"] for w in st["workers"]] == [pid] and st["worker_notes"] == []
-    # And the job whose answer could not be sent was not deleted: its request is still in the queue
-    request = st["queues"]["requestQueue"]
+    # And the job whose answer could not be sent was not deleted: its request is still in its kind's queue
+    request = st["queues"]["requestQueue-kind-sleep"]
     assert request["visible"] + request["in_flight"] == 1, request
     # And it serves again: a new client's job is answered
     numbers = subprocess.run([sys.executable, "-c", NUMBERS_CLIENT], cwd=student.lab, env={**student.env, **env},
