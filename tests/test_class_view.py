@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -30,9 +31,13 @@ from labkit.classview import QUIET_AFTER, day_cost, day_start, owner
 from labkit.client import Lab
 from labkit.config import DLQ_SUFFIX, Settings, read_state
 from labkit.fleet.health import FAILED_PREFIX
+from labkit.fleet.student import student_policy
 from labkit.presenters import class_tables
-from tests.conftest import WorkerProcess, settings_env
+from labkit.processes import python_module
+from tests.conftest import ROOT, WorkerProcess, settings_env
+from tests.iam_emulator import ACCOUNT, as_moto_sees_it, iam_emulator, keys_env
 from tests.test_fleet import labkit
+from tests.test_iam import names
 
 CLIENTS, QUIET, WAITING = 40, 5, 10  # clients; of them gone quiet; jobs left waiting once the worker stopped
 
@@ -206,3 +211,31 @@ def test_the_class_tables_say_when_no_client_runs_and_no_fleet_is_recorded() -> 
     text = "\n\n".join(str(t) for t in class_tables(view))
     assert "(none: no client runs)" in text and "none recorded in this lab (`labkit deploy` starts one)" in text
     assert re.search(r"cost today\s+\$0.0000 spent since 00:00", text), text
+
+
+@pytest.mark.slow  # an emulator that enforces IAM, of its own
+def test_a_students_credentials_are_told_in_one_line_that_the_class_view_is_the_instructors(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with iam_emulator(tmp_path / "iam-emulator.log") as iam:
+        # Given a class's queues and a student's reply queue, made by the instructor, and a student who holds
+        # only `labkit policy student` (which lets a client tag its reply queue, not list other queues' tags)
+        for var, value in keys_env(iam.admin).items():
+            monkeypatch.setenv(var, value)
+        s = names(iam, tmp_path / "state")
+        provision.ensure(Clients(s))
+        provision.create_reply_queue(Clients(s))
+        student = iam.user(f"ada{int(time.time())}", as_moto_sees_it(student_policy(s, s.bucket or "", ACCOUNT)))
+        # When the student runs the instructor's view
+        out = subprocess.run(python_module("labkit", "status", "--class"), env=settings_env(s, extra=keys_env(student)),
+                             cwd=ROOT, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+        # Then one line says it is the instructor's, and what allows it; what could be read is shown; exit 1
+        assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+        [line] = [ln for ln in out.stderr.splitlines() if ln.strip()]
+        assert line.startswith("labkit: error: your credentials may not read the reply queues (") and \
+            "the class view is the instructor's (`labkit policy deployer --command teardown`" in line, line
+        assert re.search(rf"^numbers\s+{s.request_queue}\s+0\s+0\s+0\s+0$", out.stdout, re.M), out.stdout
+        assert "(not read)" in out.stdout
+        # And the instructor's credentials read it
+        mine = subprocess.run(python_module("labkit", "status", "--class"), env=settings_env(s), cwd=ROOT,
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+        assert mine.returncode == 0 and "Students' reply queues: 1 (1 active, 0 gone quiet" in mine.stdout, mine.stderr

@@ -93,8 +93,11 @@ def _class_status(args: argparse.Namespace) -> int:
         print_json(view)
     else:
         print(f"{s.state_source}\n")
-        print_tables(*class_tables(view))
-    return 1 if view["refused"] else 0
+        print_tables(*[t for t in class_tables(view) if getattr(t, "kind", None) != "error"])
+    if view["refused"]:  # what could be read is shown; the refusal is one line, as every command's
+        print(f"labkit: error: {view['refused']}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
