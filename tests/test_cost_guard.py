@@ -159,6 +159,11 @@ def test_status_line_before_and_after_the_deadline() -> None:
         "(min 0, max 0, desired 0)")
     assert stop_line(stop, now=at + timedelta(minutes=4)).startswith(f"  stopped  at {local:%H:%M %Z} (4 min ago)")
     assert "never by itself" in stop_line(None)
+    # And a group already at max 0 (stopped by its failed boots, bootstrap.sh) is not said to run until undeploy
+    stopped = {"name": "labkit-x", "mode": "autoscale", "instances": [], "alarms": [], "stop": None,
+               "group": {"name": "labkit-worker-x", "min": 0, "max": 0, "desired": 0}}
+    assert "stops" not in fleet.format_status(stopped)
+    assert "never by itself" in fleet.format_status({**stopped, "group": {**stopped["group"], "max": 4}})
 
 
 def test_after_the_deadline_the_backlog_alarm_starts_nothing(settings: Settings) -> None:

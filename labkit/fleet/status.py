@@ -146,7 +146,7 @@ def format_status(status: dict[str, Any] | None) -> str:
         lines.append(f"  group    {g['name']}: min {g['min']}, max {g['max']}, desired {g['desired']}")
     for a in status.get("alarms", []):
         lines.append(f"  alarm    {a['name']}: {a['state']}")
-    if g or status["instances"]:
+    if status.get("stop") or (g["max"] > 0 if g else status["instances"]):  # a group at max 0 has stopped
         lines.append(stop_line(status.get("stop")))
     if status.get("bootstrap"):
         lines.append(f"  boot     {status['bootstrap']}")
