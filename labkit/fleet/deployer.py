@@ -69,6 +69,11 @@ class Names:
         """The public SSM parameters naming the current Amazon Linux images."""
         return [f"arn:{partition(self.region)}:ssm:{self.region}::parameter{p}" for p in AMI_PARAMETERS.values()]
 
+    def principals(self) -> list[str]:
+        """The account's users and roles: whoever runs `labkit doctor` (its policy simulator takes a principal)."""
+        base = f"arn:{partition(self.region)}:iam::{self.account}:"
+        return [f"{base}user/*", f"{base}role/*"]
+
     def everything(self) -> str:
         return "*"
 
@@ -113,6 +118,13 @@ GRANTS = (
            "autoscaling:DescribePolicies", "autoscaling:DescribeScheduledActions", "cloudwatch:DescribeAlarms"),
           Names.everything, "find the fleet's instances, group, its stop time, alarms and network by name and tag; "
           "read what an instance was launched with (its user data: notebook 03)"),
+    Grant("Preflight", ("deploy",),
+          ("ec2:DescribeAvailabilityZones", "ec2:DescribeInstanceTypeOfferings", "servicequotas:GetServiceQuota"),
+          Names.everything, "`labkit doctor`, the day before: the region's zones, where the instance type is offered "
+          "and the EC2 vCPU quota (no narrower resource exists for these reads)"),
+    Grant("PreflightSimulate", ("deploy",), ("iam:SimulatePrincipalPolicy",), Names.principals,
+          "`labkit doctor`: put each command's actions to IAM's policy simulator for the caller (a user or the role "
+          "behind a session: which one is not known beforehand, so any of the account's)"),
     Grant("ImagesRead", ("deploy",), ("ssm:GetParameter",), Names.images,
           "read the current Amazon Linux 2023 image id"),
     Grant("WorkerRoleManage", ("deploy",),
