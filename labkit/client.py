@@ -146,6 +146,13 @@ class Lab:
         return self.replies.duplicates
 
     # -- submitting ----------------------------------------------------------------------------------
+    @property
+    def group_id(self) -> str:
+        """The MessageGroupId of this client's requests: its reply queue's name, one per client. On a standard
+        queue, SQS fair queues share the fleet between these groups, so that one client's thousands of jobs do
+        not hold back another's few (docs/aws.md, "Running a class"); elsewhere it is carried and ignored."""
+        return self.reply_queue.name
+
     def _request_queue(self, kind: str) -> Queue:
         """The queue ``kind``'s jobs are sent to: a lane's for a built-in kind; for a kind of one's own, its own
         queue (docs/protocol.md, "Your own job kinds"), made on first use when no worker that loads it made it yet."""
@@ -185,7 +192,7 @@ class Lab:
         [(job, body)] = self._prepare(kind, [payload])
         self.replies.track([job])
         try:
-            self._request_queue(kind).send(body)
+            self._request_queue(kind).send(body, group=self.group_id)
         except Exception:
             self.replies.forget(job)
             self._delete_claim_check(body)  # never sent: nobody will read it
@@ -218,7 +225,7 @@ class Lab:
                     for job, _ in batch:  # each job tells when it ends: no wait over every outstanding job
                         job._on_end = finished.put
                     self.replies.track(j for j, _ in batch)
-                    failures = queue.send_batch([b for _, b in batch])
+                    failures = queue.send_batch([b for _, b in batch], group=self.group_id)
                     for f in failures:
                         job, body = batch[f.index]
                         self.replies.forget(job)

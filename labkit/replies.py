@@ -1,6 +1,7 @@
 """One client's replies: its own reply queue (``labkit-reply-<random>``) and the thread that reads it,
 resolving each waiting :class:`~labkit.job.Job` by id and dropping duplicates (SQS delivers at least
-once). The queue is made on first use and deleted by :meth:`Replies.close`.
+once). The queue is made on first use and deleted by :meth:`Replies.close`. Replies read are deleted in calls of
+ten, the last few within :data:`DELETE_AFTER` seconds (those still held when the Lab closes go with its queue).
 
 While the client runs, the thread also re-tags the queue as seen (:data:`labkit.provision.LAST_SEEN_TAG`,
 every :data:`~labkit.provision.REPLY_HEARTBEAT` seconds), so that someone else's ``labkit down`` or
@@ -24,7 +25,7 @@ from collections.abc import Callable, Iterable
 
 from labkit import provision
 from labkit.aws.clients import Clients
-from labkit.aws.queues import Queue, is_missing_queue
+from labkit.aws.queues import MAX_BATCH, Queue, is_missing_queue
 from labkit.background import Background
 from labkit.errors import CredentialsError, LabkitError, ProtocolError, credentials_error
 from labkit.job import Job
@@ -32,6 +33,10 @@ from labkit.protocol import JobResult, json_loads, read_note
 from labkit.timeline import event
 
 RECEIVE_WAIT = 5  # seconds each receive waits
+# Seconds a read reply's delete may wait for others to share its call (SQS deletes up to 10 per call): a student
+# sending one job at a time pays one delete per few jobs, not one per job. Well under the reply queue's visibility
+# timeout (SQS's default, 30 s), so that a reply read is never handed out again meanwhile.
+DELETE_AFTER = 10.0
 DONE_KEPT = 10_000  # answered jobs remembered per client, for duplicates and late notes
 CLOSE_WAIT = 0.5  # seconds a close waits for the listening thread (a receive under way is not waited out)
 log = logging.getLogger(__name__)
@@ -46,6 +51,7 @@ class Replies:
         self.on_done = on_done  # called with each job once its answer has come (the Lab's journal)
         self.heartbeat = heartbeat  # seconds between refreshes of the queue's last-seen tag
         self.duplicates = 0
+        self.strays = 0  # answers to ids this client never sent (never expected: counted, for the benchmark)
         self.replaced = 0  # times the queue was found deleted and made anew
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -60,6 +66,8 @@ class Replies:
         self._closed = False
         self._stopped = threading.Event()  # set by close(): cuts an outage's backoff short
         self._deletes = Background("labkit-reply-deletes")  # replies read are deleted here (see _receive)
+        self._held: list[tuple[float, str]] = []  # (when read, receipt) of replies read and not deleted yet
+        self.delete_after = DELETE_AFTER
 
     @property
     def queue(self) -> Queue:
@@ -128,8 +136,9 @@ class Replies:
         backoff = 0.5
         while True:
             with self._lock:
-                while not self._pending and not self._closed and time.monotonic() < self._next_beat:
-                    self._wake.wait(self._next_beat - time.monotonic())
+                while not self._pending and not self._closed and time.monotonic() < min(self._next_beat,
+                                                                                         self._flush_at()):
+                    self._wake.wait(min(self._next_beat, self._flush_at()) - time.monotonic())
                 if self._closed:
                     return
                 waiting = bool(self._pending)
@@ -139,6 +148,7 @@ class Replies:
                 self._upkeep(queue)
                 if waiting:
                     self._receive(queue)
+                self._flush(queue)
                 backoff = 0.5
             except Exception as exc:
                 if self._closed:
@@ -179,13 +189,34 @@ class Replies:
 
     def _receive(self, queue: Queue) -> None:
         messages = queue.receive(10, wait=RECEIVE_WAIT, receive_count=False)  # no attribute: never read
-        # Answer the waiting jobs first, then delete, on a thread of its own: neither the jobs nor the next
-        # receive wait for the delete call. A reply whose delete fails comes back later and is dropped as a
-        # duplicate.
+        # Answer the waiting jobs first; the replies' deletes are held and made in tens, on a thread of their own
+        # (_flush): neither the jobs nor the next receive wait for a delete call.
         for m in messages:
             self._dispatch(m.body)
-        if messages:
-            receipts = [m.receipt for m in messages]
+        now = time.monotonic()
+        with self._lock:
+            self._held += [(now, m.receipt) for m in messages]
+
+    def _flush_at(self) -> float:
+        """When the oldest reply read is due for deletion (call with the lock held)."""
+        return self._held[0][0] + self.delete_after if self._held else float("inf")
+
+    def flush(self) -> None:
+        """Delete every reply read so far now, not when due (the benchmark counts these calls before it stops)."""
+        with self._lock:
+            queue = self._queue
+        if queue is not None:
+            self._flush(queue, now=True)
+
+    def _flush(self, queue: Queue, now: bool = False) -> None:
+        """Delete the replies read, in calls of 10: the full tens now, the rest once the oldest has waited
+        ``delete_after`` seconds. A reply whose delete fails comes back later and is dropped as a duplicate."""
+        with self._lock:
+            due = now or time.monotonic() >= self._flush_at()
+            n = len(self._held) if due else len(self._held) - len(self._held) % MAX_BATCH
+            receipts = [r for _, r in self._held[:n]]
+            del self._held[:n]
+        if receipts:
             self._deletes.run(lambda: self._delete(queue, receipts))
 
     def _delete(self, queue: Queue, receipts: list[str]) -> None:
@@ -206,6 +237,7 @@ class Replies:
         with self._lock:
             closed = self._closed
             if not closed:
+                self._held.clear()  # replies read from the queue that is gone: nothing to delete
                 self._queue = fresh
                 self._next_beat = time.monotonic() + self.heartbeat
                 self._stale = set(self._pending)
@@ -257,6 +289,8 @@ class Replies:
                 if done is not None:
                     self.duplicates += 1
                     done.notes.append(event("duplicate", time.time()))
+                else:
+                    self.strays += 1
             else:
                 done = None
                 self._done[reply.id] = job

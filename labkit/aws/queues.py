@@ -145,17 +145,22 @@ class Queue:
             time.sleep(NEW_QUEUE_RETRY)  # made moments ago: SQS does not know it everywhere yet
 
     # -- sending ------------------------------------------------------------------------------------
-    def send(self, body: str, delay: int | None = 0) -> str:
-        """Send one message; returns its SQS message id. ``delay`` None: the queue's own delivery delay."""
+    def send(self, body: str, delay: int | None = 0, group: str | None = None) -> str:
+        """Send one message; returns its SQS message id. ``delay`` None: the queue's own delivery delay.
+        ``group``: its MessageGroupId (on a standard queue, the tenant SQS's fair queues share delivery by)."""
         kwargs: dict[str, Any] = {} if delay is None else {"DelaySeconds": delay}
+        if group is not None:
+            kwargs["MessageGroupId"] = group
         return self._call("send_message", MessageBody=body, **kwargs)["MessageId"]
 
-    def send_batch(self, bodies: Sequence[str]) -> list[Failure]:
-        """Send many messages in as few calls as possible. Returns the entries SQS refused."""
+    def send_batch(self, bodies: Sequence[str], group: str | None = None) -> list[Failure]:
+        """Send many messages in as few calls as possible, each with MessageGroupId ``group`` when given (see
+        :meth:`send`). Returns the entries SQS refused."""
         failures: list[Failure] = []
         sizes = [len(b.encode()) for b in bodies]
-        for group in chunks(bodies, sizes):
-            entries = [{"Id": str(i), "MessageBody": bodies[i]} for i in group]
+        extra = {} if group is None else {"MessageGroupId": group}
+        for indexes in chunks(bodies, sizes):
+            entries = [{"Id": str(i), "MessageBody": bodies[i], **extra} for i in indexes]
             resp = self._call("send_message_batch", Entries=entries)
             failures += [_failure(f) for f in resp.get("Failed", [])]
         return failures

@@ -17,7 +17,9 @@ Speed here is API calls and waiting, so every figure comes with its reference fr
 * ``big`` / ``big_direct``: a random list of 10 million float64 through the claim check, against the
   same bytes uploaded, summarised with numpy and downloaded in one process; the worker's peak RSS;
 * ``images`` / ``images_inprocess``: 1080p images through grayscale + thumbnail, against the same
-  Pillow work in this process (as many processes as workers).
+  Pillow work in this process (as many processes as workers);
+* the class scenario (:func:`run_class`, ``labkit bench --clients 40``): one heavy client's thousands of jobs
+  while the other clients send a few each, one at a time, against each group alone (:mod:`.fairness`).
 
 API calls are counted with botocore's ``before-call`` event in every process (client, workers, servers):
 workers report their counts when sent SIGUSR1. :func:`run_bench` returns a :class:`Report` (plain data
@@ -32,16 +34,20 @@ The modules, one concept each::
     drive      a window of jobs through a send and a receive function
     floor      the floor: client and server      original the original lab's pattern: client and server
     scenarios  labkit, round trip, big numbers, images    answers  the jobs and independent answers
-    run        Plan, run_bench, sweep            child    ``python -m labkit.bench worker|serve`` (internal)
+    run        Plan, run_bench, run_class, sweep child    ``python -m labkit.bench worker|serve|heavy`` (internal)
+    fairness   the class scenario (``--clients``: one heavy client, the others light)
+    class_report  its table and figure
 """
 
 from labkit.bench.answers import number_lists, plain_stats
+from labkit.bench.class_report import class_figure, format_class_table
 from labkit.bench.counts import CountedProcess, cpu_seconds
+from labkit.bench.fairness import ClassPlan, ClassRun
 from labkit.bench.floor import floor
 from labkit.bench.original import ORIGINAL_ATTRIBUTES, original, original_reply, original_round_trip
 from labkit.bench.report import Report, Result, Target, merge
 from labkit.bench.rig import Calls, Rig
-from labkit.bench.run import SCENARIOS, Plan, run_bench, sweep
+from labkit.bench.run import SCENARIOS, Plan, run_bench, run_class, sweep
 from labkit.bench.scenarios import (
     IMAGE_OPS,
     big_numbers,
@@ -56,8 +62,9 @@ from labkit.bench.table import format_sweep, format_table
 from labkit.costs import PRICES, price
 
 __all__ = [
-    "IMAGE_OPS", "ORIGINAL_ATTRIBUTES", "PRICES", "SCENARIOS", "Calls", "CountedProcess", "Plan", "Report", "Result",
-    "Rig", "Target", "big_numbers", "cpu_seconds", "floor", "format_sweep", "format_table", "images",
-    "labkit_throughput", "merge", "number_lists", "original", "original_reply", "original_round_trip", "photo",
-    "pillow_work", "plain_stats", "price", "round_trip", "run_bench", "sweep", "throughput",
+    "IMAGE_OPS", "ORIGINAL_ATTRIBUTES", "PRICES", "SCENARIOS", "Calls", "ClassPlan", "ClassRun", "CountedProcess",
+    "Plan", "Report", "Result", "Rig", "Target", "big_numbers", "class_figure", "cpu_seconds", "floor",
+    "format_class_table", "format_sweep", "format_table", "images", "labkit_throughput", "merge", "number_lists",
+    "original", "original_reply", "original_round_trip", "photo", "pillow_work", "plain_stats", "price",
+    "round_trip", "run_bench", "run_class", "sweep", "throughput",
 ]

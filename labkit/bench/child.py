@@ -1,6 +1,6 @@
-"""The bench's child processes, ``python -m labkit.bench worker|serve ... --counts FILE`` (internal):
-a real labkit worker, or a floor/original server, each writing its API call counts to FILE when sent
-SIGUSR1 (see :mod:`labkit.bench.counts`)."""
+"""The bench's child processes, ``python -m labkit.bench worker|serve|heavy ... --counts FILE`` (internal):
+a real labkit worker, a floor/original server, or the class scenario's heavy client, each writing its API call
+counts to FILE when sent SIGUSR1 (see :mod:`labkit.bench.counts`)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from labkit.config import Settings
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m labkit.bench", description="bench child processes (internal)")
-    p.add_argument("role", choices=["worker", "serve"])
+    p.add_argument("role", choices=["worker", "serve", "heavy"])
     p.add_argument("pattern", nargs="?", choices=["floor", "original"])
     p.add_argument("--counts", required=True, type=Path)
     p.add_argument("--queues", default="numbers")
@@ -30,6 +30,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--poll-wait", type=int, default=1)
     p.add_argument("--queue")
     p.add_argument("--reply")
+    p.add_argument("--jobs", type=int, default=0)
+    p.add_argument("--window", type=int)
+    p.add_argument("--go", type=Path)
+    p.add_argument("--result", type=Path)
+    p.add_argument("--loop", action="store_true")
     return p
 
 
@@ -41,7 +46,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings.load()
     if args.role == "worker":
         return _worker(settings, args)
+    if args.role == "heavy":
+        return _heavy(settings, args)
     return _serve(settings, args)
+
+
+def _heavy(settings: Settings, args: argparse.Namespace) -> int:
+    """The class scenario's heavy client (:func:`labkit.bench.fairness.heavy_client`), then idle until SIGTERM, so
+    that the bench can still ask for its API calls."""
+    from labkit.bench.fairness import heavy_client
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    counts = CountsFile(args.counts, lambda: {})
+    counts.install()
+    heavy_client(settings, args.jobs, args.go, args.result, args.window, counts, stop, args.loop)
+    return 0
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:

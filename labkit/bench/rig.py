@@ -42,6 +42,7 @@ class Calls:
         self.emulator_pid = emulator_pid
         self.cpu: dict[str, float] = {}
         self._before: list[dict[str, int]] = []
+        self.parts: list[dict[str, int]] = []
         self._cpu0: dict[str, float] = {}
 
     def _now(self) -> list[dict[str, int]]:
@@ -61,7 +62,9 @@ class Calls:
         """Calls since :meth:`start`, once the last answers' deletes have landed."""
         self.cpu = {k: v - self._cpu0.get(k, 0.0) for k, v in self._cpu().items()}
         settle()
-        return add(*(_diff(a, b) for a, b in zip(self._now(), self._before, strict=True)))
+        # Each process's and each client's own calls, in the order given (procs, then clients): who made them.
+        self.parts = [_diff(a, b) for a, b in zip(self._now(), self._before, strict=True)]
+        return add(*self.parts)
 
 
 def _diff(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from labkit.bench.fairness import ClassPlan, ClassRun, class_scenario
 from labkit.bench.floor import floor
 from labkit.bench.original import original, original_round_trip
 from labkit.bench.report import Report, Result, ms, rounded
@@ -121,6 +122,14 @@ def _params(plan: Plan, rig: Rig) -> dict[str, Any]:
         f"adaptive from {window} ({flow.low}-{flow.high})"
     return {"jobs": plan.jobs, "window": described, "workers": plan.workers, "concurrency": plan.concurrency,
             "cores": os.cpu_count(), "plan": plan.__dict__ | {"only": list(plan.only)}}
+
+
+def run_class(plan: ClassPlan | None = None, settings: Settings | None = None, aws: bool = False,
+              log: Callable[[str], None] = lambda s: None, endpoint: str | None = None) -> ClassRun:
+    """The class scenario (one heavy client, the others light: :mod:`labkit.bench.fairness`) on one endpoint,
+    found as :func:`run_bench` finds it."""
+    with Rig.open(settings, aws, log, endpoint) as rig:
+        return class_scenario(rig, plan or ClassPlan(), log)
 
 
 def sweep(windows: Sequence[int] = (10, 20, 40, 80), workers: Sequence[int] = (1, 2),

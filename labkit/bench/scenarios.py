@@ -61,12 +61,14 @@ def labkit_throughput(rig: Rig, jobs: int, window: int | None, workers: int = 1,
     try:
         with Lab(rig.settings) as lab:
             lab.numbers([1, 2, 3]).result(timeout=60)  # warm: reply queue made, queue looked up, worker awake
+            lab.replies.flush()  # the warm-up's reply deleted now, not inside the count
             settle()
             calls = rig.meter(procs, lab.clients)
             calls.start()
             t0 = time.perf_counter()
             jobs_list = lab.submit_many("numbers", [{"numbers": v} for v in lists], window=window, progress=False)
             seconds = time.perf_counter() - t0
+            lab.replies.flush()  # the last replies' deletes, held for company (labkit.replies), counted too
             counted = calls.stop()
             used_window = lab.last_window
     finally:
@@ -93,6 +95,7 @@ def round_trips(rig: Rig, jobs: int = 50, rounds: int = 5) -> tuple[Result, Resu
         with Lab(rig.settings) as lab:
             ask_floor = FloorAsker(rig)
             lab.numbers([1]).result(timeout=60)  # warm: reply queues made, connections open
+            lab.replies.flush()  # the warm-up's reply deleted now, not inside the count
             ask_floor([1])
             settle()
             def ask_lab(values: list[int]) -> Any:
@@ -105,7 +108,8 @@ def round_trips(rig: Rig, jobs: int = 50, rounds: int = 5) -> tuple[Result, Resu
                         floors.append(one_at_a_time(rig, "floor_round_trip", ask_floor, lists, servers,
                                                     ask_floor.clients))
                     else:
-                        labs.append(one_at_a_time(rig, "round_trip", ask_lab, lists, procs, lab.clients))
+                        labs.append(one_at_a_time(rig, "round_trip", ask_lab, lists, procs, lab.clients,
+                                                  lab.replies.flush))
     finally:
         rig.stop([*servers, *procs])
     return merge(floors), merge(labs)
@@ -119,17 +123,19 @@ def round_trip(rig: Rig, jobs: int = 50, procs: Sequence[CountedProcess] | None 
     try:
         with Lab(rig.settings) as lab:
             lab.numbers([1]).result(timeout=60)
+            lab.replies.flush()  # the warm-up's reply deleted now, not inside the count
             settle()
             return one_at_a_time(rig, "round_trip", lambda values: lab.numbers(values).result(timeout=60),
-                                 number_lists(jobs, seed=seed), procs, lab.clients)
+                                 number_lists(jobs, seed=seed), procs, lab.clients, lab.replies.flush)
     finally:
         if own:
             rig.stop(procs)
 
 
 def one_at_a_time(rig: Rig, name: str, ask: Callable[[list[int]], Any], lists: list[list[int]],
-                  procs: Sequence[CountedProcess], clients: Clients) -> Result:
-    """``ask(values)`` for each list in turn, timed and metered (the processes' and the clients' calls)."""
+                  procs: Sequence[CountedProcess], clients: Clients, flush: Callable[[], None] | None = None) -> Result:
+    """``ask(values)`` for each list in turn, timed and metered (the processes' and the clients' calls; ``flush``
+    makes the calls a client still holds before the count stops)."""
     calls = rig.meter(procs, clients)
     calls.start()
     latencies, correct = [], 0
@@ -140,6 +146,8 @@ def one_at_a_time(rig: Rig, name: str, ask: Callable[[list[int]], Any], lists: l
         latencies.append(time.perf_counter() - t)
         correct += matches(result, plain_stats(values))
     seconds = time.perf_counter() - t0
+    if flush is not None:
+        flush()
     counted = calls.stop()
     return Result(name, len(lists), seconds, correct, counted, latencies, cpu=calls.cpu)
 
@@ -155,6 +163,7 @@ def big_numbers(rig: Rig, n: int = 10_000_000, repeat: int = 2) -> tuple[Result,
     try:
         with Lab(rig.settings) as lab:
             lab.numbers([1, 2, 3]).result(timeout=60)
+            lab.replies.flush()  # the warm-up's reply deleted now, not inside the count
             settle()
             baseline = proc.rss_kb().get("VmRSS", 0)
             values = lab.random_numbers(n, integers=False, seed=6)
@@ -170,6 +179,7 @@ def big_numbers(rig: Rig, n: int = 10_000_000, repeat: int = 2) -> tuple[Result,
                 t = time.perf_counter()
                 result = lab.numbers(values).result(timeout=600)
                 e2e.append(time.perf_counter() - t)
+                lab.replies.flush()
                 counted = add(counted, calls.stop())
                 cpu = add(cpu, calls.cpu)
                 correct += close(result, reference)
@@ -242,6 +252,7 @@ def images(rig: Rig, count: int = 50, workers: int = 1, concurrency: int = 4,
             keys = [lab.upload_image(d, name=f"bench-{rig.tag}/{i:04d}.jpg") for i, d in enumerate(data)]
             upload = time.perf_counter() - t
             lab.image(keys[0], IMAGE_OPS, output=f"bench-{rig.tag}/warm.png").result(timeout=60)
+            lab.replies.flush()  # the warm-up's reply deleted now, not inside the count
             settle()
             payloads = [{"bucket": lab.bucket.name, "key": k, "ops": IMAGE_OPS, "format": "png"} for k in keys]
             calls = rig.meter(procs, lab.clients)
@@ -249,6 +260,7 @@ def images(rig: Rig, count: int = 50, workers: int = 1, concurrency: int = 4,
             t = time.perf_counter()
             jobs = lab.submit_many("image", payloads, window=window, progress=False)
             seconds = time.perf_counter() - t
+            lab.replies.flush()
             counted = calls.stop()
             sizes += _pillow_timed(data, workers, local)
             correct = sum(_image_ok(job) for job in jobs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from labkit.cli.common import int_list, print_json
@@ -22,6 +23,8 @@ def _log(line: str) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from labkit import bench
+    if args.clients is not None:
+        return _bench_class(args)
     if args.sweep:
         rows = bench.sweep(windows=args.sweep_windows, workers=args.sweep_workers, jobs=args.jobs or 500,
                            aws=args.aws, log=_log, endpoint=args.endpoint)
@@ -42,6 +45,31 @@ def cmd_bench(args: argparse.Namespace) -> int:
     wrong = [f"{r.name} ({r.jobs - r.correct} of {r.jobs})" for r in report.results.values() if r.correct < r.jobs]
     if wrong:
         print("labkit: error: wrong or missing results in " + ", ".join(wrong), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _bench_class(args: argparse.Namespace) -> int:
+    """``labkit bench --clients N``: the class scenario (docs/benchmark.md, "A class on one fleet")."""
+    from labkit import bench
+    from labkit.errors import InvalidInput
+    if args.clients < 2:
+        raise InvalidInput(f"--clients needs at least 2 (one heavy, the others light), got {args.clients}")
+    sizes = {"clients": args.clients, "heavy_jobs": args.jobs, "light_jobs": args.light_jobs, "window": args.window,
+             "workers": args.workers, "concurrency": args.concurrency, "heavy_loop": args.heavy_loop or None}
+    plan = bench.ClassPlan(**{k: v for k, v in sizes.items() if v is not None})
+    run = bench.run_class(plan, aws=args.aws, log=_log, endpoint=args.endpoint)
+    if args.json:
+        print_json(run.to_dict())
+    else:
+        print(bench.format_class_table(run))
+    if args.figure:
+        from labkit.plots import save
+        path = save(bench.class_figure(run), args.figure.parent, args.figure.name)
+        _log(f"bench: figure saved to {path}")
+    wrong = sum(run.lost.values()) + sum(run.misdelivered.values())
+    if wrong:
+        print(f"labkit: error: {wrong} job(s) lost or answered to the wrong client", file=sys.stderr)
         return 1
     return 0
 
@@ -84,6 +112,13 @@ def register(add: Add) -> None:
                    "bucket; costs a few cents)")
     g.add_argument("--endpoint", metavar="URL", help="run on this SQS/S3 endpoint (another emulator, LocalStack; "
                    "default: LABKIT_ENDPOINT_URL, else the emulator of `labkit up`, else a private one)")
+    sp.add_argument("--clients", type=int, metavar="N", help="instead: a class on one fleet, N clients at once: one "
+                    "sends --jobs (default 5000) with submit_many, the others --light-jobs each, one at a time; "
+                    "against each group alone (see docs/benchmark.md)")
+    sp.add_argument("--light-jobs", type=int, metavar="N", help="with --clients: jobs per light client (default 10)")
+    sp.add_argument("--heavy-loop", action="store_true", help="with --clients: the heavy client calls Lab.submit in "
+                    "a loop (every job sent at once) instead of submit_many (at most its window in flight)")
+    sp.add_argument("--figure", type=Path, metavar="PNG", help="with --clients: save its figure there")
     sp.add_argument("--sweep", action="store_true", help="instead: throughput and latency against the window "
                     "and the number of workers")
     sp.add_argument("--sweep-windows", type=int_list, default=(10, 20, 40, 80), metavar="LIST",
