@@ -320,10 +320,11 @@ def test_06_custom_kinds(nb):
     # Given labkit up (00_setup), When 06 runs all its cells: the workers restart with kinds/wordcount.py
     set_up(nb)
     run_all(nb, "06_custom_kinds")
-    # Then the page shows the kinds loaded, both results, the histogram and the unknown kind's one line
+    # Then the page shows the kinds loaded, both results, the histogram, and the job of a kind no worker loads
+    # waiting in its own queue, with the client's one line
     text = nb.notebook_text()
     assert "kinds histogram, wordcount" in text and "most frequent" in text
-    assert "unknown_kind: unknown job kind 'translate'; this worker knows histogram, image, numbers" in text
+    assert "no worker loads job kind 'translate' yet" in text and "waiting in requestQueue-kind-translate: " in text
     assert NotebookPage.figure_size(nb.page.locator(".jp-NotebookPanel").first).count([800, 450]) == 1
     nb.shot("06-custom-kinds", nb.page.locator(".jp-NotebookPanel").first)
     assert nb.problems() == []
