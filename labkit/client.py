@@ -68,6 +68,7 @@ class Lab:
         self.jobs_sent = 0
         self.last_window: int | None = None  # the window the last submit_many ended with
         self._queues: dict[str, Queue] = {}
+        self._unserved_said: set[str] = set()  # kinds this client said no worker loads (Job.result, when slow)
         self._bucket: Bucket | None = None
         atexit.register(self._exiting)
 
@@ -165,6 +166,18 @@ class Lab:
                         "starts with LABKIT_JOB_MODULES naming its module", kind, queue.name)
         self._queues[name] = queue
         return queue
+
+    def unserved(self, kind: str) -> tuple[str | None, bool]:
+        """Why a job of ``kind`` (a kind of one's own) waits, when its queue shows that no worker takes from it (jobs
+        visible, none in flight), and whether that is news to this client; (None, False) otherwise."""
+        queue = None if kind in kinds.BUILTIN else self._queues.get(kinds.request_queue_for(self.settings, kind))
+        depth = queue.depth() if queue is not None else {"visible": 0, "in_flight": 0}
+        if queue is None or depth["in_flight"] or not depth["visible"]:
+            return None, False
+        news = kind not in self._unserved_said
+        self._unserved_said.add(kind)
+        return (f"no worker loads job kind {kind!r}: its queue {queue.name} holds {depth['visible']} job(s) that no "
+                "worker takes; start one with LABKIT_JOB_MODULES naming its module"), news
 
     def _prepare(self, kind: str, payloads: Sequence[dict[str, Any]]) -> list[tuple[Job, str]]:
         """Jobs and request bodies for ``payloads`` (the queues looked up once for all)."""

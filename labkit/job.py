@@ -150,10 +150,12 @@ class Job:
         return self._await(None if timeout is None else timeout - first)
 
     def _why_slow(self) -> tuple[str | None, bool]:
-        """Why no result has come yet, if the fleet can tell (a scale-out from zero), and whether it is news."""
+        """Why no result has come yet, if the fleet can tell (no worker loads the job's kind, a scale-out from
+        zero), and whether it is news."""
         from labkit.fleet import coldstart  # only a slow result pays for importing the fleet
         try:
-            return coldstart.notice(self.lab.clients)
+            unserved = self.lab.unserved(self.kind)
+            return unserved if unserved[0] else coldstart.notice(self.lab.clients)
         except LabkitError:  # may not read the group (a classroom account, say): say nothing rather than fail
             return None, False
 

@@ -21,7 +21,7 @@ from labkit import fleet, kinds, provision
 from labkit.aws.clients import Clients
 from labkit.aws.queues import Queue
 from labkit.config import DLQ_SUFFIX
-from labkit.errors import InvalidInput, RemoteJobError
+from labkit.errors import InvalidInput, JobTimeout, RemoteJobError
 from labkit.fleet.deployer import deployer_policy
 from labkit.fleet.policy import grants
 from labkit.fleet.student import student_policy
@@ -78,6 +78,9 @@ def test_two_workers_of_different_kinds_on_one_account(settings, start_worker, l
         lab.track(old.id, "wordcount").result(timeout=60)
     assert info.value.code == "unknown_kind" and f"travels on a queue of its own ({kind_queue})" in str(info.value)
     assert queue.depth() == {"visible": 1, "in_flight": 0, "delayed": 0} and not waiting.done()
+    # And a client that stops waiting is told why, not only that it timed out
+    with pytest.raises(JobTimeout, match=f"no worker loads job kind 'wordcount': its queue {kind_queue} holds 1 job"):
+        waiting.result(timeout=2)
     # When a worker that loads wordcount starts
     student_worker = start_worker(s=settings.replace(job_modules=(str(WORDCOUNT),)))
     # Then it answers the job that waited (nothing lost), and every later one; number jobs go on as before
