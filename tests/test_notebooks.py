@@ -250,11 +250,14 @@ def test_delivery_notebook_results(run):
     # Its workers stopped, its queues deleted (labkit's own were not: 99_teardown deleted those)
     assert len(s["workers"]) == 2 and not any(pid_alive(p) for p in s["workers"])
     tag = s["deleted"][0].split("-")[2]
+    # (the nap kind travels on a queue of its own, with its dead-letter queue: docs/protocol.md, "Your own job kinds")
     assert s["deleted"] == [f"labkit-delivery-{tag}-dlq", f"labkit-delivery-{tag}", f"labkit-delivery-{tag}-replies",
+                            f"labkit-delivery-{tag}-kind-nap-dlq", f"labkit-delivery-{tag}-kind-nap",
                             f"labkit-delivery-{tag}-later"]
     text = all_text(executed(report, "05_delivery"))
     assert "received twice, answered once" in text and "a second answer with this id, dropped" in text
-    assert f"labkit-delivery-{tag}-dlq, before the redrive" in text and "sent back from the dead-letter queue" in text
+    assert f"labkit-delivery-{tag}-kind-nap-dlq, before the redrive" in text
+    assert "sent back from the dead-letter queue" in text
     beat_line = f"kept invisible for another {SMALL['visibility_timeout']} s (heartbeat)"
     assert text.count(beat_line) >= s["heartbeat"]["beats"]
 
