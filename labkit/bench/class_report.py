@@ -24,7 +24,8 @@ def format_class_table(run: ClassRun) -> str:
     p = run.plan
     lines = [f"labkit bench --clients {p.clients}, {datetime.now(timezone.utc).isoformat(timespec='seconds')}, "
              f"{run.where}",
-             f"1 heavy client ({p.heavy_jobs} jobs, submit_many, window {_window(run)}) and {p.light_clients} light "
+             f"1 heavy client ({p.heavy_jobs} jobs, {'Lab.submit in a loop' if p.heavy_loop else 'submit_many'}, "
+             f"window {_window(run)}) and {p.light_clients} light "
              f"clients ({p.light_jobs} jobs each, one at a time, {p.think:g} s apart); {p.workers} worker(s) x "
              f"concurrency {p.concurrency}", "",
              f"{COLUMNS[0]:<22}{COLUMNS[1]:>6}{COLUMNS[2]:>9}{COLUMNS[3]:>8}{COLUMNS[4]:>8}{COLUMNS[5]:>8}"
@@ -102,7 +103,6 @@ def class_figure(run: ClassRun, title: str | None = None) -> Figure:
         lat = sorted(x * 1000 for x in run.results[key].latencies) if key in run.results else []
         if lat:
             left.plot(lat, np.arange(1, len(lat) + 1) / len(lat), label=label, color=colour)
-    left.set_xscale("log")
     left.set_xlabel("light client's round trip (ms)")
     left.set_ylabel("fraction of jobs")
     left.axhline(0.95, color="grey", lw=0.6, ls=":")
@@ -111,9 +111,9 @@ def class_figure(run: ClassRun, title: str | None = None) -> Figure:
     if times:
         right.scatter([t for t, _ in times], [x * 1000 for _, x in times], s=6, color="#d62728",
                       label="light round trip")
-    right.set_yscale("log")
     right.set_xlabel("seconds since the heavy client started")
     right.set_ylabel("light round trip (ms)")
+    right.set_ylim(bottom=0)
     done = run.heavy_done.get("heavy_with_light", [])
     if done:
         twin = right.twinx()

@@ -255,7 +255,7 @@ def heavy_client(settings: Any, jobs: int, go: Path, result: Path, window: int |
         correct = sum(1 for j, v in zip(done, lists, strict=True) if j.finished is not None and job_ok(j, v))
         doc = {"jobs": jobs, "seconds": seconds, "answered": len(answered), "correct": correct,
                "latencies": [j.latency for j in answered], "finished": sorted(j.finished for j in answered),
-               "window": "none (a loop of submit)" if loop else lab.last_window, "strays": lab.replies.strays}
+               "window": "none" if loop else lab.last_window, "strays": lab.replies.strays}
         _write_json(result, doc)
         stop.wait()
         counts.write()
