@@ -12,7 +12,7 @@ what was found and what to do:
 ::
 
     checks = run(Clients(settings), Plan(instance_type="t3.micro", workers=10))
-    print(table(checks)); sys.exit(1 if blocked(checks) else 0)
+    sys.exit(1 if blocked(checks) else 0)   # labkit.presenters.doctor_table(checks) shows them
 
 It creates nothing. Its AWS calls are in :mod:`labkit.aws.permissions` and :mod:`labkit.aws.quotas`.
 """
@@ -37,12 +37,11 @@ from labkit.aws.ec2 import Ec2
 from labkit.aws.iam import Iam
 from labkit.aws.storage import Bucket
 from labkit.config import Settings, no_lab_hint
-from labkit.errors import AwsError, CredentialsError
+from labkit.errors import AwsError, CredentialsError, credentials_line
 from labkit.fleet import deployer, student
 from labkit.fleet.instances import AMI_PARAMETERS
 from labkit.fleet.roles import NO_ROLES_HINT
 from labkit.fleet.spec import DEFAULT_INSTANCE_TYPE
-from labkit.presenters import Note, Table, credentials_line
 from labkit.provision import NOT_OUR_BUCKET
 
 OK, WARN, BLOCKER = "ok", "warn", "blocker"
@@ -116,24 +115,6 @@ def run(clients: Clients, plan: Plan | None = None) -> list[Check]:
 def blocked(checks: list[Check]) -> bool:
     """True when any row is a blocker (``labkit doctor`` exits 1)."""
     return any(c.status == BLOCKER for c in checks)
-
-
-def table(checks: list[Check]) -> Table:
-    """The rows as one table (the CLI prints it, 00_setup shows it)."""
-    return Table([[c.check, c.status, c.found, c.todo] for c in checks], ["check", "status", "found", "what to do"],
-                 "labkit doctor")
-
-
-def summary(checks: list[Check]) -> Note:
-    """One line under the table: the blockers, else the warnings, else all ok."""
-    stops = [c.check for c in checks if c.status == BLOCKER]
-    warns = [c.check for c in checks if c.status == WARN]
-    if stops:
-        return Note(f"{len(stops)} blocker(s): {', '.join(stops)}; fix them before class (the table says how)",
-                    "error")
-    if warns:
-        return Note(f"no blocker; {len(warns)} warning(s): {', '.join(warns)}", "warning")
-    return Note(f"all {len(checks)} checks ok", "ok")
 
 
 def as_dicts(checks: list[Check]) -> list[dict[str, str]]:

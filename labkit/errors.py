@@ -191,3 +191,21 @@ class WaitTimeout(LabkitError, TimeoutError):
 
 class JobTimeout(WaitTimeout):
     """No result arrived within the timeout."""
+
+
+def credentials_line(info: dict[str, Any] | None) -> str:
+    """The credentials in use, in words: kind, where from, when they expire (where known); never a key."""
+    if not info:
+        return "unknown"
+    profile = f", profile {info['profile']}" if info.get("profile") else ""
+    text = f"{info.get('kind')} from {info.get('source')}{profile}"
+    if info.get("expires"):
+        left = info["expires"] - time.time()
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(info["expires"]))
+        text += f"; expire {when}" + (f" (in {left / 60:.0f} min)" if left > 0 else " (expired)") + \
+            ("; renewed automatically" if info.get("refreshed") else "")
+    elif info.get("kind") == "session keys (temporary)":
+        text += "; expiry unknown (keys in a file do not say; AWS Academy's last about 4 hours)"
+    if info.get("problem"):
+        text += f"; REFUSED: {info['problem']}"
+    return text

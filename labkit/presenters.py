@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from labkit.errors import credentials_line
 from labkit.local import running
 
 if TYPE_CHECKING:
@@ -120,24 +121,6 @@ def status_tables(status: dict[str, Any]) -> list[Table]:
         queues = [["(not looked at)", "", "", "", ""]]
     return [Table(queues, ["queue", "role", "visible", "in flight", "dead-letter"], "Queues"),
             Table(other, None, "Resources")]
-
-
-def credentials_line(info: dict[str, Any] | None) -> str:
-    """The credentials in use, in words: kind, where from, when they expire (where known); never a key."""
-    if not info:
-        return "unknown"
-    profile = f", profile {info['profile']}" if info.get("profile") else ""
-    text = f"{info.get('kind')} from {info.get('source')}{profile}"
-    if info.get("expires"):
-        left = info["expires"] - time.time()
-        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(info["expires"]))
-        text += f"; expire {when}" + (f" (in {left / 60:.0f} min)" if left > 0 else " (expired)") + \
-            ("; renewed automatically" if info.get("refreshed") else "")
-    elif info.get("kind") == "session keys (temporary)":
-        text += "; expiry unknown (keys in a file do not say; AWS Academy's last about 4 hours)"
-    if info.get("problem"):
-        text += f"; REFUSED: {info['problem']}"
-    return text
 
 
 def changes_table(title: str, **lines: Iterable[str]) -> Table:
@@ -333,3 +316,23 @@ def _cost_rows(view: dict[str, Any]) -> list[list[Any]]:
     rows.append(["this view", f"{n} SQS requests (${view['requests']['usd']:,.6f}), one pass; the age of a lane's "
                               "oldest job is a CloudWatch metric (ApproximateAgeOfOldestMessage), not read"])
     return rows
+
+
+# -- labkit doctor ------------------------------------------------------------------------------------------------
+
+def doctor_table(checks: Sequence[Any]) -> Table:
+    """``labkit doctor``'s rows (:class:`labkit.doctor.Check`) as one table: the CLI prints it, 00_setup shows it."""
+    return Table([[c.check, c.status, c.found, c.todo] for c in checks], ["check", "status", "found", "what to do"],
+                 "labkit doctor")
+
+
+def doctor_note(checks: Sequence[Any]) -> Note:
+    """One line under the doctor's table: the blockers, else the warnings, else all ok."""
+    stops = [c.check for c in checks if c.status == "blocker"]
+    warns = [c.check for c in checks if c.status == "warn"]
+    if stops:
+        return Note(f"{len(stops)} blocker(s): {', '.join(stops)}; fix them before class (the table says how)",
+                    "error")
+    if warns:
+        return Note(f"no blocker; {len(warns)} warning(s): {', '.join(warns)}", "warning")
+    return Note(f"all {len(checks)} checks ok", "ok")

@@ -125,3 +125,25 @@ def test_the_aws_call_check_sees_a_raw_call():
     assert AWS_CALL.search("lab.clients.sqs.delete_queue(QueueUrl=u)")
     assert AWS_CALL.search('clients("ec2").describe_instances()')
     assert not AWS_CALL.search('Ec2(clients("ec2"))')
+
+
+FRONT_ENDS = ("labkit.cli", "labkit.widgets", "labkit.presenters", "labkit.runner", "labkit.notebooks",
+              "labkit.__main__")
+
+
+def is_front_end(module: str) -> bool:
+    return any(module == f or module.startswith(f + ".") for f in FRONT_ENDS)
+
+
+def test_no_library_module_imports_a_front_end():
+    # The library (and core, transport) never imports a front end: what both the CLI and the widgets show is built
+    # in labkit.presenters, which imports the library, not the other way round. (worker/__main__.py entering through
+    # labkit.cli is issue 22's, "the worker owns its command line": it is the one module left out here.)
+    offenders = {module_name(p): sorted(i for i in top_level_imports(p) if is_front_end(i)) for p in SOURCES
+                 if not is_front_end(module_name(p)) and module_name(p) != "worker.__main__"}
+    assert {m: i for m, i in offenders.items() if i} == {}
+
+
+def test_the_front_end_check_knows_the_front_ends():
+    assert is_front_end("labkit.presenters") and is_front_end("labkit.cli.doctor") and is_front_end("labkit.widgets")
+    assert not is_front_end("labkit.doctor") and not is_front_end("labkit.classview")

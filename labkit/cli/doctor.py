@@ -19,8 +19,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     if args.json:
         print_json(doctor.as_dicts(checks))
     else:
-        print(doctor.table(checks))
-        print(doctor.summary(checks))
+        from labkit.presenters import doctor_note, doctor_table
+        print(doctor_table(checks))
+        print(doctor_note(checks))
     return 1 if doctor.blocked(checks) else 0
 
 

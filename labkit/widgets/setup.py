@@ -12,7 +12,7 @@ from labkit.client import Lab
 from labkit.config import Settings
 from labkit.errors import ConfigError
 from labkit.local import resolve_backend
-from labkit.presenters import Note, Table, changes_table, status_tables
+from labkit.presenters import Note, Table, changes_table, doctor_note, doctor_table, status_tables
 from labkit.widgets.base import TOGGLES, IntField, Panel
 
 
@@ -109,7 +109,7 @@ class SetupPanel(Panel):
         from labkit import doctor
         from labkit.aws.clients import Clients
         checks = doctor.run(Clients(self.settings()), doctor.Plan(**plan))
-        self.show(doctor.table(checks), doctor.summary(checks))
+        self.show(doctor_table(checks), doctor_note(checks))
         return checks
 
     def class_view(self) -> dict[str, Any]:
