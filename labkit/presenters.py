@@ -18,6 +18,10 @@ from typing import TYPE_CHECKING, Any
 from labkit.errors import credentials_line
 from labkit.local import running
 
+# JupyterLab typesets $...$ in HTML output as math: "$0.02/hour ($15.18/month)" would show as italics without its
+# dollars. These classes tell its MathJax (and the classic notebook's) to leave a table or a note as it is.
+NO_MATH = "mathjax_ignore tex2jax_ignore"
+
 if TYPE_CHECKING:
     from labkit.aws.queues import PurgeOutcome
     from labkit.dlq import DeadLetter
@@ -58,7 +62,7 @@ class Table:
         body = "".join("<tr>" + "".join(f"<td style='text-align:left'>{html.escape(v)}</td>" for v in r) + "</tr>"
                        for r in self.rows)
         caption = f"<caption style='text-align:left'><b>{html.escape(self.title)}</b></caption>" if self.title else ""
-        return f"<table>{caption}{head}<tbody>{body}</tbody></table>"
+        return f"<table class='{NO_MATH}'>{caption}{head}<tbody>{body}</tbody></table>"
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         return {"text/plain": str(self), "text/html": self._repr_html_()}
@@ -81,7 +85,8 @@ class Note:
         color = self.COLORS.get(self.kind, "inherit")
         weight = "bold" if self.kind in ("warning", "error") else "normal"
         body = html.escape(str(self)).replace("\n", "<br>")
-        return {"text/plain": str(self), "text/html": f"<div style='color:{color};font-weight:{weight}'>{body}</div>"}
+        return {"text/plain": str(self),
+                "text/html": f"<div class='{NO_MATH}' style='color:{color};font-weight:{weight}'>{body}</div>"}
 
 
 def cell(value: Any) -> str:
@@ -265,12 +270,11 @@ def class_tables(view: dict[str, Any]) -> list[Table | Note]:
     for r in replies:
         seen = "(not read)" if r["last_seen"] is None else time.strftime(
             "%H:%M:%S %Z", time.localtime(r["last_seen"])) + f" ({ago(r['ago'])} ago)"
-        rows.append([r["name"], r["owner"] or "-", seen + ("  GONE QUIET" if r["quiet"] else ""), r["waiting"],
-                     r["in_flight"]])
+        rows.append([r["name"], seen + ("  GONE QUIET" if r["quiet"] else ""), r["waiting"], r["in_flight"]])
     title = (f"Students' reply queues: {len(replies)} ({len(replies) - quiet} active, {quiet} gone quiet: unseen for "
              f"{ago(view['quiet_after'])} or more)")
-    out: list[Table | Note] = [Table(rows or [["(none: no client runs)", "", "", "", ""]],
-                                     ["reply queue", "owner", "last seen", "answers waiting", "in flight"], title)]
+    out: list[Table | Note] = [Table(rows or [["(none: no client runs)", "", "", ""]],
+                                     ["reply queue", "last seen", "answers waiting", "in flight"], title)]
     lanes = [[ln["lane"], ln["queue"], ln["error"], "", "", ""] if "error" in ln else
              [ln["lane"], ln["queue"], ln["visible"], ln["in_flight"], ln["delayed"],
               "" if ln["dead_letter"] is None else ln["dead_letter"]] for ln in view["lanes"]]

@@ -278,6 +278,9 @@ def test_03_ec2_worker_on_the_emulator(nb):
     run_all(nb, "03_ec2_worker")
     text = nb.notebook_text()
     assert "answered by local worker" in text and "deleted" in text and "summary: deployed" in text
+    # Prices keep their dollars: the cost table is not typeset as math (before: "0.0208/hour(15.18/month; ..." in
+    # italics, the dollar signs taken for TeX delimiters)
+    assert "$0.0208/hour ($15.18/month; $0.0104/hour each)" in text, text
     assert nb.problems() == []
 
 
