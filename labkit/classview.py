@@ -19,12 +19,11 @@ from labkit import costs, kinds, provision
 from labkit.aws.calls import is_denied
 from labkit.aws.clients import Clients
 from labkit.aws.queues import Queue, is_missing_queue
-from labkit.config import DLQ_SUFFIX, REPLY_QUEUE_PREFIX, read_state
+from labkit.config import DLQ_SUFFIX, read_state
 from labkit.errors import AwsError
 from labkit.fleet.health import BAD, HEALTHY
 
 QUIET_AFTER = provision.REPLY_IDLE_AGE  # unseen this long: the client is gone (and `down` may delete its queue)
-RANDOM_PART = 16  # a reply queue's name ends in 16 random characters (provision.create_reply_queue)
 DEPTHS = ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible")
 NOT_COUNTED = [
     "the students' job requests (SQS $0.40 per million, S3 per request): labkit does not count another "
@@ -34,14 +33,6 @@ NOT_COUNTED = [
     "the bucket's storage (`labkit status` prices it; a class's images are cents a month)",
     "Cost Explorer has the billed figure, a day late and at $0.01 per API request: this view does not ask it",
 ]
-
-
-def owner(name: str) -> str | None:
-    """Who a reply queue belongs to, when its name says: ``labkit-reply-<owner>-<16 random characters>``;
-    None for ``labkit-reply-<16 random characters>`` (today's clients' names carry no owner)."""
-    rest = name[len(REPLY_QUEUE_PREFIX):] if name.startswith(REPLY_QUEUE_PREFIX) else name
-    head, sep, tail = rest.rpartition("-")
-    return head if sep and head and len(tail) == RANDOM_PART else None
 
 
 def class_view(clients: Clients, now: float | None = None) -> dict[str, Any]:
@@ -63,7 +54,7 @@ def _count(calls: dict[str, int], op: str) -> None:
 
 
 def _reply_queues(clients: Clients, now: float, calls: dict[str, int]) -> tuple[list[dict[str, Any]], str | None]:
-    """Each reply queue: name, owner, last seen (its tag, else its creation), seconds since, gone quiet, messages
+    """Each reply queue: name, last seen (its tag, else its creation), seconds since, gone quiet, messages
     waiting and in flight. A queue deleted meanwhile (its client closed) is left out. When IAM refuses the reads
     (a student's credentials), the rest are listed unread and the refusal is returned."""
     found = provision.reply_queues(clients)
@@ -71,7 +62,7 @@ def _reply_queues(clients: Clients, now: float, calls: dict[str, int]) -> tuple[
     out: list[dict[str, Any]] = []
     refused = None
     for queue in found:
-        row: dict[str, Any] = {"name": queue.name, "owner": owner(queue.name), "last_seen": None, "ago": None,
+        row: dict[str, Any] = {"name": queue.name, "last_seen": None, "ago": None,
                                "quiet": None, "waiting": None, "in_flight": None}
         if refused is None:
             try:

@@ -27,7 +27,7 @@ from labkit import costs, emulator, provision, widgets
 from labkit.aws.clients import Clients
 from labkit.aws.queues import Queue
 from labkit.aws.storage import Bucket
-from labkit.classview import QUIET_AFTER, day_cost, day_start, owner
+from labkit.classview import QUIET_AFTER, day_cost, day_start
 from labkit.client import Lab
 from labkit.config import DLQ_SUFFIX, Settings, read_state
 from labkit.fleet.health import FAILED_PREFIX
@@ -196,12 +196,6 @@ def test_day_cost_prices_what_ran_today_from_launch_or_midnight() -> None:
         datetime.fromtimestamp(now).strftime("%Y-%m-%dT00:00"))
     # And nothing that ran, nothing counted
     assert day_cost(None, now)["usd"] == 0 and day_cost(None, now)["rows"] == []
-
-
-def test_a_reply_queues_owner_is_the_part_of_its_name_before_its_random_part() -> None:
-    assert owner("labkit-reply-0123456789abcdef") is None  # today's clients: no owner in the name
-    assert owner("labkit-reply-alice-0123456789abcdef") == "alice"
-    assert owner("labkit-reply-bob-smith-0123456789abcdef") == "bob-smith"
 
 
 def test_the_class_tables_say_when_no_client_runs_and_no_fleet_is_recorded() -> None:
