@@ -207,10 +207,15 @@ def dependents(action: str) -> set[str]:
     return {d for r in privilege["resource_types"].values() for d in r["dependent_actions"]}
 
 
+# botocore's name of a service -> its prefix in IAM actions, where the two differ
+IAM_PREFIX = {"service-quotas": "servicequotas"}
+
+
 def operation_actions(service: str, operation: str) -> tuple[tuple[str, ...], str]:
     """The actions an API operation is authorized by, and the source."""
     if (service, operation) in OPERATIONS:
         return OPERATIONS[(service, operation)]
+    service = IAM_PREFIX.get(service, service)
     privileges = reference()[service]["privileges"]
     linked = [n for n, p in privileges.items()
               if (p.get("api_documentation_link") or "").endswith(f"/API_{operation}.html")]

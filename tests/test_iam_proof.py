@@ -78,6 +78,7 @@ def policies(s: Settings) -> dict[str, dict]:
     bucket = s.bucket or ""
     out = {f"deployer {c}": deployer_policy(s, bucket, ACCOUNT, commands=[c])
            for c in ("up", "deploy", "undeploy", "teardown")}
+    out["deployer"] = deployer_policy(s, bucket, ACCOUNT)  # every command's part: what an instructor holds
     out["worker"] = worker_policy(s, bucket, ACCOUNT)
     out["client"] = student_policy(s, bucket, ACCOUNT)
     # The exercise's own words when refused: "sqs:* on the queues named labkit-delivery-* and labkit-reply-*".
@@ -91,11 +92,17 @@ def role_of(flow: str, call: Call) -> str:
     """Whose policy a call is made under: a worker process as the worker role (on EC2 it holds the worker policy,
     whoever starts it); each labkit command as its deployer part (``down``, which has none of its own, as
     ``teardown``'s: it deletes idle reply queues too); notebook 03 as the deployer; the delivery exercise (its
-    worker too) as what its error message asks for; a client as the student."""
+    worker too) as what its error message asks for; a client as the student; ``labkit doctor`` as the whole
+    deployer policy (it probes every command's permissions; its own reads are deploy's part); ``status --class``
+    as ``teardown``'s part (docs/aws.md, "During the day")."""
     if flow == "delivery":
         return "delivery exercise"
+    if flow == "doctor":  # it probes each command's permissions: whoever runs it holds the whole deployer policy
+        return "deployer"
     if flow == "notebook 03":
         return "deployer deploy"
+    if flow == "status --class":  # the instructor's view: docs/aws.md, "During the day"
+        return "deployer teardown"
     if call.process == "worker":
         return "worker"
     if call.process.startswith("labkit "):
@@ -148,6 +155,8 @@ def proof(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> tuple
         flow("deploy again", [*labkit, "deploy", "--workers", "1"])
         assert flow("notebook 03", [sys.executable, "-c", NOTEBOOK_03], cwd=tmp).split() == ["True"]
         assert flow("delivery", [sys.executable, "-c", DELIVERY], cwd=tmp).split() == ["4", "True", "True"]
+        flow("doctor", [*labkit, "doctor", "--workers", "2"])
+        flow("status --class", [*labkit, "status", "--class"])
     finally:
         flow("down", [*labkit, "down"])
         leave_what_teardown_meets(s)
@@ -215,8 +224,8 @@ def test_every_call_each_role_makes_is_granted_by_the_policy_labkit_generates_fo
     assert missing == [], "\n".join(missing)
     # And every role and flow was seen doing its work (the runs are the proof: none may silently do nothing)
     roles = {r[0] for r in rows}
-    assert roles == {"deployer up", "deployer deploy", "deployer undeploy", "deployer teardown", "worker", "client",
-                     "delivery exercise"}, roles
+    assert roles == {"deployer", "deployer up", "deployer deploy", "deployer undeploy", "deployer teardown", "worker",
+                     "client", "delivery exercise"}, roles
     ops = {r[1] for r in rows}
     for op in ("cloudwatch:PutMetricAlarm", "ec2:DescribeInstanceAttribute", "ec2:RunInstances",
                "autoscaling:CreateAutoScalingGroup", "s3:ListMultipartUploads", "s3:AbortMultipartUpload",

@@ -69,6 +69,10 @@ class Names:
         """The public SSM parameters naming the current Amazon Linux images."""
         return [f"arn:{partition(self.region)}:ssm:{self.region}::parameter{p}" for p in AMI_PARAMETERS.values()]
 
+    def academy_profile(self) -> list[str]:
+        """AWS Academy's ready-made instance profile, which `labkit doctor` looks for."""
+        return [f"arn:{partition(self.region)}:iam::{self.account}:instance-profile/LabInstanceProfile"]
+
     def principals(self) -> list[str]:
         """The account's users and roles: whoever runs `labkit doctor` (its policy simulator takes a principal)."""
         base = f"arn:{partition(self.region)}:iam::{self.account}:"
@@ -122,6 +126,8 @@ GRANTS = (
           ("ec2:DescribeAvailabilityZones", "ec2:DescribeInstanceTypeOfferings", "servicequotas:GetServiceQuota"),
           Names.everything, "`labkit doctor`, the day before: the region's zones, where the instance type is offered "
           "and the EC2 vCPU quota (no narrower resource exists for these reads)"),
+    Grant("PreflightAcademy", ("deploy",), ("iam:GetInstanceProfile",), Names.academy_profile,
+          "`labkit doctor`: is this an AWS Academy lab (its ready-made LabInstanceProfile, for --instance-profile)?"),
     Grant("PreflightSimulate", ("deploy",), ("iam:SimulatePrincipalPolicy",), Names.principals,
           "`labkit doctor`: put each command's actions to IAM's policy simulator for the caller (a user or the role "
           "behind a session: which one is not known beforehand, so any of the account's)"),
