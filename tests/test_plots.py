@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from labkit import plots
+from labkit.bench import figures
 
 
 def _png_size(path) -> tuple[int, int]:
@@ -93,7 +94,7 @@ def test_images_side_by_side_any_mode(tmp_path, mode):
 def test_sweep_figure_one_line_per_series(tmp_path):
     rows = [{"window": w, "workers": k, "jobs_per_s": 100.0 * k + w, "p50_ms": 20.0 + w, "p95_ms": 40.0 + w}
             for k in (1, 2) for w in (5, 10, 20)]
-    fig = plots.sweep_figure(rows, x="window", series="workers", x_label="jobs in flight (window)")
+    fig = figures.throughput_latency_figure(rows, x="window", series="workers", x_label="jobs in flight (window)")
     left, right = fig.axes
     assert left.get_ylabel() == "throughput (jobs/s)" and right.get_ylabel() == "round-trip latency (ms)"
     assert _labels(left) == ["workers = 1", "workers = 2"]
@@ -198,3 +199,17 @@ def test_job_timeline_ticks_heartbeats_and_dots_computes_too_short_to_see(tmp_pa
     assert dots.get_offsets().tolist() == [[0.3, 1.0]]
     assert _labels(ax)[-2:] == ["visibility extended (heartbeat)", "computing, too short for a bar"]
     assert _png_size(plots.save(fig, tmp_path, "timeline")) == (800, 450)
+
+
+def test_the_benchmarks_figures_live_in_the_bench_and_draw_its_rows(tmp_path):
+    from labkit import bench
+    rows = [{"name": "floor", "jobs": 500, "jobs_per_s": 410.2}, {"name": "labkit", "jobs": 500, "jobs_per_s": 388.0},
+            {"name": "floor_round_trip", "p50_ms": 4.0, "p95_ms": 6.0}, {"name": "round_trip", "p50_ms": 5.0}]
+    left, right = bench.scenarios_figure(rows).axes
+    assert left.get_title() == "Throughput, 500 small jobs" and right.get_title() == "One job at a time"
+    sweep = [{"pipeline": "labkit", "workers": k, "window": w, "jobs": 500, "jobs_per_s": 100.0 * k + w,
+              "p50_ms": 20.0 + w, "p95_ms": 40.0 + w} for k in (1, 2) for w in (10, 20, 40)]
+    fig = bench.sweep_figure(sweep)
+    assert _labels(fig.axes[0]) == ["labkit, 1 worker", "labkit, 2 workers"]
+    assert _png_size(plots.save(fig, tmp_path, "sweep")) == (800, 450)
+    assert not hasattr(plots, "scenarios_figure") and not hasattr(plots, "bench_sweep_figure")

@@ -36,13 +36,14 @@ The modules, one concept each::
     scenarios  labkit, round trip, big numbers, images    answers  the jobs and independent answers
     run        Plan, run_bench, run_class, sweep child    ``python -m labkit.bench worker|serve|heavy`` (internal)
     fairness   the class scenario (``--clients``: one heavy client, the others light)
-    class_report  its table and figure
+    class_report  its table and figure          figures  scenarios_figure, sweep_figure (04_benchmark's)
 """
 
 from labkit.bench.answers import number_lists, plain_stats
 from labkit.bench.class_report import class_figure, format_class_table
 from labkit.bench.counts import CountedProcess, cpu_seconds
 from labkit.bench.fairness import ClassPlan, ClassRun
+from labkit.bench.figures import scenarios_figure, sweep_figure
 from labkit.bench.floor import floor
 from labkit.bench.original import ORIGINAL_ATTRIBUTES, original, original_reply, original_round_trip
 from labkit.bench.report import Report, Result, Target, merge
@@ -66,5 +67,5 @@ __all__ = [
     "Plan", "Report", "Result", "Rig", "Target", "big_numbers", "class_figure", "cpu_seconds", "floor",
     "format_class_table", "format_sweep", "format_table", "images", "labkit_throughput", "merge", "number_lists",
     "original", "original_reply", "original_round_trip", "photo", "pillow_work", "plain_stats", "price",
-    "round_trip", "run_bench", "run_class", "sweep", "throughput",
+    "round_trip", "run_bench", "run_class", "scenarios_figure", "sweep", "sweep_figure", "throughput",
 ]
