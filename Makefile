@@ -37,9 +37,10 @@ test: venv
 	$(PY) -m tests.shards
 	$(VENV)/bin/ruff check labkit worker tests .ci
 
-## test-fast: skip the tests marked slow
+## test-fast: the tests that need no emulator, no worker and no labkit process (protocol, keys, jobs, config, kinds,
+## presenters, policies, architecture, plots...: tests/conftest.py marks them fast), in one process: about 20 s
 test-fast: venv
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m fast
 
 ## bench: throughput, latency and big jobs against a floor measured in the same run
 bench: venv

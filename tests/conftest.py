@@ -6,22 +6,20 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from labkit import provision
-from labkit.aws.clients import Clients
 from labkit.client import Lab
 from labkit.config import Settings, read_state
 from labkit.emulator import Emulator
 from labkit.errors import LabkitError
 from labkit.processes import Child, python_module, settings_env, stop_all
+from tests.helpers import ROOT, labkit, provisioned, unique_settings
 
-ROOT = Path(__file__).resolve().parents[1]
+__all__ = ["ROOT", "settings_env", "unique_settings"]  # re-exported: test files import them from here
 # Known fake credentials: the security tests grep every produced file for them.
 FAKE_KEY_ID = "AKIALABKITFAKEKEY0001"
 FAKE_SECRET = "labkitFakeSecretValueDoNotLeak0000000001"
@@ -38,21 +36,24 @@ def emulator() -> Iterator[Emulator]:
         yield emu
 
 
-def unique_settings(emulator: Emulator, state_dir: Path, **extra: object) -> Settings:
-    tag = uuid.uuid4().hex[:8]
-    return Settings.load(
-        state_dir=state_dir, endpoint_url=emulator.url, env={},
-        request_queue=f"requestQueue-{tag}", response_queue=f"responseQueue-{tag}",
-        image_inbox=f"imageInbox-{tag}", image_outbox=f"imageOutbox-{tag}", bucket=f"labkit-test-{tag}", **extra,
-    )
-
-
 @pytest.fixture
 def settings(emulator: Emulator, tmp_path: Path) -> Settings:
     """Provisioned queues and bucket with names unique to this test."""
-    s = unique_settings(emulator, tmp_path / "state")
-    provision.ensure(Clients(s))
-    return s
+    return provisioned(emulator, tmp_path / "state")
+
+
+@pytest.fixture
+def make_settings(emulator: Emulator, tmp_path: Path) -> Callable[..., Settings]:
+    """``make_settings(**extra)``: provisioned queues and bucket of this test's own, with fields changed
+    (``make_settings(visibility_timeout=3, job_modules=job_kinds.PATH)``); each call makes a new set."""
+    made = 0
+
+    def make(**extra: Any) -> Settings:
+        nonlocal made
+        made += 1
+        return provisioned(emulator, tmp_path / ("state" if made == 1 else f"state-{made}"), **extra)
+
+    return make
 
 
 class WorkerProcess:
@@ -147,8 +148,7 @@ class Student:
         self.env.update(HOME=str(self.home), AWS_EC2_METADATA_DISABLED="true")
 
     def run(self, *args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "labkit", *args], capture_output=True, text=True,
-                              timeout=180, cwd=cwd or self.lab, env={**self.env, **env})
+        return labkit(*args, base=self.env, env=env, cwd=cwd or self.lab)
 
     @property
     def state(self) -> dict:
@@ -160,3 +160,24 @@ def student(tmp_path: Path) -> Iterator[Student]:
     you = Student(tmp_path)
     yield you
     you.run("down")  # whatever a test left running
+
+
+# -- the fast tier ----------------------------------------------------------------------------------
+
+# Fixtures that reach an emulator, a student's shell or (through ``request.getfixturevalue``) any fixture at all.
+NOT_FAST_FIXTURES = {"emulator", "fauxqs", "student", "request"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "fast: no emulator, no worker, no labkit process: set by conftest.py on "
+                                       "every test that is neither slow nor spawns nor uses an emulator's fixture")
+    config.addinivalue_line("markers", "spawns: starts an emulator or a labkit process of its own (no fixture "
+                                       "says so): kept out of the fast tier")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the fast tier (``make test-fast``, ``pytest -m fast``): what needs no emulator and no process."""
+    for item in items:
+        if not (item.get_closest_marker("slow") or item.get_closest_marker("spawns")
+                or NOT_FAST_FIXTURES & set(getattr(item, "fixturenames", ()))):
+            item.add_marker(pytest.mark.fast)

@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from labkit.config import read_state
 from labkit.processes import pid_alive
+from tests.helpers import labkit
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def labkit(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "labkit", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env or os.environ.copy(), cwd=ROOT)
+pytestmark = pytest.mark.spawns  # every test here runs the command as a process
 
 
 @pytest.mark.slow
@@ -84,8 +77,7 @@ def test_help_documents_every_command():
     (["submit", "numbers", "--random", "0"], "at least 1"),
 ])
 def test_user_errors_are_one_line_without_traceback(tmp_path, args, fragment, emulator):
-    env = {**os.environ, "LABKIT_ENDPOINT_URL": emulator.url}
-    out = labkit(*args, "--state-dir", str(tmp_path), env=env)
+    out = labkit(*args, "--state-dir", str(tmp_path), env={"LABKIT_ENDPOINT_URL": emulator.url})
     assert out.returncode == 1
     assert fragment in out.stderr
     assert "Traceback" not in out.stderr
@@ -93,15 +85,15 @@ def test_user_errors_are_one_line_without_traceback(tmp_path, args, fragment, em
 
 
 def test_missing_queue_is_a_clear_error(tmp_path, emulator):
-    env = {**os.environ, "LABKIT_ENDPOINT_URL": emulator.url, "LABKIT_REQUEST_QUEUE": "noSuchQueue"}
+    env = {"LABKIT_ENDPOINT_URL": emulator.url, "LABKIT_REQUEST_QUEUE": "noSuchQueue"}
     out = labkit("submit", "numbers", "1", "--state-dir", str(tmp_path), env=env)
     assert out.returncode == 1
     assert "noSuchQueue" in out.stderr and "labkit up" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_unreachable_endpoint_is_a_clear_error(tmp_path):
-    env = {**os.environ, "LABKIT_ENDPOINT_URL": "http://127.0.0.1:9"}
-    out = labkit("submit", "numbers", "1", "--state-dir", str(tmp_path), env=env, timeout=180)
+    env = {"LABKIT_ENDPOINT_URL": "http://127.0.0.1:9"}
+    out = labkit("submit", "numbers", "1", "--state-dir", str(tmp_path), env=env)
     assert out.returncode == 1
     assert "cannot reach" in out.stderr and "Traceback" not in out.stderr
 
@@ -112,8 +104,8 @@ def test_up_without_credentials_chooses_the_emulator(tmp_path):
     env.update(HOME=str(tmp_path), AWS_EC2_METADATA_DISABLED="true")
     sd = str(tmp_path / "state")
     try:
-        out = labkit("up", "--workers", "0", "--state-dir", sd, env=env)
+        out = labkit("up", "--workers", "0", "--state-dir", sd, base=env)
         assert out.returncode == 0, out.stderr
         assert read_state(sd)["local"] is True
     finally:
-        labkit("down", "--state-dir", sd, env=env)
+        labkit("down", "--state-dir", sd, base=env)

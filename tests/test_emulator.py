@@ -11,6 +11,8 @@ from labkit.emulator import Emulator, healthy, spawn
 from labkit.errors import EmulatorError
 from labkit.processes import pid_alive
 
+pytestmark = pytest.mark.spawns  # each test starts an emulator of its own
+
 
 def test_binds_loopback_only():
     with Emulator() as emu:

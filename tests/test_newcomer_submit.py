@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,8 +23,8 @@ from labkit.errors import InvalidInput, LabkitError
 from labkit.jobs.images import OPS
 from labkit.jobs.numbers import MAX_RANDOM_LENGTH, compute
 from labkit.keys import EXTENSION_OF_FORMAT
-from labkit.processes import settings_env
 from tests.conftest import ROOT, require_tool
+from tests.helpers import labkit
 from tests.test_classroom import picture
 
 
@@ -33,10 +32,8 @@ def cli(s: Settings | None, *args: str, cwd: Path = ROOT, stdin: str | None = No
         prefix: list[str] | None = None) -> subprocess.CompletedProcess[str]:
     """``labkit ARGS`` as a user runs it, pointed at ``s``' queues and bucket (``prefix``: a command to run
     it under)."""
-    env = settings_env(s) if s is not None else dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT)  # `-m labkit` from another folder still finds this checkout
-    return subprocess.run([*(prefix or []), sys.executable, "-m", "labkit", *args], env=env, cwd=cwd, input=stdin,
-                          capture_output=True, text=True, timeout=180)
+    # PYTHONPATH: `-m labkit` from another folder still finds this checkout
+    return labkit(*args, s=s, env={"PYTHONPATH": str(ROOT)}, cwd=cwd, input=stdin, prefix=prefix or ())
 
 
 def one_line(out: subprocess.CompletedProcess[str]) -> str:
@@ -272,6 +269,7 @@ def test_format_and_out_extension_agree(settings, lab, start_worker, tmp_path):
         assert result.format == "JPEG"
 
 
+@pytest.mark.spawns
 def test_help_texts_name_what_is_accepted():
     image = " ".join(cli(None, "submit", "image", "--help").stdout.split())
     # every op and alias the registry knows, and resize's one-sided forms
