@@ -290,6 +290,7 @@ def test_op_list_comes_from_the_registry(lab):
 
 # -- setup and teardown --------------------------------------------------------------------------------
 
+@pytest.mark.spawns
 def test_setup_and_teardown_buttons_on_a_private_emulator(tmp_path):
     # Given a fresh state folder (no emulator yet)
     state = tmp_path / "state"
