@@ -38,7 +38,7 @@ from labkit.config import PROCESSED_PREFIX, UNPROCESSED_PREFIX, Settings, read_s
 from labkit.endpoints import Endpoint, identify
 from labkit.errors import AwsError, InvalidInput, JobTimeout, LabkitError, RemoteJobError
 from labkit.flow import Window, adaptive_window, default_window
-from labkit.job import DEFAULT_TIMEOUT, ImageResult, Job, SentRequest, download_target, folder_problem
+from labkit.job import DEFAULT_TIMEOUT, ImageResult, Job, SentRequest, SlowHook, download_target, folder_problem
 from labkit.jobs import numbers as numbers_job
 from labkit.journal import Journal
 from labkit.keys import safe_key, upload_key
@@ -69,6 +69,7 @@ class Lab:
         self.last_window: int | None = None  # the window the last submit_many ended with
         self._queues: dict[str, Queue] = {}
         self._unserved_said: set[str] = set()  # kinds this client said no worker loads (Job.result, when slow)
+        self.slow_hooks: list[SlowHook] = [_unserved, _scale_out]  # asked in turn when a result is slow
         self._bucket: Bucket | None = None
         atexit.register(self._exiting)
 
@@ -236,14 +237,14 @@ class Lab:
                 if i < len(payloads) and room >= min(10, flow.size):
                     batch = self._prepare(kind, payloads[i:i + min(10, room)])
                     for job, _ in batch:  # each job tells when it ends: no wait over every outstanding job
-                        job._on_end = finished.put
+                        job.add_done_callback(finished.put)
                     self.replies.track(j for j, _ in batch)
                     failures = queue.send_batch([b for _, b in batch], group=self.group_id)
                     for f in failures:
                         job, body = batch[f.index]
                         self.replies.forget(job)
                         self._delete_claim_check(body)
-                        job._fail(AwsError(f"sending job failed: {f.message}", code=f.code))
+                        job.set_exception(AwsError(f"sending job failed: {f.message}", code=f.code))
                     for job, _ in batch:
                         if not job.done():
                             self._record(job)  # journaled at send (written with the journal's next flush)
@@ -475,3 +476,15 @@ def _drain(finished: queue_module.SimpleQueue[Job]) -> list[Job]:
             out.append(finished.get_nowait())
         except queue_module.Empty:
             return out
+
+
+def _unserved(job: Job) -> tuple[str | None, bool]:
+    """A slow result's kind that no worker loads (:meth:`Lab.unserved`): one of :attr:`Lab.slow_hooks`."""
+    return job.lab.unserved(job.kind)
+
+
+def _scale_out(job: Job) -> tuple[str | None, bool]:
+    """A slow result waiting for a fleet's scale-out from zero: the fleet's word (:func:`labkit.fleet.coldstart.notice`,
+    loaded only when a result is slow; it asks AWS nothing when the state names no Auto Scaling fleet)."""
+    from labkit.fleet import coldstart
+    return coldstart.notice(job.lab.clients)

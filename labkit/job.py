@@ -25,9 +25,13 @@ DEFAULT_TIMEOUT = 120.0
 NOTICE_AFTER = 10.0  # seconds (at most half the timeout) before a slow result makes the client look for why
 log = logging.getLogger("labkit")
 # Every job's end is announced on this one condition: a job carries no lock of its own (a client makes
-# thousands of jobs a second, and a future's lock, condition and callback list per job cost more client CPU
-# than decoding its answer). A waiter wakes on any end and looks again at its own job.
+# thousands of jobs a second). A waiter wakes on any end and looks again at its own job. Measured
+# (tests/bench_future.py): a condition per job costs 2.2 µs more client CPU per job and 290 -> 1,394 bytes per job.
 _ENDED = threading.Condition(threading.Lock())
+# Why a result is slow, asked once a wait passes NOTICE_AFTER: (one line, or None when this hook cannot tell;
+# whether this client hears it for the first time). The Lab lists them in ``Lab.slow_hooks``: a kind no worker
+# loads, a fleet's scale-out from zero (labkit.fleet.coldstart); the future itself knows neither.
+SlowHook = Callable[["Job"], "tuple[str | None, bool]"]
 
 
 @dataclass
@@ -48,10 +52,13 @@ class SentRequest:
 
 
 class Job:
-    """A submitted job: ``result(timeout)`` waits for the worker's answer."""
+    """A submitted job, with the shape of a :class:`concurrent.futures.Future`: ``result(timeout)`` waits for
+    the worker's answer; whoever receives it ends the job with :meth:`set_result` or :meth:`set_exception`, and
+    :meth:`add_done_callback` says when."""
 
-    __slots__ = ("_ended", "_error", "_on_end", "finished", "id", "kind", "lab", "notes", "reply", "request",
+    __slots__ = ("_callbacks", "_ended", "_error", "finished", "id", "kind", "lab", "notes", "reply", "request",
                  "submitted")
+    _ended_on = _ENDED  # the condition its end is announced on (tests/bench_future.py gives each job its own)
 
     def __init__(self, lab: Lab, job_id: str, kind: str, request: SentRequest | None = None) -> None:
         self.lab = lab
@@ -64,7 +71,7 @@ class Job:
         self.notes: list[dict[str, Any]] = []  # events the client saw besides the answer (labkit.timeline)
         self._ended = False
         self._error: BaseException | None = None
-        self._on_end: Callable[[Job], None] | None = None  # called once, from the thread that ends the job
+        self._callbacks: list[Callable[[Job], object]] | None = None  # made by the first add_done_callback
 
     def __repr__(self) -> str:
         state = "done" if self.done() else "pending"
@@ -79,34 +86,57 @@ class Job:
         """Seconds from submit to the result's arrival."""
         return None if self.finished is None else self.finished - self.submitted
 
-    def _resolve(self, reply: JobResult) -> None:
-        """The answer came (the first answer or failure wins)."""
-        self._end(reply, None)
+    def set_result(self, reply: JobResult) -> bool:
+        """The worker's answer came: ``result()`` returns (or raises) what it says. The first answer or exception
+        wins; a later one is ignored and False returned (concurrent.futures raises InvalidStateError instead, but
+        here a duplicate answer and a closing Lab may race to end a job, and neither is an error)."""
+        return self._end(reply, None)
 
-    def _fail(self, exc: BaseException) -> None:
-        """The job cannot be answered: ``result()`` raises ``exc``."""
-        self._end(None, exc)
+    def set_exception(self, exc: BaseException) -> bool:
+        """The job cannot be answered: ``result()`` raises ``exc``. False when the job had already ended."""
+        return self._end(None, exc)
 
-    def _end(self, reply: JobResult | None, error: BaseException | None) -> None:
-        with _ENDED:
-            if self._ended:
+    def add_done_callback(self, fn: Callable[[Job], object]) -> None:
+        """Call ``fn(job)`` once, when the job ends, on the thread that ends it; at once, on this thread, when it
+        has already ended. Callbacks run in the order added; one that raises is logged (``labkit`` logger), not
+        raised, and the others still run."""
+        with self._ended_on:
+            if not self._ended:
+                if self._callbacks is None:
+                    self._callbacks = [fn]
+                else:
+                    self._callbacks.append(fn)
                 return
+        self._call(fn)
+
+    def _end(self, reply: JobResult | None, error: BaseException | None) -> bool:
+        with self._ended_on:
+            if self._ended:
+                return False
             if reply is not None:
                 self.finished = time.time()
                 self.reply = reply
                 self.request = None  # not needed any more: free the body
             self._error = error
             self._ended = True
-            _ENDED.notify_all()
-        if self._on_end is not None:
-            self._on_end(self)
+            callbacks, self._callbacks = self._callbacks, None
+            self._ended_on.notify_all()
+        for fn in callbacks or ():
+            self._call(fn)
+        return True
+
+    def _call(self, fn: Callable[[Job], object]) -> None:
+        try:
+            fn(self)
+        except Exception:  # the thread that ends jobs (the reply listener) must go on for the other jobs
+            log.exception("labkit: a done callback of %r failed", self)
 
     def _await(self, timeout: float | None) -> bool:
         """Wait up to ``timeout`` seconds (None: for ever) for the job to end; True when it has."""
         if self._ended:
             return True
-        with _ENDED:
-            return _ENDED.wait_for(lambda: self._ended, timeout)
+        with self._ended_on:
+            return self._ended_on.wait_for(lambda: self._ended, timeout)
 
     def timeline(self) -> list[dict[str, Any]]:
         """The job's life so far, in time order: ``sent`` and ``result`` as this client saw them, merged with
@@ -150,14 +180,15 @@ class Job:
         return self._await(None if timeout is None else timeout - first)
 
     def _why_slow(self) -> tuple[str | None, bool]:
-        """Why no result has come yet, if the fleet can tell (no worker loads the job's kind, a scale-out from
-        zero), and whether it is news."""
-        from labkit.fleet import coldstart  # only a slow result pays for importing the fleet
-        try:
-            unserved = self.lab.unserved(self.kind)
-            return unserved if unserved[0] else coldstart.notice(self.lab.clients)
-        except LabkitError:  # may not read the group (a classroom account, say): say nothing rather than fail
-            return None, False
+        """Why no result has come yet, if one of the Lab's ``slow_hooks`` can tell, and whether it is news."""
+        for hook in getattr(self.lab, "slow_hooks", ()):  # a Job made without a Lab (a test) has none
+            try:
+                why, news = hook(self)
+            except LabkitError:  # may not read a queue or the group (a classroom account, say): say nothing of it
+                continue
+            if why:
+                return why, news
+        return None, False
 
 
 @dataclass

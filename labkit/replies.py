@@ -120,7 +120,7 @@ class Replies:
             left = [job for job in self._pending.values() if not job.done()]
             self._pending.clear()
         for job in left:
-            job._fail(LabkitError("the Lab was closed before the result arrived"))
+            job.set_exception(LabkitError("the Lab was closed before the result arrived"))
         self._deletes.close(timeout=CLOSE_WAIT)  # the queue goes next: replies left in it go with it
         if self._queue is not None:
             try:
@@ -170,7 +170,7 @@ class Replies:
             self._pending.clear()
             self._stale.clear()
         for job in waiting:
-            job._fail(refused)
+            job.set_exception(refused)
 
     def _upkeep(self, queue: Queue) -> None:
         """Refresh the last-seen tag when due; send again the jobs whose reply queue is gone."""
@@ -267,7 +267,7 @@ class Replies:
             except Exception as exc:
                 if isinstance(exc, LabkitError) and (is_missing_queue(exc) or job.request is None):
                     self.forget(job)  # its request queue is gone too (a teardown?), or it is not ours to send
-                    job._fail(exc if job.request is None else LabkitError(
+                    job.set_exception(exc if job.request is None else LabkitError(
                         f"job {job.id} could not be sent again after its reply queue was deleted, since its request "
                         f"queue is gone too (a teardown?): {exc}; `labkit up` makes the queues again"))
                     continue
@@ -297,7 +297,7 @@ class Replies:
             if len(self._done) > DONE_KEPT:
                 self._done.popitem(last=False)
         if job is not None:
-            job._resolve(reply)
+            job.set_result(reply)
         answered = job or done  # a duplicate is recorded again: the journal keeps a job's newest line
         if answered is not None and self.on_done is not None:
             self.on_done(answered)

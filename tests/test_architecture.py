@@ -99,6 +99,14 @@ def test_the_cycle_check_can_fail():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
+def test_the_clients_future_imports_nothing_of_the_fleet():
+    # The fleet hooks in from outside (Lab.slow_hooks): not even a function of labkit/job.py imports it.
+    tree = ast.parse((ROOT / "labkit" / "job.py").read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names} | \
+        {f"{n.module}.{a.name}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+    assert not {m for m in imported if m == "labkit.fleet" or m.startswith("labkit.fleet.")}
+
+
 @pytest.mark.parametrize("module", ["labkit.jobs.numbers", "labkit.jobs.images", "labkit.jobs.handlers",
                                     "labkit.kinds", "labkit.protocol", "labkit.keys"])
 def test_core_modules_load_without_boto3(module):

@@ -74,17 +74,17 @@ def _reply(job_id: str) -> JobResult:
 def test_a_job_ends_once_the_first_answer_or_failure_wins():
     job = Job(None, "a" * 32, "numbers")  # type: ignore[arg-type]
     ended: list[Job] = []
-    job._on_end = ended.append
+    job.add_done_callback(ended.append)
     assert not job.done() and job.latency is None
-    job._resolve(_reply(job.id))
-    job._fail(LabkitError("too late"))
-    job._resolve(_reply(job.id))
+    job.set_result(_reply(job.id))
+    job.set_exception(LabkitError("too late"))
+    job.set_result(_reply(job.id))
     assert job.done() and ended == [job]
     assert job.reply is not None and job.reply.ok and job.latency is not None and job.latency >= 0
 
     failed = Job(None, "b" * 32, "numbers")  # type: ignore[arg-type]
-    failed._fail(LabkitError("the Lab was closed before the result arrived"))
-    failed._resolve(_reply(failed.id))
+    failed.set_exception(LabkitError("the Lab was closed before the result arrived"))
+    failed.set_result(_reply(failed.id))
     with pytest.raises(LabkitError, match="closed before the result"):
         failed.result(timeout=1)
     assert failed.reply is None
@@ -101,11 +101,11 @@ def test_threads_waiting_on_different_jobs_each_wake_for_their_own():
     for t in threads:
         t.start()
     time.sleep(0.05)
-    jobs[2]._resolve(_reply(jobs[2].id))
+    jobs[2].set_result(_reply(jobs[2].id))
     threads[2].join(timeout=5)
     assert woke == {2: True}, "only the thread of the job that ended returns"
     for j in (jobs[0], jobs[1], jobs[3]):
-        j._resolve(_reply(j.id))
+        j.set_result(_reply(j.id))
     for t in threads:
         t.join(timeout=5)
     assert woke == dict.fromkeys(range(4), True)

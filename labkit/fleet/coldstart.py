@@ -4,7 +4,8 @@ notebook 03 waits for the fleet's first answer (:func:`first_answer`).
 A group at zero instances starts one only once CloudWatch sees the waiting request (SQS's metrics arrive a few
 minutes late, up to 15 minutes for a queue waking up), and the new instance then boots for about three minutes:
 a cold start takes 5 to 10 minutes, far past a client's usual wait. :func:`notice` says so, once per client,
-instead of leaving it silent (:meth:`labkit.job.Job.result` asks it when a result is slow).
+instead of leaving it silent: a Lab asks it when a result is slow (one of its ``slow_hooks``; the future,
+:class:`labkit.job.Job`, knows nothing of fleets).
 """
 
 from __future__ import annotations
