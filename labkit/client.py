@@ -39,10 +39,8 @@ from labkit.endpoints import Endpoint, identify
 from labkit.errors import AwsError, InvalidInput, JobTimeout, LabkitError, RemoteJobError
 from labkit.flow import Window, adaptive_window, default_window
 from labkit.job import DEFAULT_TIMEOUT, ImageResult, Job, SentRequest, SlowHook, download_target, folder_problem
-from labkit.jobs import numbers as numbers_job
 from labkit.journal import Journal
 from labkit.keys import safe_key, upload_key
-from labkit.local import worker_notes
 from labkit.protocol import JobRequest, encode_request, json_loads
 from labkit.replies import Replies
 from labkit.timeline import event
@@ -308,6 +306,7 @@ class Lab:
     def random_numbers(self, n: int, low: float = -1000, high: float = 1000, integers: bool = True,
                        seed: int | None = None) -> np.ndarray:
         """A random list of length ``n`` (the original lab's third option)."""
+        from labkit.jobs import numbers as numbers_job  # here: the job's own code loads when a path needs it
         if not 1 <= n <= numbers_job.MAX_RANDOM_LENGTH:
             raise InvalidInput(f"a random list needs a length of at least 1 and at most "
                                f"{numbers_job.MAX_RANDOM_LENGTH:,}, got {n:,}: for more, send several jobs")
@@ -410,6 +409,7 @@ class Lab:
         """Endpoint, queues and depths, bucket, the credentials in use (kind, expiry where known), and the local
         workers recorded by ``labkit up`` with what they said of themselves (waiting for renewed credentials,
         stopped for want of them)."""
+        from labkit.local import worker_notes  # here: the local stack (emulator, processes) loads for status only
         out = provision.status(self.clients)
         state = read_state(self.settings.state_dir)
         out["workers"] = state.get("workers", [])
@@ -428,6 +428,7 @@ class Lab:
 def _numbers_payload(values: Any) -> Any:
     """A list of more than ARRAY_THRESHOLD numbers, or such an array, as an array (it travels as .npy); a shorter
     array as a list (checked first, so that it is refused here as a long one is), to travel inline."""
+    from labkit.jobs import numbers as numbers_job  # here: the job's own code loads with the first numbers job
     if isinstance(values, np.ndarray):
         array = numbers_job.to_array(values)
         return array if array.size > ARRAY_THRESHOLD else array.tolist()

@@ -18,7 +18,7 @@ from labkit import emulator, endpoints, provision
 from labkit.aws.clients import Clients, credentials_configured
 from labkit.config import Settings, forget_lab, read_state, record_lab, update_state, write_state
 from labkit.errors import RENEW_HINT, ConfigError
-from labkit.processes import Child, python_module, settings_env, stop_all
+from labkit.processes import Child, python_module, settings_env, start_time, stop_all
 from labkit.waiting import poll
 
 
@@ -84,7 +84,10 @@ def worker_log(settings: Settings, index: int) -> Path:
 
 
 def worker_state_file(state_dir: str | Path, pid: int) -> Path:
-    """``<state_dir>/workers/<pid>.json``: what a local worker says of itself when it is not simply serving."""
+    """``<state_dir>/workers/<pid>.json``: what a local worker says of itself: ``serving`` once its queues are found
+    and its loop runs (its ready file, :func:`wait_serving`), waiting for renewed credentials, stopped for want of
+    them; gone after a warm stop. It names the process (``pid``, ``start``), so that a reused pid is not taken
+    for it."""
     return Path(state_dir) / "workers" / f"{pid}.json"
 
 
@@ -97,7 +100,7 @@ def write_worker_state(state_dir: str | Path, pid: int, doc: dict[str, Any] | No
     elif Path(state_dir).is_dir():
         path.parent.mkdir(exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": pid, **doc}))
+        tmp.write_text(json.dumps({"pid": pid, "start": start_time(pid), **doc}))
         os.replace(tmp, path)
 
 
@@ -172,7 +175,7 @@ def up(settings: Settings, local: bool | None = None, workers: int = 1, concurre
     write_state(state_dir, {**state, "workers": [c.record() for c in alive]})
     new = _start_workers(settings, workers - len(keep), {c.log for c in alive}, concurrency)
     try:
-        wait_serving(new)
+        wait_serving(new, settings.state_dir)
     except BaseException as exc:  # an interrupted `up` leaves no worker the state file does not know
         stop_all(new, 5)
         if not isinstance(exc, ConfigError):
@@ -210,19 +213,29 @@ def _start_workers(settings: Settings, count: int, busy: set[Path | None], concu
     return [spawn_worker(settings, next(free), concurrency, poll_wait=poll_wait) for _ in range(max(0, count))]
 
 
-def wait_serving(children: list[Child], timeout: float = WORKER_START) -> None:
-    """Wait until every worker in ``children`` says it serves (its "serving" line, the one a worker logs once
-    its queues are found and its loop runs); :class:`ConfigError` with the worker's own last words when one
-    ends first, or says nothing within ``timeout`` seconds."""
+def wait_serving(children: list[Child], state_dir: str | Path, timeout: float = WORKER_START) -> None:
+    """Wait until every worker in ``children`` (started with ``state_dir``) says it serves: its state file in
+    ``state_dir`` says ``serving`` (written once its queues are found and its loop runs; read, not its log's
+    wording); :class:`ConfigError` with the worker's own last words when one ends first, or says nothing within
+    ``timeout`` seconds."""
     waiting = list(children)
     for _ in poll(0.1, timeout):
-        waiting = [c for c in waiting if f":{c.pid} serving" not in c.own_output]
+        waiting = [c for c in waiting if not serving(state_dir, c)]
         if not waiting:
             return
         ended = next((c for c in waiting if not c.alive()), None)
         if ended is not None:
             raise ConfigError(f"a new worker stopped as it started: {ended.last_error()} (log: {ended.log})")
     raise ConfigError(f"a new worker did not start serving within {timeout:.0f} s (log: {waiting[0].log})")
+
+
+def serving(state_dir: str | Path, child: Child) -> bool:
+    """Does ``child`` (a worker started with ``state_dir``) say in its state file that it serves?"""
+    try:
+        doc = json.loads(worker_state_file(state_dir, child.pid).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and doc.get("status") == "serving" and doc.get("start") == child.start
 
 
 def absolute_modules(modules: tuple[str, ...]) -> tuple[str, ...]:

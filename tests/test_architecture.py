@@ -155,3 +155,23 @@ def test_no_library_module_imports_a_front_end():
 def test_the_front_end_check_knows_the_front_ends():
     assert is_front_end("labkit.presenters") and is_front_end("labkit.cli.doctor") and is_front_end("labkit.widgets")
     assert not is_front_end("labkit.doctor") and not is_front_end("labkit.classview")
+
+
+# What a student's `from labkit import Lab` loads of labkit (docs/architecture.md, "What a student's import loads"):
+# the client's own path. Code one path needs is imported inside the function that needs it (the cost tables, the
+# local stack behind `status`, the numbers job's own code); code one notebook or command uses lives beside it.
+LAB_IMPORTS = {
+    "labkit", "labkit.aws", "labkit.aws.arns", "labkit.aws.clients", "labkit.aws.queues", "labkit.aws.storage",
+    "labkit.background", "labkit.client", "labkit.config", "labkit.endpoints", "labkit.errors", "labkit.flow",
+    "labkit.job", "labkit.journal", "labkit.keys", "labkit.kinds", "labkit.protocol", "labkit.provision",
+    "labkit.replies", "labkit.timeline", "labkit.waiting",
+}
+
+
+def test_from_labkit_import_lab_loads_only_the_clients_path():
+    code = "import sys; from labkit import Lab; print(' '.join(m for m in sys.modules if m.split('.')[0] in " \
+           "('labkit', 'worker')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    loaded = set(out.stdout.split())
+    assert (sorted(loaded - LAB_IMPORTS), sorted(LAB_IMPORTS - loaded)) == ([], []), \
+        "(loaded and not listed, listed and not loaded): import it where it is used, or list it here and say why"

@@ -131,7 +131,7 @@ def test_the_answer_names_the_ec2_instance_and_no_local_worker_can_take_it(setti
         iid = fleet.fleet_status(clients)["instances"][0]["id"]  # type: ignore[index]
         local = spawn_worker(settings, 0, poll_wait=1)
         update_state(settings.state_dir, workers=[local.record()])
-        wait_serving([local])
+        wait_serving([local], settings.state_dir)
         stand_in = Child.spawn(python_module("worker", "--poll-wait", "1"),
                                env=settings_env(settings, extra={"LABKIT_INSTANCE_ID": iid}),
                                log=tmp_path / "ec2.log", cwd=ROOT, detach=False)

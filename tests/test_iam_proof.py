@@ -23,13 +23,13 @@ import pytest
 
 from labkit.aws.clients import Clients
 from labkit.config import REPLY_QUEUE_PREFIX, Settings
-from labkit.delivery import PREFIX as DELIVERY_PREFIX
 from labkit.emulator import Emulator
 from labkit.fleet.deployer import deployer_policy
 from labkit.fleet.policy import worker_policy
 from labkit.fleet.roles import IAM_PATH
 from labkit.fleet.student import student_policy
 from labkit.processes import python_module, settings_env
+from notebooks.delivery_exercise import PREFIX as DELIVERY_PREFIX
 from tests.aws_calls import REFERENCE, Call, Need, calls_env, dependents, needs, operation_actions, recorded
 from tests.conftest import ROOT, unique_settings
 from tests.iam_emulator import keys_env
@@ -55,8 +55,10 @@ with Lab() as lab:
 """
 # The delivery exercise as notebook 05 runs it, shortened: its queues, its worker, a duplicate, a poison message.
 DELIVERY = f"""
+import sys
 from labkit.config import Settings
-from labkit.delivery import DeliveryExercise
+sys.path.insert(0, {str(ROOT / "notebooks")!r})  # beside notebook 05, as its kernel finds it
+from delivery_exercise import DeliveryExercise
 ex = DeliveryExercise.start(Settings.load(), [{str(ROOT / "notebooks" / "kinds" / "nap.py")!r}], visibility=2,
                             max_receive_count=1)
 print(ex.duplicate([2, 9, 4]).result["median"], ex.poison([1, 2]).answer.ok, ex.close() != [])

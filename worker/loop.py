@@ -115,6 +115,7 @@ class Worker:
                    for src in sources]
         log.info("worker %s serving %s (concurrency %d%s)", self.name, ", ".join(s.queue.name for s in sources),
                  self.concurrency, ", burst" if self.burst else "")
+        self._say_state({"status": "serving", "since": time.time()})  # the ready file labkit waits for (local.py)
         for t in threads:
             t.start()
         try:

@@ -23,7 +23,6 @@ from botocore.config import Config
 from botocore.credentials import Credentials, RefreshableCredentials
 
 from labkit.config import Settings
-from labkit.costs import sqs_requests
 from labkit.errors import EXPIRED_CODES, INVALID_CODES
 
 # The embedded emulator accepts any credentials; these fixed, obviously fake ones keep real
@@ -141,6 +140,7 @@ class CallCounter:
             self._add_chunks(f"sqs.{model.name}", len(http_response.content or b""))
 
     def _add_chunks(self, name: str, size: int) -> None:
+        from labkit.costs import sqs_requests  # here: the cost tables load for this count only, not with Lab
         extra = sqs_requests(size) - 1
         if extra:
             with self._lock:

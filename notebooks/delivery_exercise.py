@@ -1,4 +1,6 @@
-"""A delivery exercise: SQS's at-least-once delivery, seen by doing it, on queues of its own.
+"""A delivery exercise: SQS's at-least-once delivery, seen by doing it, on queues of its own. It lives beside
+the notebook that runs it, 05_delivery (which imports it from its own folder, ``notebook_dir``), not in the
+library a student reads (docs/architecture.md, "What a student's import loads").
 
     ex = DeliveryExercise.start(settings, job_modules=["notebooks/kinds/nap.py"])
     story = ex.redelivery()   # a worker killed mid-batch: its messages come back, a new worker answers them
@@ -17,6 +19,9 @@ worker of its own
 again. Nothing of the other notebooks (their queues, their workers) is touched. What it made goes at
 :meth:`DeliveryExercise.close`, at exit, and at the next start in the same state folder when a kernel died
 before closing (the state file records it under ``delivery_exercise``).
+
+What it knows of its worker it reads from interfaces, never from the worker's log lines: the worker's ready file
+(:func:`labkit.local.wait_serving`), the jobs' answers and timelines (:mod:`labkit.timeline`), the queues.
 """
 
 from __future__ import annotations
@@ -28,7 +33,6 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -185,7 +189,7 @@ class DeliveryExercise:
         child = Child.spawn(args, env=settings_env(self.settings), log=log)
         self.workers.append(child)
         self._record()
-        wait_serving([child])
+        wait_serving([child], self.settings.state_dir)
         return child
 
     @property
@@ -229,8 +233,9 @@ class DeliveryExercise:
             batch = [self.lab.submit("nap", {"seconds": seconds}) for _ in range(jobs)]
             first = self.start_worker()
             marks = [(time.time(), f"worker {first.pid} started")]
-            wait_for(lambda: first.output.count("nap job ") > self.concurrency, WORKER_START + 2 * seconds,
-                     "the worker's second round of naps to start")
+            # Its first round answered: its job threads took the next naps as those ended, before replying.
+            wait_for(lambda: sum(j.done() for j in batch) >= self.concurrency, WORKER_START + 2 * seconds,
+                     "the worker's first round of naps to be answered")
             killed = self.kill_worker()
             held = self.requests.depth()["in_flight"]
             marks.append((time.time(), f"worker {killed} killed, holding {held}"))
@@ -278,16 +283,14 @@ class DeliveryExercise:
         letters = DeadLetters(self.clients, self.requests.name)
         # the worker brings an unanswered request back after 2, 4, 8 ... s (worker/loop.py, _retry_later)
         patience = sum(min(2 ** n, 30) for n in range(1, self.settings.max_receive_count + 1)) + 60
-        worker = self.ensure_worker()
+        self.ensure_worker()
         with self.watcher(on_sample) as watch:
             self.requests.send(request.encode())
             self.sent_by_hand += 1
             marks = [(time.time(), "sent, its reply queue missing")]
             wait_for(lambda: letters.count() >= 1, patience, "the request to reach the dead-letter queue",
                      interval=self.interval)
-            marks += [(at, f"receive {i}: no reply queue, given back")
-                      for i, at in enumerate(log_times(worker, f"replying to {later} "), 1)]
-            marks.append((time.time(), "in the dead-letter queue"))
+            marks.append((time.time(), f"in the dead-letter queue, after {self.settings.max_receive_count} receives"))
             shown = letters.show()
             marks.append((time.time(), "read and left there (hidden while read)"))
             # Left there for a few of the watcher's looks (as long as a person takes to read the table), so
@@ -306,7 +309,10 @@ class DeliveryExercise:
             watch.settle(SETTLE_WAIT)
         answer = JobResult.decode(message.body)
         events = timeline.of_job(request.sent_at, got, answer.events)
-        self.results["poison"] = Poison(watch.samples, marks, request.id, shown, report, answer, events)
+        # Its first receive, as SQS recorded it: the redrive wrote it into the request, its answer carries it.
+        marks += [(e["at"], "receive 1: no reply queue, given back") for e in events
+                  if e["event"] == "received" and e.get("inferred")]
+        self.results["poison"] = Poison(watch.samples, sorted(marks), request.id, shown, report, answer, events)
         return self.results["poison"]
 
     def heartbeat(self, seconds: float | None = None, on_sample: OnSample = None) -> Heartbeat:
@@ -412,17 +418,6 @@ def cleanup_leftovers(settings: Settings) -> list[str]:
     deleted = [Queue(sqs, url).name for url in record.get("queues") or [] if _delete(Queue(sqs, url))]
     update_state(settings.state_dir, **{STATE_KEY: None})
     return deleted
-
-
-def log_times(child: Child, text: str) -> list[float]:
-    """When ``child`` (a worker) logged the lines that contain ``text``: epoch seconds, from its log's local
-    timestamps (``2026-12-01 23:01:01,759 WARNING ...``)."""
-    out = []
-    for line in child.output.splitlines():
-        if text in line:
-            with contextlib.suppress(ValueError):
-                out.append(datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp())
-    return out
 
 
 def _delete(queue: Queue) -> bool:
