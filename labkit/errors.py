@@ -22,6 +22,7 @@ the CLI as one line, without a traceback.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 # Error codes of the message protocol (docs/protocol.md).
@@ -209,3 +210,41 @@ def credentials_line(info: dict[str, Any] | None) -> str:
     if info.get("problem"):
         text += f"; REFUSED: {info['problem']}"
     return text
+
+
+def run_command(body: Callable[[], int | None], state_dir: str | None = None) -> int:
+    """Run a command's body (``labkit``'s, the worker's: each front end through this one) and return its exit
+    status. A user's mistake, or AWS unreachable or refusing, is one line on stderr and status 1 (``state_dir``:
+    where the command looked for a lab, named when no credentials are found); Ctrl-C is status 130, a reader gone
+    (``labkit status | head -1``) status 1. A bug keeps its traceback."""
+    import os
+    import sys
+    try:
+        return int(body() or 0)
+    except KeyboardInterrupt:
+        print("labkit: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # No traceback, and none when Python flushes at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except Exception as exc:
+        line = str(exc) if isinstance(exc, LabkitError) else _boto_line(exc, state_dir)
+        if line is None:
+            raise
+        print(f"labkit: error: {line}", file=sys.stderr)
+        return 1
+
+
+def _boto_line(exc: Exception, state_dir: str | None) -> str | None:
+    """Well-known boto errors in one line; None for anything else (a bug)."""
+    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+    if isinstance(exc, EndpointConnectionError):
+        return f"cannot reach {exc.kwargs.get('endpoint_url')}: is the emulator running? (`labkit up`)"
+    if isinstance(exc, NoCredentialsError):
+        from labkit.config import no_lab_hint
+        return f"no AWS credentials found, and {no_lab_hint(state_dir)}"
+    if isinstance(exc, ClientError):
+        return str(AwsError.from_client_error(exc))
+    refused = credentials_error(exc)  # botocore could not refresh them (an SSO or login session that ended)
+    return None if refused is None else str(refused)

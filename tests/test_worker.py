@@ -177,6 +177,42 @@ def test_burst_worker_in_process_drains_and_returns(settings):
         assert [j.result(timeout=10)["max"] for j in jobs] == [2 * i for i in range(15)]
 
 
+def test_a_worker_that_has_not_run_answers_a_batch(settings):
+    # Given a worker built and never run, and two jobs in its queue: one small (run inline), one for the job threads
+    w = Worker(settings, roles=("numbers",))
+    src = w.sources[0]
+    with Lab(settings) as lab:
+        small, large = lab.numbers([1, 5, 22]), lab.numbers(list(range(5000)))
+        received: list = []
+        wait_for(lambda: received.extend(src.queue.receive(10, wait=1)) or len(received) == 2, 30, "both requests")
+        # When handle_batch answers the batch
+        w.handle_batch(src, received)
+        # Then both clients have their results, and both requests are deleted
+        assert small.result(timeout=10)["count"] == 3 and large.result(timeout=10)["max"] == 4999
+        wait_for(lambda: src.queue.depth() == {"visible": 0, "in_flight": 0, "delayed": 0}, 30, "the deletes")
+    assert w.stats.jobs == 2 and w.stats.errors == 0
+    w.pool.shutdown()
+
+
+def test_the_worker_owns_its_command_line():
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    # Given the worker's two ways in
+    pm = subprocess.run([sys.executable, "-X", "importtime", "-m", "worker", "--help"], capture_output=True,
+                        text=True, cwd=ROOT)
+    lk = subprocess.run([sys.executable, "-m", "labkit", "worker", "--help"], capture_output=True, text=True,
+                        cwd=ROOT)
+    # Then both print the worker's one help, with every option
+    assert pm.returncode == lk.returncode == 0 and pm.stdout == lk.stdout
+    assert pm.stdout.startswith("usage: labkit worker") and all(o in pm.stdout for o in (
+        "--state-dir", "--region", "--queues", "--concurrency", "--burst", "--poll-wait", "--job-timeout",
+        "--log-to-s3", "--verbose"))
+    # And `python -m worker` does not enter through labkit's command line
+    assert " worker.cli" in pm.stderr and " labkit.cli" not in pm.stderr
+
+
 def test_unanswerable_request_goes_to_dead_letter_queue(emulator, tmp_path, start_worker):
     # Given queues that dead-letter after 2 receives, and a request whose reply_to is not a labkit
     # reply queue (it names the request queue itself)

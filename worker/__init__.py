@@ -1,1 +1,6 @@
-"""The labkit worker: ``python -m worker`` (the same as ``labkit worker``)."""
+"""The labkit worker: ``python -m worker`` (the same as ``labkit worker``; its command line is :mod:`worker.cli`).
+:func:`run_worker` runs one in this process."""
+
+from worker.cli import run_worker
+
+__all__ = ["run_worker"]

@@ -1,5 +1,5 @@
 import sys
 
-from labkit.cli import main
+from worker.cli import main
 
-sys.exit(main(["worker", *sys.argv[1:]]))
+sys.exit(main())

@@ -12,7 +12,6 @@ import re
 import sysconfig
 import time
 import traceback
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,18 +103,12 @@ class WorkerStats:
 
     jobs: int = 0
     errors: int = 0
-    unanswerable: int = 0
-    abandoned: int = 0
     reply_queue_gone: int = 0
-    by_kind: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def answered(self, outcomes: list[Outcome]) -> None:
         """Count the outcomes whose answers were sent."""
         for o in outcomes:
-            if o.ran:
-                self.jobs += 1
-                if o.result is not None and o.result.kind:
-                    self.by_kind[o.result.kind] += 1
+            self.jobs += o.ran
             self.errors += not o.ok
 
 
@@ -155,10 +148,6 @@ class Answerer:
         if m.receive_count > 1 and m.first_received_at:
             return [event("received", m.first_received_at, receive_count=1, inferred=True), now]
         return [now]
-
-    def process(self, src: Source, m: Message, received: float) -> Outcome:
-        """Decode and run one message's job (:meth:`prepare`, then :meth:`answer`)."""
-        return self.answer(src, self.prepare(src, m), received)
 
     def answer(self, src: Source, p: Prepared, received: float) -> Outcome:
         """Run a prepared message's job. Never raises: every failure becomes an error reply (or none)."""

@@ -77,18 +77,20 @@ class WorkerHealth:
         self._thread: threading.Thread | None = None
 
     @classmethod
-    def start(cls, worker: Any, env: Mapping[str, str] | None = None) -> WorkerHealth:
-        """Health for a running :class:`worker.loop.Worker`: says READY and starts watching."""
+    def of(cls, worker: Any, env: Mapping[str, str] | None = None) -> WorkerHealth:
+        """The health of a :class:`worker.loop.Worker` (silent until :meth:`start`)."""
         env = os.environ if env is None else env
         batch = worker.job_timeout * math.ceil(10 / worker.concurrency) + worker.receive_wait
-        health = cls([lane.name for lane in worker.lanes], batch + SLACK, Notifier(env), worker.bucket,
-                     env.get(INSTANCE_VAR) or None,
-                     lambda: {"worker": worker.name, "jobs": worker.stats.jobs, "errors": worker.stats.errors})
-        health.notifier.send("READY=1", f"STATUS={health.status_line()}")
-        if health.notifier.address or health.bucket is not None:
-            health._thread = threading.Thread(target=health._watch, name="health", daemon=True)
-            health._thread.start()
-        return health
+        return cls([lane.name for lane in worker.lanes], batch + SLACK, Notifier(env), worker.bucket,
+                   env.get(INSTANCE_VAR) or None,
+                   lambda: {"worker": worker.name, "jobs": worker.stats.jobs, "errors": worker.stats.errors})
+
+    def start(self) -> None:
+        """The worker serves: say READY and start watching."""
+        self.notifier.send("READY=1", f"STATUS={self.status_line()}")
+        if self.notifier.address or self.bucket is not None:
+            self._thread = threading.Thread(target=self._watch, name="health", daemon=True)
+            self._thread.start()
 
     @property
     def interval(self) -> float:

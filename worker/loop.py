@@ -39,7 +39,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 from collections import defaultdict
@@ -73,12 +72,14 @@ _GONE = object()  # what a reply's send returns when its reply queue does not ex
 
 
 class Worker:
-    """A labkit worker. ``run()`` blocks until stopped (SIGTERM/SIGINT) or, in burst mode, until the
-    queues are empty."""
+    """A labkit worker, ready once built: its queues looked up (``sources``), its bucket, answerer and health made.
+    ``run()`` blocks until stopped (SIGTERM/SIGINT) or, in burst mode, until the queues are empty; ``handle_batch``
+    answers one received batch."""
 
     def __init__(self, settings: Settings, roles: tuple[str, ...] = tuple(kinds.LANES), concurrency: int = 4,
                  burst: bool = False, poll_wait: int = 10, job_timeout: float = 600.0,
-                 log_to_s3: bool = False, credentials_limit: float | None = None) -> None:
+                 log_to_s3: bool = False, credentials_limit: float | None = None,
+                 clients: Clients | None = None) -> None:
         self.lanes = kinds.lanes(roles)
         self.settings = settings
         self.concurrency = max(1, concurrency)
@@ -86,7 +87,7 @@ class Worker:
         self.receive_wait = 1 if burst else max(0, min(poll_wait, 20))  # seconds each receive may wait
         self.job_timeout = job_timeout
         self.name = f"{socket.gethostname()}:{os.getpid()}"
-        self.clients = Clients(settings)
+        self.clients = clients or Clients(settings)
         self.stats = WorkerStats()
         self.pool = JobPool(self.concurrency)
         self.outage = OutageLog(settings.endpoint_url or f"AWS {settings.region}")
@@ -94,12 +95,16 @@ class Worker:
         self.credentials = CredentialWatch(self.clients, limit, self._say_state)
         self._stop = threading.Event()
         self._force = threading.Event()
-        self._shipper: LogShipper | None = None
-        self._log_to_s3 = log_to_s3
+        self.bucket = Bucket(self.clients.s3, self.clients.bucket_name())
+        self.answerer = Answerer(settings, self.bucket, self.name, self.stats, self.outage)
+        self.answerer.memory.max_wait = job_timeout  # a job waiting for memory gives up when it is abandoned
+        self._shipper = LogShipper(self.bucket, self.name) if log_to_s3 else None
         self._report_lock = threading.Lock()
         self._deletes = Background("deletes")  # answered requests are deleted here (see _finish)
         self._gone: dict[str, None] = {}  # URLs of clients' reply queues found deleted, oldest first
         self._reported = (0, 0, time.monotonic())  # jobs, errors, when: as of the last count logged
+        self.sources = self._sources()
+        self.health = WorkerHealth.of(self)  # systemd's watchdog and the heartbeat (worker/health.py), from run()
 
     @property
     def forced(self) -> bool:
@@ -109,8 +114,8 @@ class Worker:
     # -- the loop ------------------------------------------------------------------------------------
     def run(self) -> int:
         """Serve until stopped; returns the process exit status (0 after a warm stop)."""
-        sources = self._sources()
-        self.health = WorkerHealth.start(self)  # systemd's watchdog and the heartbeat (worker/health.py)
+        sources = self.sources
+        self.health.start()
         threads = [threading.Thread(target=self._consume, args=(src,), name=f"consume-{src.label}", daemon=True)
                    for src in sources]
         log.info("worker %s serving %s (concurrency %d%s)", self.name, ", ".join(s.queue.name for s in sources),
@@ -172,11 +177,6 @@ class Worker:
     def _sources(self) -> list[Source]:
         """Look up the queues to serve (and their reply queues) once, at start."""
         sqs, s = self.clients.sqs, self.settings
-        self.bucket = Bucket(self.clients.s3, self.clients.bucket_name())
-        self.answerer = Answerer(s, self.bucket, self.name, self.stats, self.outage)
-        self.answerer.memory.max_wait = self.job_timeout  # a job waiting for memory gives up when it is abandoned
-        if self._log_to_s3:
-            self._shipper = LogShipper(self.bucket, self.name)
         sources = []
         for lane in self.lanes:
             queue = Queue.by_name(sqs, lane.request_queue(s))
@@ -263,7 +263,6 @@ class Worker:
     def _abandon(self, src: Source, task: Task) -> Outcome:
         """A job past the hard limit: leave its thread, answer with an error."""
         self.pool.abandon(task)
-        self.stats.abandoned += 1
         elapsed = time.monotonic() - (task.started or time.monotonic())
         events = [*task.prepared.events, event("abandoned", time.time(), worker=self.name)]
         return self.answerer.error_outcome(src, task.message, f"the job ran past the worker's limit of "
@@ -316,7 +315,6 @@ class Worker:
                 by_target[o.reply_to].append(o)
             else:
                 unanswered.append(o)
-                self.stats.unanswerable += 1
                 self._log(o)
         answered: list[Outcome] = []
         for url, group in by_target.items():
@@ -459,22 +457,3 @@ class Worker:
         finally:
             self._report_lock.release()
 
-
-def run_worker(settings: Settings, **kwargs: Any) -> int:
-    """Build a worker, load the job modules, install signal handlers and run it (``labkit worker``,
-    ``python -m worker``)."""
-    added = kinds.load_modules(settings.job_modules)
-    if added:
-        log.info("job modules %s add the kind(s) %s", ", ".join(settings.job_modules), ", ".join(added))
-    w = Worker(settings, **kwargs)
-    w.install_signal_handlers()
-    code = w.run()
-    stuck = w.pool.stuck()
-    if stuck or w.forced:
-        # Python waits for every pool thread at exit, and an abandoned job's thread may never end.
-        log.warning("worker %s exits leaving %d abandoned job(s) behind", w.name, stuck)
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    return code

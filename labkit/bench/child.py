@@ -66,14 +66,14 @@ def _heavy(settings: Settings, args: argparse.Namespace) -> int:
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
     """The real worker (what ``python -m worker`` runs), plus a report of its API calls."""
-    from worker.loop import Worker
+    from worker import run_worker
     roles = tuple(r.strip() for r in args.queues.split(",") if r.strip())
-    w = Worker(settings, roles=roles, concurrency=args.concurrency, poll_wait=args.poll_wait)
-    counts = CountsFile(args.counts, w.clients.counter.snapshot)
-    w.install_signal_handlers()
+    clients = Clients(settings)  # the worker's: the counts are its calls
+    counts = CountsFile(args.counts, clients.counter.snapshot)
     counts.install()
-    counts.write()  # ready: the bench warms every worker up with a job before it counts
-    code = w.run()
+    # ready once built: the bench warms every worker up with a job before it counts
+    code = run_worker(settings, clients, lambda _: counts.write(), roles=roles, concurrency=args.concurrency,
+                      poll_wait=args.poll_wait)
     counts.write()
     return code
 

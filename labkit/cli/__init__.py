@@ -9,12 +9,12 @@ module of its kind, with a ``cmd_*`` function and its parser in that module's ``
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from labkit.cli import doctor, fleet, jobs, stack, tools
-from labkit.errors import AwsError, LabkitError
+from labkit.errors import run_command
 
 EPILOG = """\
 Settings come from arguments, then the environment (LABKIT_ENDPOINT_URL or AWS_ENDPOINT_URL,
@@ -40,8 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(name: str, fn: Callable[[argparse.Namespace], int], help: str,
-            parents: list[argparse.ArgumentParser] | None = None) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=help, description=help, parents=[common] if parents is None else parents)
+            parents: list[argparse.ArgumentParser] | None = None, **kwargs: Any) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help, parents=[common] if parents is None else parents,
+                            **kwargs)
         sp.set_defaults(fn=fn)
         return sp
 
@@ -55,42 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.fn(args) or 0)
-    except KeyboardInterrupt:
-        print("labkit: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        # The reader went away (`labkit status | head -1`): no traceback, and none when Python flushes at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
-    except LabkitError as exc:
-        print(f"labkit: error: {exc}", file=sys.stderr)
-        return 1
-    except Exception as exc:
-        return _unexpected(exc, getattr(args, "state_dir", None))
-
-
-def _unexpected(exc: Exception, state_dir: str | None = None) -> int:
-    """Turn well-known boto errors into one line; anything else is a bug and keeps its traceback."""
-    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
-    if isinstance(exc, EndpointConnectionError):
-        print(f"labkit: error: cannot reach {exc.kwargs.get('endpoint_url')}: is the emulator running? "
-              "(`labkit up`)", file=sys.stderr)
-        return 1
-    if isinstance(exc, NoCredentialsError):
-        from labkit.config import no_lab_hint
-        print(f"labkit: error: no AWS credentials found, and {no_lab_hint(state_dir)}", file=sys.stderr)
-        return 1
-    if isinstance(exc, ClientError):
-        print(f"labkit: error: {AwsError.from_client_error(exc)}", file=sys.stderr)
-        return 1
-    from labkit.errors import credentials_error
-    refused = credentials_error(exc)  # botocore could not refresh them (an SSO or login session that ended)
-    if refused is not None:
-        print(f"labkit: error: {refused}", file=sys.stderr)
-        return 1
-    raise exc
+    return run_command(lambda: args.fn(args), getattr(args, "state_dir", None))
 
 
 if __name__ == "__main__":

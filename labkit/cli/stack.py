@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -101,14 +100,9 @@ def _class_status(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from worker.loop import run_worker
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout)
-    logging.getLogger("botocore").setLevel(logging.WARNING)
-    if args.verbose:
-        logging.getLogger("labkit").setLevel(logging.DEBUG)
-    lanes = tuple(r.strip() for r in args.queues.split(",") if r.strip())
-    return run_worker(settings(args), roles=lanes, concurrency=args.concurrency, burst=args.burst,
-                      poll_wait=args.poll_wait, job_timeout=args.job_timeout, log_to_s3=args.log_to_s3)
+    """``labkit worker ...``: the worker owns its command line (:mod:`worker.cli`); its arguments go to it as given."""
+    from worker.cli import main
+    return main(args.worker_args)
 
 
 def cmd_emulator(args: argparse.Namespace) -> int:
@@ -140,6 +134,7 @@ def cmd_teardown(args: argparse.Namespace) -> int:
 
 
 def register(add: Add) -> None:
+    from worker.cli import DESCRIPTION
     sp = add("up", cmd_up, "start the emulator if local, provision queues and bucket, start local workers")
     g = sp.add_mutually_exclusive_group()
     g.add_argument("--local", action="store_true", help="use the embedded emulator (default when no AWS "
@@ -156,18 +151,9 @@ def register(add: Add) -> None:
                     "student's reply queue with its last activity, each lane's jobs waiting, in flight and dead, the "
                     "fleet's size and health, the day's cost so far")
 
-    sp = add("worker", cmd_worker, "run a worker in the foreground (same as `python -m worker`)")
-    sp.add_argument("--queues", default="numbers,images", help="which request queues to serve: numbers, "
-                    "images or both (default numbers,images)")
-    sp.add_argument("--concurrency", type=int, default=4, metavar="N", help="jobs at once (default 4)")
-    sp.add_argument("--burst", action="store_true", help="exit once the queues are empty")
-    sp.add_argument("--poll-wait", type=int, default=10, metavar="S",
-                    help="long-poll seconds per receive, 0-20 (default 10; a stop waits at most this long)")
-    sp.add_argument("--job-timeout", type=float, default=600, metavar="S",
-                    help="abandon a job with an error reply after S seconds (default 600)")
-    sp.add_argument("--log-to-s3", action="store_true", help="also write job log lines to the bucket under logs/")
-    sp.add_argument("-v", "--verbose", action="store_true", help="log one line per job answered (by default: "
-                    "a count every 10 s, and a line per error reply)")
+    # No parsing here: every argument, --help too, goes to the worker's own parser (no argument starts with "\0").
+    sp = add("worker", cmd_worker, DESCRIPTION, parents=[], add_help=False, prefix_chars="\0")
+    sp.add_argument("worker_args", nargs=argparse.REMAINDER)
 
     sp = add("emulator", cmd_emulator, "run the embedded emulator in the foreground (127.0.0.1 only)", parents=[])
     sp.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
