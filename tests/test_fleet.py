@@ -9,8 +9,6 @@ import io
 import json
 import logging
 import re
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from labkit.config import (
 )
 from labkit.errors import ConfigError
 from tests.conftest import FAKE_KEY_ID, FAKE_SECRET, ROOT, settings_env
+from tests.helpers import labkit
 
 ACCOUNT = "123456789012"  # the emulator's account
 AL2023_X86 = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
@@ -180,14 +179,14 @@ def test_deployer_policy_names_its_resources_and_gives_each_command_only_its_par
 
 def test_cli_prints_the_worker_and_deployer_policies(settings: Settings) -> None:
     from labkit.fleet.deployer import deployer_policy
-    worker = labkit(settings, "policy", "worker")
+    worker = labkit("policy", "worker", s=settings)
     assert worker.returncode == 0, worker.stderr
     assert json.loads(worker.stdout) == fleet.policy.worker_policy(settings, settings.bucket or "", ACCOUNT)
-    up = labkit(settings, "policy", "deployer", "--command", "up", "--command", "teardown")
+    up = labkit("policy", "deployer", "--command", "up", "--command", "teardown", s=settings)
     assert up.returncode == 0, up.stderr
     assert json.loads(up.stdout) == deployer_policy(settings, settings.bucket or "", ACCOUNT,
                                                       commands=["up", "teardown"])
-    bad = labkit(settings, "policy", "deployer", "--command", "launch")
+    bad = labkit("policy", "deployer", "--command", "launch", s=settings)
     assert bad.returncode == 1 and "no deployer policy for launch" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -552,27 +551,22 @@ def test_an_existing_instance_profile_is_used_and_left_alone(settings: Settings)
         iam_client.delete_role(RoleName=mine)
 
 
-def labkit(s: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "labkit", *args], env=settings_env(s), cwd=ROOT,
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
-
-
 def test_cli_deploy_status_undeploy_and_teardown(settings: Settings) -> None:
     clients = Clients(settings)
     names = fleet.FleetNames(settings.bucket or "")
     # Opening SSH to everyone without a terminal to confirm on is refused, and nothing is created
-    refused = labkit(settings, "deploy", "--ssh-cidr", "0.0.0.0/0", "--key-name", "k")
+    refused = labkit("deploy", "--ssh-cidr", "0.0.0.0/0", "--key-name", "k", s=settings)
     assert refused.returncode == 1 and "whole internet" in refused.stderr and "Traceback" not in refused.stderr
     assert nothing_left(leftovers(clients, names))
 
-    deployed = labkit(settings, "deploy", "--workers", "2")
+    deployed = labkit("deploy", "--workers", "2", s=settings)
     assert deployed.returncode == 0, deployed.stderr
     assert f"created   role {names.role}" in deployed.stdout
     assert "no instance boots" in deployed.stderr  # the emulator says so
     ids = [i["InstanceId"] for i in live_instances(clients, names)]
     assert len(ids) == 2
 
-    status = labkit(settings, "status")
+    status = labkit("status", s=settings)
     assert status.returncode == 0, status.stderr
     assert "fleet" in status.stdout and all(f"{i}" in status.stdout for i in ids) and "running" in status.stdout
     # and what it would bill on AWS: two t3.micro at list price, the bucket's storage, the queues
@@ -580,14 +574,14 @@ def test_cli_deploy_status_undeploy_and_teardown(settings: Settings) -> None:
     assert re.search(r"2 EC2 instance\(s\) t3.micro +\$0\.0208/hour \(\$15\.18/month; \$0\.0104/hour each\)",
                      status.stdout)
     assert "(storage)" in status.stdout and "per million requests" in status.stdout
-    as_json = json.loads(labkit(settings, "status", "--json").stdout)
+    as_json = json.loads(labkit("status", "--json", s=settings).stdout)
     assert sorted(i["id"] for i in as_json["fleet"]["instances"]) == sorted(ids)
 
-    bad = labkit(settings, "deploy", "--autoscale", "three")
+    bad = labkit("deploy", "--autoscale", "three", s=settings)
     assert bad.returncode == 1 and "MIN:MAX" in bad.stderr
 
     # teardown undeploys first, then deletes queues and (--all) the bucket
-    down = labkit(settings, "teardown", "--all")
+    down = labkit("teardown", "--all", s=settings)
     assert down.returncode == 0, down.stderr
     assert f"deleted   role {names.role}" in down.stdout and f"deleted   bucket {names.fleet}" in down.stdout
     assert names.fleet not in [b["Name"] for b in clients.s3.list_buckets()["Buckets"]]
@@ -595,7 +589,7 @@ def test_cli_deploy_status_undeploy_and_teardown(settings: Settings) -> None:
 
 
 def test_undeploy_cli_when_nothing_was_deployed(settings: Settings) -> None:
-    out = labkit(settings, "undeploy")
+    out = labkit("undeploy", s=settings)
     assert out.returncode == 0, out.stderr
     assert "is gone" in out.stdout and "deleted" not in out.stdout
 

@@ -7,30 +7,21 @@ real worker processes."""
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 
 import pytest
 
-from labkit import provision, timeline
+from labkit import timeline
 from labkit.aws.clients import Clients
 from labkit.aws.queues import Queue
 from labkit.client import Lab
 from labkit.config import DLQ_SUFFIX
 from labkit.dlq import DeadLetters
 from labkit.errors import RemoteJobError
-from labkit.processes import settings_env
 from labkit.protocol import JobRequest, JobResult
 from labkit.waiting import wait_for
 from tests import job_kinds
-from tests.conftest import ROOT, unique_settings
 from tests.conftest import event_names as names
-
-
-def provisioned(emulator, tmp_path, **extra):
-    s = unique_settings(emulator, tmp_path / "state", job_modules=job_kinds.PATH, **extra)
-    provision.ensure(Clients(s))
-    return s
+from tests.helpers import labkit
 
 
 def test_the_events_merge_in_time_order_and_junk_is_dropped():
@@ -66,20 +57,18 @@ def test_clean_path_timeline_and_labkit_trace(settings, start_worker, tmp_path):
     p = timeline.phases(events)
     assert sum(p.values()) == pytest.approx(job.latency, abs=1e-3)
     # And `labkit trace` prints it from the journal after the client has gone
-    out = subprocess.run([sys.executable, "-m", "labkit", "trace", job.id[:8]], env=settings_env(settings),
-                         capture_output=True, text=True, cwd=ROOT, timeout=60)
+    out = labkit("trace", job.id[:8], s=settings)
     assert out.returncode == 0, out.stderr
     assert f"job {job.id} (numbers)" in out.stdout and "delivery 1, by " in out.stdout
     assert "1 delivery; queue wait" in out.stdout
-    missing = subprocess.run([sys.executable, "-m", "labkit", "trace", "ffffffffff"], env=settings_env(settings),
-                             capture_output=True, text=True, cwd=ROOT, timeout=60)
+    missing = labkit("trace", "ffffffffff", s=settings)
     assert missing.returncode == 1 and "no job 'ffffffffff'" in missing.stderr
 
 
 @pytest.mark.slow
-def test_a_job_redelivered_after_its_worker_died_shows_both_deliveries(emulator, tmp_path, start_worker):
+def test_a_job_redelivered_after_its_worker_died_shows_both_deliveries(make_settings, start_worker):
     # Given requests that reappear 3 s after their worker dies, and a worker running a slow job
-    s = provisioned(emulator, tmp_path, visibility_timeout=3)
+    s = make_settings(job_modules=job_kinds.PATH, visibility_timeout=3)
     first = start_worker(s=s)
     with Lab(s) as lab:
         job = lab.submit("sleep", {"seconds": 2})
@@ -99,9 +88,9 @@ def test_a_job_redelivered_after_its_worker_died_shows_both_deliveries(emulator,
 
 
 @pytest.mark.slow
-def test_a_stopping_worker_says_which_jobs_it_handed_back(emulator, tmp_path, start_worker):
+def test_a_stopping_worker_says_which_jobs_it_handed_back(make_settings, start_worker):
     # Given three slow jobs and a worker that runs one at a time
-    s = provisioned(emulator, tmp_path)
+    s = make_settings(job_modules=job_kinds.PATH)
     with Lab(s) as lab:
         jobs = [lab.submit("sleep", {"seconds": 1.5}) for _ in range(3)]
         first = start_worker("--concurrency", "1", s=s)
@@ -121,9 +110,9 @@ def test_a_stopping_worker_says_which_jobs_it_handed_back(emulator, tmp_path, st
 
 
 @pytest.mark.slow
-def test_a_long_job_shows_its_heartbeats_and_a_hung_one_its_abandonment(emulator, tmp_path, start_worker):
+def test_a_long_job_shows_its_heartbeats_and_a_hung_one_its_abandonment(make_settings, start_worker):
     # Given a queue with a 3 s visibility timeout and a worker with a 6 s hard limit
-    s = provisioned(emulator, tmp_path, visibility_timeout=3)
+    s = make_settings(job_modules=job_kinds.PATH, visibility_timeout=3)
     start_worker("--job-timeout", "6", s=s)
     with Lab(s) as lab:
         # When a 4 s job runs, and a job that would take 60 s
@@ -143,10 +132,10 @@ def test_a_long_job_shows_its_heartbeats_and_a_hung_one_its_abandonment(emulator
 
 
 @pytest.mark.slow
-def test_a_dead_letter_redriven_carries_its_story_into_the_answer(emulator, tmp_path, start_worker):
+def test_a_dead_letter_redriven_carries_its_story_into_the_answer(make_settings, start_worker):
     # Given a request for the default reply queue, which someone deleted: its worker cannot answer it (a client's own
     # reply queue found gone would have its answer dropped instead: docs/protocol.md, "Delivery")
-    s = provisioned(emulator, tmp_path, max_receive_count=2)
+    s = make_settings(job_modules=job_kinds.PATH, max_receive_count=2)
     clients = Clients(s)
     requests = Queue.by_name(clients.sqs, s.request_queue)
     start_worker(s=s)
@@ -171,9 +160,9 @@ def test_a_dead_letter_redriven_carries_its_story_into_the_answer(emulator, tmp_
 
 
 @pytest.mark.slow
-def test_a_long_pooled_job_holds_back_no_other_reply_of_its_batch(emulator, tmp_path, start_worker):
+def test_a_long_pooled_job_holds_back_no_other_reply_of_its_batch(make_settings, start_worker):
     # Given a short and a long job on the job threads, received in one batch
-    s = provisioned(emulator, tmp_path)
+    s = make_settings(job_modules=job_kinds.PATH)
     requests = Queue.by_name(Clients(s).sqs, s.request_queue)
     with Lab(s) as lab:
         reqs = [JobRequest("sleep", {"seconds": 0.2}, reply_to=lab.reply_queue.url),
