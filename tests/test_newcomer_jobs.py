@@ -24,21 +24,16 @@ from labkit.aws.clients import Clients
 from labkit.aws.queues import Queue
 from labkit.aws.storage import Bucket
 from labkit.client import ARRAY_THRESHOLD, Lab
-from labkit.config import DLQ_SUFFIX, Settings
+from labkit.config import DLQ_SUFFIX
 from labkit.errors import RemoteJobError
 from labkit.presenters import timeline_table
 from labkit.processes import settings_env
 from labkit.protocol import JobRequest
 from labkit.waiting import wait_for
 from tests.conftest import ROOT, event_names, unique_settings
+from tests.helpers import labkit
 
 HOST = socket.gethostname()
-
-
-def cli(s: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    """``labkit ARGS`` as a user runs it, pointed at ``s``' queues and bucket."""
-    return subprocess.run([sys.executable, "-m", "labkit", *args], env=settings_env(s), cwd=ROOT,
-                          capture_output=True, text=True, timeout=180)
 
 
 def no_traceback(out: subprocess.CompletedProcess[str]) -> None:
@@ -72,10 +67,10 @@ def test_ctrl_c_while_waiting_journals_the_job_cleans_its_payload_and_the_worker
     [job_id] = re.findall(r"job ([0-9a-f]{32}) was not answered when this client stopped waiting \(interrupted\)", err)
     assert f"`labkit trace {job_id[:12]}`" in err and err.rstrip().endswith("labkit: interrupted")
     # And `labkit trace` knows the job: sent, then given up
-    trace = cli(settings, "trace", job_id[:12])
+    trace = labkit("trace", job_id[:12], s=settings)
     assert trace.returncode == 0, trace.stderr
     assert re.search(r"sent\n.*given_up\s+the client stopped waiting \(interrupted\)", trace.stdout), trace.stdout
-    assert [e["event"] for e in json.loads(cli(settings, "trace", job_id, "--json").stdout)["events"]] == [
+    assert [e["event"] for e in json.loads(labkit("trace", job_id, "--json", s=settings).stdout)["events"]] == [
         "sent", "given_up"]
     # And its claim-check object is gone (nobody will read it), its request still waits for a worker
     assert bucket.list("payloads/") == []
@@ -100,7 +95,7 @@ def test_a_job_journaled_at_send_is_traced_before_its_answer_comes(settings):
     with Lab(settings) as lab:
         job = lab.numbers([1, 2, 3])
         # When `labkit trace` looks while the client still waits
-        trace = cli(settings, "trace", job.id)
+        trace = labkit("trace", job.id, s=settings)
         # Then it knows the job: sent, nothing more yet
         assert trace.returncode == 0, trace.stderr
         assert f"job {job.id} (numbers)" in trace.stdout and "sent" in trace.stdout
@@ -173,10 +168,10 @@ def test_a_reply_queue_missing_moments_after_the_request_is_looked_at_once_more_
 
 def test_a_second_purge_within_the_minute_says_one_short_line_and_one_row_per_queue(settings):
     # Given the four queues purged a moment ago
-    first = cli(settings, "purge", "all")
+    first = labkit("purge", "all", s=settings)
     assert first.returncode == 0, first.stderr
     # When they are purged again within the minute
-    again = cli(settings, "purge", "all")
+    again = labkit("purge", "all", s=settings)
     # Then one row per queue says it was refused, and one short line says so once (before: ~600 characters
     # repeating the same refusal four times on one line)
     assert again.returncode == 1
@@ -191,7 +186,7 @@ def test_a_second_purge_within_the_minute_says_one_short_line_and_one_row_per_qu
 
 def test_purge_of_a_queue_that_does_not_exist_names_the_queues_labkit_knows(settings):
     # When a queue name with a typo is purged
-    out = cli(settings, "purge", "requestqueue")
+    out = labkit("purge", "requestqueue", s=settings)
     # Then one line names labkit's queues and their short names (before: "run `labkit up`", which cannot help)
     assert out.returncode == 1 and out.stdout == ""
     no_traceback(out)
@@ -257,7 +252,7 @@ def test_random_lists_up_to_the_threshold_travel_inline_and_longer_ones_through_
     start_worker()
     bucket = Bucket(Clients(settings).s3, settings.bucket)
     # When `--random 5` runs, then a list one over the threshold the docs name
-    small = cli(settings, "submit", "numbers", "--random", "5", "--seed", "1")
+    small = labkit("submit", "numbers", "--random", "5", "--seed", "1", s=settings)
     assert small.returncode == 0, small.stderr
     assert json.loads(small.stdout)["count"] == 5
     # Then the 5 numbers travelled inline (before: a .npy object under payloads/)
@@ -287,7 +282,7 @@ def test_a_local_worker_reads_as_local_worker_pid_in_trace_tables_and_figures(la
     shown = "\n".join(o["data"].get("text/plain", "") for o in panel.out.outputs)
     assert re.search(rf"worker\s+local worker {pid}\n", shown) and f"{HOST}:{pid}" not in shown, shown
     lab.close()
-    trace = cli(settings, "trace", job.id)
+    trace = labkit("trace", job.id, s=settings)
     assert trace.returncode == 0, trace.stderr
     assert f"delivery 1, by local worker {pid}" in trace.stdout and f"{HOST}:{pid}" not in trace.stdout
     assert f"by local worker {pid}" in str(timeline_table(job.timeline()))
