@@ -6,8 +6,6 @@ import hashlib
 import io
 import json
 import os
-import subprocess
-import sys
 import urllib.request
 
 import pytest
@@ -16,27 +14,15 @@ from PIL import Image
 from labkit.aws.clients import Clients
 from labkit.aws.queues import Queue
 from labkit.errors import RemoteJobError
-from tests.conftest import ROOT, settings_env
-
-
-def gradient(w: int = 320, h: int = 200) -> Image.Image:
-    img = Image.new("RGB", (w, h))
-    img.putdata([(x * 255 // (w - 1), y * 255 // (h - 1), (x + y) % 256) for y in range(h) for x in range(w)])
-    return img
-
-
-def png_bytes(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return buf.getvalue()
+from tests.helpers import encode, gradient, labkit
 
 
 def test_upload_list_process_download(lab, start_worker, tmp_path):
     start_worker()
-    src = gradient()
+    src = gradient(320, 200)
     # Given an uploaded image (under a folder named for its content's hash)
     key = lab.upload_image(src, name="grad.png")
-    assert key == f"images/unprocessed/{hashlib.sha256(png_bytes(src)).hexdigest()[:16]}/grad.png"
+    assert key == f"images/unprocessed/{hashlib.sha256(encode(src)).hexdigest()[:16]}/grad.png"
     listed = {o.key: o for o in lab.list_images("unprocessed")}
     assert listed[key].size > 0
     # When it is processed to grayscale
@@ -59,7 +45,7 @@ def test_upload_list_process_download(lab, start_worker, tmp_path):
 
 def test_chained_ops_and_formats(lab, start_worker):
     start_worker()
-    key = lab.upload_image(png_bytes(gradient(400, 200)), name="wide.png")
+    key = lab.upload_image(encode(gradient(400, 200)), name="wide.png")
     # resize keeps aspect with one side given; rotate 90 swaps the dimensions; JPEG output
     job = lab.image(key, [{"op": "resize", "width": 200}, {"op": "rotate", "degrees": 90}], format="jpeg",
                     quality=80)
@@ -72,7 +58,7 @@ def test_chained_ops_and_formats(lab, start_worker):
 def test_image_from_a_file_path(lab, start_worker, tmp_path):
     start_worker()
     path = tmp_path / "photo.jpg"
-    gradient().save(path, "JPEG")
+    gradient(320, 200).save(path, "JPEG")
     res = lab.image(path, ["thumbnail:64", "mirror"], format="webp").result(timeout=60)
     assert max(res["width"], res["height"]) == 64 and res["format"] == "webp"
 
@@ -91,7 +77,7 @@ BAD_PAYLOADS = [
 
 def test_bad_image_jobs_get_error_replies_and_the_worker_keeps_serving(lab, start_worker):
     start_worker()
-    lab.bucket.put("images/unprocessed/ok.png", png_bytes(gradient(32, 32)))
+    lab.bucket.put("images/unprocessed/ok.png", encode(gradient(32, 32)))
     lab.bucket.put("images/unprocessed/junk.png", b"this is not an image")
     bomb = Image.new("1", (20_000, 20_000))  # 400 megapixels that compress to a few KB
     buf = io.BytesIO()
@@ -111,7 +97,8 @@ def test_legacy_plain_file_name(settings, start_worker):
     # Given the original lab's client: a file in images/unprocessed/ and its bare name on imageInbox
     start_worker()
     clients = Clients(settings)
-    clients.s3.put_object(Bucket=settings.bucket, Key="images/unprocessed/cat.jpg", Body=_jpeg(gradient()))
+    cat = encode(gradient(320, 200), "JPEG")
+    clients.s3.put_object(Bucket=settings.bucket, Key="images/unprocessed/cat.jpg", Body=cat)
     inbox = Queue.by_name(clients.sqs, settings.image_inbox)
     outbox = Queue.by_name(clients.sqs, settings.image_outbox)
     inbox.send("cat.jpg")
@@ -131,12 +118,6 @@ def test_legacy_plain_file_name(settings, start_worker):
     assert out.format == "JPEG" and out.size == (320, 200)
 
 
-def _jpeg(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, "JPEG")
-    return buf.getvalue()
-
-
 @pytest.mark.slow
 def test_cli_submit_image_file_and_folder(settings, start_worker, tmp_path):
     start_worker()
@@ -144,18 +125,15 @@ def test_cli_submit_image_file_and_folder(settings, start_worker, tmp_path):
     folder.mkdir()
     for i in range(3):
         gradient(100 + i, 80).save(folder / f"p{i}.png")
-    env = settings_env(settings)
-    one = subprocess.run([sys.executable, "-m", "labkit", "submit", "image", str(folder / "p0.png"),
-                          "--op", "grayscale", "--op", "resize:50x40", "--out", str(tmp_path / "out.png")],
-                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    one = labkit("submit", "image", str(folder / "p0.png"), "--op", "grayscale", "--op", "resize:50x40",
+                 "--out", str(tmp_path / "out.png"), s=settings)
     assert one.returncode == 0, one.stderr
     info = json.loads(one.stdout)
     assert (info["width"], info["height"]) == (50, 40)
     assert Image.open(tmp_path / "out.png").mode == "L"
     out_dir = tmp_path / "done"
     out_dir.mkdir()
-    many = subprocess.run([sys.executable, "-m", "labkit", "submit", "image", str(folder), "--op", "thumbnail:32",
-                           "--out", str(out_dir)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    many = labkit("submit", "image", str(folder), "--op", "thumbnail:32", "--out", str(out_dir), s=settings)
     assert many.returncode == 0, many.stderr
     assert sorted(os.listdir(out_dir)) == ["p0.png", "p1.png", "p2.png"]
     assert "images" in many.stderr  # the progress bar's label

@@ -35,6 +35,7 @@ from labkit.jobs.images import (
     process,
     validate_ops,
 )
+from tests.helpers import encode, gradient, truncated_jpeg
 
 relaxed = settings(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -42,24 +43,9 @@ relaxed = settings(deadline=None, database=None, suppress_health_check=[HealthCh
 # Test images, all generated
 
 
-def encode(img: Image.Image, fmt: str = "PNG", **options: object) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, fmt, **options)
-    return buf.getvalue()
-
-
 def decode(data: bytes) -> Image.Image:
     img = Image.open(io.BytesIO(data))
     img.load()
-    return img
-
-
-def gradient(w: int = 64, h: int = 48) -> Image.Image:
-    """RGB: red grows to the right, green downwards, blue constant."""
-    img = Image.new("RGB", (w, h))
-    for y in range(h):
-        for x in range(w):
-            img.putpixel((x, y), (x * 255 // (w - 1), y * 255 // (h - 1), 128))
     return img
 
 
@@ -600,11 +586,6 @@ def test_nothing_is_written_to_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 # ------------------------------------------------------------------------------------------------------
 # Bad inputs and limits
-
-
-def truncated_jpeg() -> bytes:
-    data = encode(gradient(200, 150), "JPEG")
-    return data[: len(data) // 2]
 
 
 def truncated_png() -> bytes:
