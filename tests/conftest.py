@@ -16,6 +16,7 @@ from labkit.client import Lab
 from labkit.config import Settings, read_state
 from labkit.emulator import Emulator
 from labkit.errors import LabkitError
+from labkit.local import wait_serving
 from labkit.processes import Child, python_module, settings_env, stop_all
 from tests.helpers import ROOT, labkit, provisioned, unique_settings
 
@@ -62,6 +63,8 @@ class WorkerProcess:
 
     def __init__(self, s: Settings, log: Path, *args: str, verbose: bool = True) -> None:
         args = ("-v", *args) if verbose else args
+        self.state_dir = Path(s.state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)  # where it says it serves (its ready file)
         self.child = Child.spawn(python_module("worker", "--poll-wait", "1", *args), env=settings_env(s),
                                  log=log, cwd=ROOT, detach=False)
         self.proc = self.child.proc
@@ -74,6 +77,13 @@ class WorkerProcess:
     def wait_for(self, text: str, timeout: float = 30) -> None:
         try:
             self.child.wait_log(text, timeout)
+        except LabkitError as exc:
+            raise AssertionError(str(exc)) from None
+
+    def wait_serving(self, timeout: float = 30) -> None:
+        """Wait until it says it serves: its ready file (``labkit.local.wait_serving``), whatever its log says."""
+        try:
+            wait_serving([self.child], self.state_dir, timeout)
         except LabkitError as exc:
             raise AssertionError(str(exc)) from None
 
@@ -90,7 +100,7 @@ def start_worker(settings: Settings, tmp_path: Path) -> Iterator:
     def start(*args: str, s: Settings | None = None, verbose: bool = True) -> WorkerProcess:
         w = WorkerProcess(s or settings, tmp_path / f"worker-{len(started)}.log", *args, verbose=verbose)
         started.append(w)
-        w.wait_for("serving")
+        w.wait_serving()
         return w
 
     yield start

@@ -62,7 +62,7 @@ def run_class(labs: list[Lab], s: Settings, tmp_path: Path) -> None:
         lab.reply_queue.tag({provision.LAST_SEEN_TAG: str(int(time.time()) - 2 * 3600)})
     labs[0].reply_queue.send('{"late": "an answer that came after its student left"}')
     worker = WorkerProcess(s, tmp_path / "worker.log", "--queues", "numbers")
-    worker.wait_for("serving")
+    worker.wait_serving()
     answers: dict[int, float] = {}
 
     def student(i: int) -> None:

@@ -46,11 +46,12 @@ def test_a_200_kib_message_is_billed_as_4_requests_sent_and_received(settings: S
 def test_an_idle_worker_polls_as_the_estimate_says(settings: Settings, tmp_path: Path) -> None:
     # Given a real worker (both queues, a 1 s receive wait) whose AWS calls are counted, and nothing to do
     wait = 1
+    Path(settings.state_dir).mkdir(parents=True, exist_ok=True)  # where it says it serves (its ready file)
     worker = CountedProcess.spawn(["worker", "--queues", "numbers,images", "--poll-wait", str(wait)],
                                   settings_env(settings), tmp_path / "w.log", tmp_path / "counts.json")
     try:
         worker.wait_ready()
-        worker.wait_log("serving")
+        wait_serving([worker.child], settings.state_dir)
         # When it is left idle for a while
         before, t0 = worker.snapshot(), time.monotonic()
         wait_for(lambda: time.monotonic() - t0 >= 8, 30, "eight idle seconds", interval=0.5)

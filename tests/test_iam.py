@@ -23,6 +23,7 @@ from labkit.aws.clients import Clients
 from labkit.client import Lab
 from labkit.config import DLQ_SUFFIX, Settings
 from labkit.fleet.deployer import COMMANDS, deployer_policy
+from labkit.local import wait_serving
 from labkit.processes import Child, python_module, settings_env
 from tests.conftest import ROOT
 from tests.iam_emulator import ACCOUNT, IamEmulator, as_moto_sees_it, iam_emulator, keys_env
@@ -70,10 +71,11 @@ def test_the_worker_runs_every_job_with_only_its_policy_and_nothing_else_is_allo
     # When the real worker runs with those credentials, and number, claim-check (.npy and JSON) and image
     # jobs are sent
     env = settings_env(s, extra=keys_env(worker_creds))
+    Path(s.state_dir).mkdir(parents=True, exist_ok=True)  # where it says it serves (its ready file)
     worker = Child.spawn(python_module("worker", "--poll-wait", "1"), env=env, log=tmp_path / "worker.log",
                          cwd=ROOT, detach=False)
     try:
-        worker.wait_log("serving", timeout=60)
+        wait_serving([worker], s.state_dir, 60)
         image = tmp_path / "cat.png"
         Image.new("RGB", (40, 30), "orange").save(image)
         with Lab(s) as lab:

@@ -21,6 +21,7 @@ from labkit import fleet, provision
 from labkit.aws.clients import Clients
 from labkit.config import Settings
 from labkit.fleet.student import student_policy
+from labkit.local import wait_serving
 from labkit.processes import Child, python_module, settings_env
 from tests.conftest import ROOT
 from tests.iam_emulator import ACCOUNT, IamEmulator, as_moto_sees_it, iam_emulator, keys_env
@@ -71,10 +72,11 @@ def lab(iam: IamEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
         people[who] = iam.user(user, as_moto_sees_it(student_policy(s, s.bucket or "", ACCOUNT)))
     worker_creds = iam.role_session(f"worker-{s.bucket}", as_moto_sees_it(
         fleet.policy.worker_policy(s, s.bucket or "", ACCOUNT)))
+    Path(s.state_dir).mkdir(parents=True, exist_ok=True)  # where it says it serves (its ready file)
     worker = Child.spawn(python_module("worker", "--poll-wait", "1"), env=settings_env(s, extra=keys_env(worker_creds)),
                          log=tmp_path / "worker.log", cwd=ROOT, detach=False)
     try:
-        worker.wait_log("serving", timeout=60)
+        wait_serving([worker], s.state_dir, 60)
         yield s, people
     finally:
         worker.stop(30)
