@@ -40,7 +40,7 @@ from labkit.errors import AwsError, InvalidInput, JobTimeout, LabkitError, Remot
 from labkit.flow import Window, adaptive_window, default_window
 from labkit.job import DEFAULT_TIMEOUT, ImageResult, Job, SentRequest, SlowHook, download_target, folder_problem
 from labkit.journal import Journal
-from labkit.keys import safe_key, upload_key
+from labkit.keys import safe_key, upload_key, upload_prefix
 from labkit.protocol import JobRequest, encode_request, json_loads
 from labkit.replies import Replies
 from labkit.timeline import event
@@ -317,21 +317,30 @@ class Lab:
 
     # -- image jobs ----------------------------------------------------------------------------------
     def upload_image(self, image: str | Path | bytes | Any, name: str | None = None) -> str:
-        """Put an image (path, bytes or PIL image) at ``images/unprocessed/<hash>/<name>``; returns its key.
+        """Put an image (path, bytes or PIL image) at ``images/unprocessed/[<caller id>/]<hash>/<name>``; returns
+        its key.
 
         ``<hash>`` comes from the content (:func:`labkit.keys.upload_key`): another file with the same
-        name, uploaded by anyone sharing the bucket, never replaces this one."""
+        name, uploaded by anyone sharing the bucket, never replaces this one. ``<caller id>`` where IAM tells
+        callers apart (on AWS): the prefix a student may list on a class's bucket."""
         data, default_name, ctype = _image_bytes(image)
-        key = upload_key(data, name or default_name)
+        key = upload_key(data, name or default_name, owner=self.clients.caller_id())
         self.bucket.put(key, data, ctype)
         return key
 
     def list_images(self, folder: str = "unprocessed") -> list[ObjectInfo]:
-        """The images in ``unprocessed`` or ``processed`` (name, size, modified)."""
+        """The images in ``unprocessed`` or ``processed`` (name, size, modified). A student on a class's bucket
+        may list its own uploads only (``labkit policy student``): then those."""
         prefixes = {"unprocessed": UNPROCESSED_PREFIX, "processed": PROCESSED_PREFIX}
         if folder not in prefixes:
             raise InvalidInput(f"folder must be 'unprocessed' or 'processed', got {folder!r}")
-        return self.bucket.list(prefixes[folder])
+        try:
+            return self.bucket.list(prefixes[folder])
+        except AwsError as exc:
+            own = self.clients.caller_id()
+            if folder != "unprocessed" or exc.code not in ("AccessDenied", "403") or own is None:
+                raise
+            return self.bucket.list(upload_prefix(own))
 
     def image(self, image: str | Path | bytes | Any, ops: Sequence[dict[str, Any] | str] | Pipeline = (),
               format: str = "png", quality: int | None = None, name: str | None = None,

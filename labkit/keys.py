@@ -2,6 +2,11 @@
 
     images/unprocessed/<hash>/<name>   uploaded images (``Lab.upload_image``): <hash> is the first 16 hex
                                        digits of the file's SHA-256, so different files never share a key
+                                       (the default, single-user layout: the embedded emulator)
+    images/unprocessed/<caller id>/<hash>/<name>
+                                       the same where IAM tells callers apart (AWS, an emulator given keys):
+                                       <caller id> is IAM's ${aws:userid} (``Clients.caller_id``), the prefix a
+                                       student may list on a class's shared bucket (``labkit policy student``)
     images/processed/<job id>/<name>   results of image jobs: each job writes under its own id
     images/unprocessed/<name>, images/processed/<name>
                                        the original lab's plain-text image jobs (flat names, as it expects)
@@ -21,9 +26,11 @@ import re
 from labkit.config import PROCESSED_PREFIX, UNPROCESSED_PREFIX
 from labkit.errors import InvalidInput
 
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9._\-][A-Za-z0-9._\- /()+=@,]*$")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9._\-][A-Za-z0-9._\- /()+=@,:]*$")  # ':' as in a role session's id
 # A job id that can be a key's folder as it is (labkit's ids are 32 hex digits); others are hashed.
 _SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+# A caller id (STS UserId: AIDA..., AROA...:<session name>) as a folder: session names hold [\w+=,.@-].
+_OWNER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+=,.@:-]{0,127}$")
 UPLOAD_HASH_CHARS = 16  # 64 bits of SHA-256: two different files sharing a prefix is not a practical worry
 # File extension -> image format, and the extension each format is written with.
 FORMAT_OF_EXTENSION = {"jpg": "jpeg", "jpeg": "jpeg", "jpe": "jpeg", "png": "png", "webp": "webp", "gif": "gif",
@@ -50,7 +57,7 @@ def safe_key(prefix: str, name: str) -> str:
     if any(p in ("", ".", "..") for p in parts):
         raise InvalidInput(f"image name {name!r} is not allowed: empty, '.' or '..' path segments are refused")
     if not _SAFE_NAME.match(name):
-        raise InvalidInput(f"image name {name!r} has characters outside letters, digits and ._-/()+=@, and space")
+        raise InvalidInput(f"image name {name!r} has characters outside letters, digits and ._-/()+=@,: and space")
     key = prefix + name
     if posixpath.normpath(key) != key.rstrip("/") or not key.startswith(prefix):
         raise InvalidInput(f"image name {name!r} escapes {prefix}")
@@ -65,13 +72,25 @@ def format_for_key(key: str) -> str | None:
     return FORMAT_OF_EXTENSION.get(base.rsplit(".", 1)[1].lower())
 
 
-def upload_key(data: bytes, name: str) -> str:
-    """``images/unprocessed/<hash>/<name>``: ``<hash>`` is the start of the data's SHA-256.
+def upload_prefix(owner: str | None = None) -> str:
+    """Where a caller's uploads go: ``images/unprocessed/<owner>/`` (IAM's ``${aws:userid}``), or
+    ``images/unprocessed/`` without one."""
+    if owner is None:
+        return UNPROCESSED_PREFIX
+    if not _OWNER.match(owner):
+        raise InvalidInput(f"caller id {owner!r} cannot name a folder of the bucket")
+    return f"{UNPROCESSED_PREFIX}{owner}/"
+
+
+def upload_key(data: bytes, name: str, owner: str | None = None) -> str:
+    """``images/unprocessed/[<owner>/]<hash>/<name>``: ``<hash>`` is the start of the data's SHA-256; ``<owner>``
+    the caller's id, where IAM tells callers apart (:func:`upload_prefix`).
 
     Two different files called ``cat.png`` (two students, or one student's two versions) land on two keys;
     the same file uploaded twice lands on one key with the same bytes, which changes nothing for anyone."""
     name = safe_key(UNPROCESSED_PREFIX, name)[len(UNPROCESSED_PREFIX):]
-    return safe_key(UNPROCESSED_PREFIX, f"{hashlib.sha256(data).hexdigest()[:UPLOAD_HASH_CHARS]}/{name}")
+    digest = hashlib.sha256(data).hexdigest()[:UPLOAD_HASH_CHARS]
+    return safe_key(UNPROCESSED_PREFIX, f"{upload_prefix(owner)[len(UNPROCESSED_PREFIX):]}{digest}/{name}")
 
 
 def job_folder(job_id: str) -> str:

@@ -264,6 +264,9 @@ def ensure(clients: Clients, progress: Progress = None) -> Report:
 # clock a few minutes off does not matter; a client that sleeps longer (a laptop lid) finds its queue
 # gone on waking and makes a new one (labkit.replies).
 LAST_SEEN_TAG = "labkit:last-seen"
+# A reply queue also carries its maker's id (IAM's ${aws:userid}: Clients.caller_id), so that on a class's shared
+# account the student policy (labkit.fleet.student) lets only its maker receive from, purge, delete or re-tag it.
+OWNER_TAG = "labkit:owner"
 REPLY_HEARTBEAT = 300  # seconds between a live client's refreshes of its queue's last-seen tag
 REPLY_IDLE_AGE = 3600  # seconds unseen after which a reply queue counts as left behind by a gone client
 
@@ -278,10 +281,15 @@ class ReplyCleanup:
 
 def create_reply_queue(clients: Clients, suffix: str | None = None) -> Queue:
     """A new reply queue for one client: ``labkit-reply-<suffix>`` (default: a random one), long polls,
-    messages kept an hour, tagged as seen now."""
+    messages kept an hour, tagged as seen now and with its maker's id (:data:`OWNER_TAG`, where the endpoint
+    can say who that is: one STS call per :class:`Clients`, cached)."""
     name = REPLY_QUEUE_PREFIX + (suffix or uuid.uuid4().hex[:16])
     attrs = {"MessageRetentionPeriod": str(REPLY_RETENTION), "ReceiveMessageWaitTimeSeconds": "20"}
-    return Queue.create(clients.sqs, name, attrs, {**TAGS, LAST_SEEN_TAG: str(int(time.time()))})
+    tags = {**TAGS, LAST_SEEN_TAG: str(int(time.time()))}
+    owner = clients.caller_id()
+    if owner:
+        tags[OWNER_TAG] = owner
+    return Queue.create(clients.sqs, name, attrs, tags)
 
 
 def mark_seen(queue: Queue) -> None:
@@ -411,7 +419,15 @@ def _resources_status(clients: Clients, out: dict[str, Any]) -> None:
     _kind_queues_status(clients, out["queues"])
     out["reply_queues"] = len(reply_queues(clients))
     bucket = Bucket(clients.s3, clients.bucket_name())
-    if bucket.present():
+    try:
+        present = bucket.present()
+    except AwsError as exc:
+        if exc.code not in ("AccessDenied", "403"):
+            raise
+        # A student on a class's bucket lists only its own uploads (labkit policy student): no totals for it.
+        out["bucket"] = {"name": bucket.name, "error": "not listed: your credentials list only your own uploads"}
+        return
+    if present:
         objects = bucket.list("")
         prefixes: dict[str, int] = {}
         for o in objects:

@@ -10,7 +10,18 @@ What moto checks (moto/core/authorization.py, moto/iam/access_control.py, read f
   ``QueueUrl`` (never from ``GetQueueUrl``'s or ``CreateQueue``'s ``QueueName``); an IAM role only once it
   exists; everything else (EC2, Auto Scaling, CloudWatch, SSM, instance profiles) is checked against ``*``;
 - conditions only with ``StringEquals`` on keys it knows (``sts:ExternalId``): the others (such as
-  ``s3:ResourceAccount``) are passed.
+  ``s3:ResourceAccount``, ``aws:ResourceTag/...``) are passed, and policy variables (``${aws:userid}``) are never
+  filled in. moto 5.2.6's ``IAMRequestBase.check_action_permitted`` does not even hand the request to the
+  conditions it could check.
+
+So this emulator is started through :func:`serve` (``python -m tests.iam_emulator``), which replaces moto's
+check with :func:`check_action_permitted`: the same walk over the caller's policies (an explicit Deny wins, else
+an Allow is needed), where a statement's conditions are evaluated as IAM evaluates them on the keys a student's
+isolation rests on: ``aws:userid`` (what STS GetCallerIdentity says of the caller: moto's own answer),
+``aws:RequestTag/*`` and ``aws:TagKeys`` (SQS CreateQueue's and TagQueue's tags), ``aws:ResourceTag/*`` (a
+queue's tags), ``s3:prefix`` (ListObjects) and ``s3:ResourceAccount`` (the one account), with the ``String*``
+operators, ``...IfExists`` and ``ForAllValues:``/``ForAnyValue:``, and ``${...}`` variables filled in. Any other
+operator on those keys fails closed (the statement does not apply); keys outside them are passed, as moto does.
 
 :func:`as_moto_sees_it` turns a policy written for AWS into the one that allows the same calls on moto.
 """
@@ -18,13 +29,17 @@ What moto checks (moto/core/authorization.py, moto/iam/access_control.py, read f
 from __future__ import annotations
 
 import copy
+import fnmatch
 import json
 import os
+import re
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 import boto3
 
@@ -91,7 +106,7 @@ def as_moto_sees_it(policy: dict[str, Any]) -> dict[str, Any]:
         loose = [a for a in st["Action"] if a in MOTO_UNRESOLVED or a.startswith(MOTO_UNRESOLVED_PREFIXES)]
         if loose and st["Resource"] != "*":
             extra.append({"Sid": st.get("Sid", "") + "AsMotoChecksIt", "Effect": st["Effect"], "Action": loose,
-                          "Resource": "*"})
+                          "Resource": "*", **({"Condition": st["Condition"]} if "Condition" in st else {})})
     out["Statement"] += extra
     return out
 
@@ -138,11 +153,123 @@ class IamEmulator:
                 "aws_session_token": c["SessionToken"]}
 
 
+# -- conditions, evaluated as IAM does (moto does not) ---------------------------------------------------------
+EVALUATED_KEYS = ("aws:userid", "aws:requesttag/", "aws:tagkeys", "aws:resourcetag/", "s3:prefix",
+                  "s3:resourceaccount")
+_VARIABLE = re.compile(r"\$\{([^}]+)\}")
+
+
+def _glob(patterns: list[str], value: str, fold: bool = False) -> bool:
+    """IAM's wildcards (``*``, ``?``) in an Action, Resource or StringLike value."""
+    rx = (re.compile(fnmatch.translate(p), re.IGNORECASE if fold else 0) for p in patterns)
+    return any(r.match(value) for r in rx)
+
+
+def _operator(op: str, values: list[str] | None, expected: list[str]) -> bool:
+    """One condition operator on the request's values of a key (None: the key is not in the request)."""
+    qualifier, _, base = op.rpartition(":")
+    if_exists = base.endswith("IfExists")
+    base = base.removesuffix("IfExists")
+    tests = {"StringEquals": lambda v: v in expected, "StringLike": lambda v: _glob(expected, v)}
+    negated = base.startswith("StringNot")
+    test = tests.get(base.replace("StringNot", "String"))
+    if test is None:
+        return False  # an operator this layer does not evaluate: fail closed
+    if not values:
+        return {"ForAllValues": True, "ForAnyValue": False}.get(qualifier, if_exists or negated)
+    one = (lambda v: not test(v)) if negated else test
+    return all(map(one, values)) if qualifier == "ForAllValues" else any(map(one, values))
+
+
+def _conditions_hold(condition: dict[str, Any], ctx: dict[str, list[str]]) -> bool:
+    for op, pairs in condition.items():
+        for key, expected in pairs.items():
+            k = key.lower()
+            if not k.startswith(EVALUATED_KEYS) or (k.startswith("aws:resourcetag/") and "resource-tags" not in ctx):
+                continue  # a key moto passes, and so do we (see the module's docstring)
+            filled = [_VARIABLE.sub(lambda m: (ctx.get(m.group(1).lower()) or ["\0"])[0], str(e))
+                      for e in _listed(expected)]
+            if any("\0" in e for e in filled):
+                return False  # a variable with no value: the statement does not apply
+            if not _operator(op, ctx.get(k), filled):
+                return False
+    return True
+
+
+def statement_applies(st: dict[str, Any], action: str, resource: str, ctx: dict[str, list[str]]) -> bool:
+    """Does statement ``st`` (Allow or Deny) cover this call: action, resource and conditions?"""
+    if "Action" in st and not _glob(_listed(st["Action"]), action, fold=True):
+        return False
+    if "NotAction" in st and _glob(_listed(st["NotAction"]), action, fold=True):
+        return False
+    if "Resource" in st and not _glob(_listed(st["Resource"]), resource):
+        return False
+    return _conditions_hold(st.get("Condition", {}), ctx)
+
+
+def request_context(req: Any, resource: str) -> dict[str, list[str]]:
+    """The condition keys of a moto request (``IAMRequestBase``), lower-cased."""
+    from moto.sqs.models import sqs_backends
+    from moto.sts.models import sts_backends
+    from moto.utilities.utils import get_partition
+    partition = get_partition(req._region)
+    who = sts_backends[req.account_id][partition].get_caller_identity(req._access_key._access_key_id, req._region)
+    ctx = {"aws:userid": [who[0]], "s3:resourceaccount": [req.account_id]}
+    if req._action.startswith("sqs:"):
+        try:
+            params = json.loads(req._body or b"{}")
+        except ValueError:
+            params = {}  # the query protocol: botocore speaks JSON to SQS; no tags seen, conditions on them fail
+        tags = params.get("tags") or params.get("Tags") or {}
+        ctx.update({f"aws:requesttag/{k.lower()}": [v] for k, v in tags.items()})
+        if tags:
+            ctx["aws:tagkeys"] = list(tags)
+        queue = sqs_backends[req.account_id][req._region].queues.get(str(params.get("QueueUrl", "")).split("/")[-1])
+        ctx["resource-tags"] = []  # aws:ResourceTag is evaluated for SQS (absent on a queue not yet made)
+        ctx.update({f"aws:resourcetag/{k.lower()}": [v] for k, v in (queue.tags if queue else {}).items()})
+    if req._action.startswith("s3:"):
+        query = parse_qs(urlparse(req._path).query, keep_blank_values=True)
+        if "prefix" in query:
+            ctx["s3:prefix"] = query["prefix"][:1]
+    return ctx
+
+
+def check_action_permitted(req: Any, resource: str) -> None:
+    """moto's ``IAMRequestBase.check_action_permitted``, with conditions evaluated (see the module's docstring)."""
+    from moto.iam.access_control import IAMPolicy
+    if req._action == "sts:GetCallerIdentity":  # always allowed, as on AWS
+        return
+    ctx = request_context(req, resource)
+    allowed = False
+    for policy in req._access_key.collect_policies():
+        statements = IAMPolicy(policy)._policy_json["Statement"]
+        for st in _listed(statements):
+            if statement_applies(st, req._action, resource, ctx):
+                if st["Effect"] == "Deny":
+                    req._raise_access_denied()
+                allowed = True
+    if req._is_assuming_role_operation(resource):
+        allowed = allowed and req._check_role_trust_relationship(resource)
+    if not allowed:
+        req._raise_access_denied()
+
+
+def serve(argv: list[str]) -> int:
+    """``labkit emulator ARGV`` with :func:`check_action_permitted` in place of moto's check."""
+    from moto.iam.access_control import IAMRequestBase
+
+    from labkit.cli import main
+    IAMRequestBase.check_action_permitted = check_action_permitted  # type: ignore[method-assign]
+    return main(["emulator", *argv])
+
+
 @contextmanager
 def iam_emulator(log: Path) -> Iterator[IamEmulator]:
-    """Start the emulator enforcing IAM after :data:`BOOTSTRAP_CALLS` calls, which make its administrator."""
+    """Start the emulator enforcing IAM after :data:`BOOTSTRAP_CALLS` calls, which make its administrator;
+    conditions are evaluated (:func:`check_action_permitted`)."""
     env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(BOOTSTRAP_CALLS)}
-    child = Child.spawn(python_module("labkit", "emulator", "--port", "0"), env=env, log=log, detach=False)
+    child = Child.spawn(python_module("tests.iam_emulator", "--port", "0"), env=env, log=log, detach=False,
+                        cwd=Path(__file__).resolve().parent.parent)
     try:
         child.wait_log(READY_PREFIX, timeout=60)
         url = child.output.split(READY_PREFIX, 1)[1].split()[0]
@@ -155,3 +282,7 @@ def iam_emulator(log: Path) -> Iterator[IamEmulator]:
         yield IamEmulator(url, child, admin)
     finally:
         child.stop(10)
+
+
+if __name__ == "__main__":
+    sys.exit(serve(sys.argv[1:]))

@@ -3,21 +3,29 @@ students hold only ``labkit policy student`` and an instructor everything. The s
 with the real CLI, answered by a real worker that holds only the worker policy; they download a result and read
 the queues' depths; ``labkit purge`` says in one line that the shared queues are the instructor's, while the
 instructor's purges the four. A student is refused what would hurt the class: purging or deleting the shared
-queues, receiving their requests, deleting the bucket or its objects, deploying. (Reply queues are granted by
-their prefix, labkit-reply-*: see labkit/fleet/student.py on keeping students apart there.)"""
+queues, receiving their requests, deleting the bucket or its objects, deploying.
+
+Students apart (issue 19, item 1): ada (an IAM user) and bob (a role session, as SSO and AWS Academy give) each run
+their number, claim-check and image jobs; bob is refused receiving from, purging, deleting and re-tagging ada's
+reply queue, and listing her uploads (each lists its own: images/unprocessed/<its id>/). The emulator evaluates
+the policy's conditions and ${aws:userid} (tests/iam_emulator.py: moto alone passes them), and a student holding
+the policy without those conditions is let through: the check can fail."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from PIL import Image
 
-from labkit import fleet, provision
+from labkit import Lab, fleet, provision
 from labkit.aws.clients import Clients
 from labkit.config import Settings
 from labkit.fleet.student import student_policy
@@ -26,6 +34,7 @@ from labkit.processes import Child, python_module, settings_env
 from tests.conftest import ROOT
 from tests.iam_emulator import ACCOUNT, IamEmulator, as_moto_sees_it, iam_emulator, keys_env
 from tests.test_iam import names, refused
+from tests.test_iam_proof import CLIENT
 
 pytestmark = pytest.mark.slow
 
@@ -67,9 +76,12 @@ def lab(iam: IamEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
     provision.ensure(Clients(s))
     tag = uuid.uuid4().hex[:6]
     people = {"instructor": iam.admin}
-    for who in ("ada",):
-        user = f"{who}{tag}"
-        people[who] = iam.user(user, as_moto_sees_it(student_policy(s, s.bucket or "", ACCOUNT)))
+    policy = student_policy(s, s.bucket or "", ACCOUNT)
+    people["ada"] = iam.user(f"ada{tag}", as_moto_sees_it(policy))  # an IAM user
+    people["bob"] = iam.role_session(f"bob{tag}", as_moto_sees_it(policy))  # a role session (SSO, AWS Academy)
+    unconditional = {**policy, "Statement": [{k: v for k, v in st.items() if k != "Condition"}
+                                             for st in policy["Statement"]]}
+    people["eve"] = iam.user(f"eve{tag}", as_moto_sees_it(unconditional))  # the policy without its conditions
     worker_creds = iam.role_session(f"worker-{s.bucket}", as_moto_sees_it(
         fleet.policy.worker_policy(s, s.bucket or "", ACCOUNT)))
     Path(s.state_dir).mkdir(parents=True, exist_ok=True)  # where it says it serves (its ready file)
@@ -133,7 +145,8 @@ def test_a_student_sends_jobs_and_purges_its_own_and_is_refused_what_is_the_inst
     out = labkit_as(s, ada, "deploy", "--workers", "1")
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
     errors = [line for line in out.stderr.splitlines() if line.startswith("labkit: error:")]
-    assert len(errors) == 1 and "AccessDenied" in errors[0], out.stderr
+    # (its first refusal: looking at the bucket, which a student may not list as a whole)
+    assert len(errors) == 1 and "your credentials may not use it (S3 answered 403)" in errors[0], out.stderr
     assert not iam.client("ec2").describe_instances(Filters=[
         {"Name": f"tag:{fleet.FLEET_TAG}", "Values": [s.bucket or ""]}])["Reservations"]
 
@@ -151,11 +164,115 @@ def test_the_student_policy_names_its_resources_and_grants_no_purge_or_delete_of
     # Then only listing queues uses "*" (it has no narrower resource)
     assert [sid for sid, st in by_sid.items() if st["Resource"] == "*"] == ["ListQueues"]
     # And reply queues are granted by their prefix
-    assert by_sid["OwnReplyQueues"]["Resource"] == [f"arn:aws:sqs:{s.region}:{ACCOUNT}:labkit-reply-*"]
+    replies = [f"arn:aws:sqs:{s.region}:{ACCOUNT}:labkit-reply-*"]
+    own = {"StringEquals": {"aws:ResourceTag/labkit:owner": "${aws:userid}"}}
+    assert by_sid["MakeOwnReplyQueues"] == {
+        "Sid": "MakeOwnReplyQueues", "Effect": "Allow", "Action": ["sqs:CreateQueue", "sqs:TagQueue"],
+        "Resource": replies, "Condition": {"StringEquals": {"aws:RequestTag/labkit:owner": "${aws:userid}"},
+                                           "StringEqualsIfExists": {"aws:ResourceTag/labkit:owner": "${aws:userid}"}}}
+    assert by_sid["UseOwnReplyQueues"]["Resource"] == replies and by_sid["UseOwnReplyQueues"]["Condition"] == own
+    assert by_sid["MarkOwnReplyQueuesSeen"]["Condition"] == {
+        **own, "ForAllValues:StringEquals": {"aws:TagKeys": ["labkit:last-seen"]}}
     # And nothing purges or deletes a shared queue, an object or the bucket, or touches the fleet or IAM
     for sid, st in by_sid.items():
         for action in st["Action"]:
             assert action.split(":")[0] in ("sqs", "s3"), action
             if action in ("sqs:PurgeQueue", "sqs:DeleteQueue", "sqs:DeleteMessage", "sqs:ReceiveMessage"):
-                assert sid == "OwnReplyQueues", (sid, action)
+                assert sid == "UseOwnReplyQueues", (sid, action)
             assert action not in ("s3:DeleteObject", "s3:DeleteBucket", "sqs:SetQueueAttributes"), action
+
+
+def student_clients(s: Settings, creds: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Clients:
+    """labkit's clients signing as ``creds`` (they read the keys when their first client is built)."""
+    monkeypatch.delenv("LABKIT_EMULATOR_SESSION_TOKEN", raising=False)
+    for var, value in keys_env(creds).items():
+        monkeypatch.setenv(var, value)
+    clients = Clients(s)
+    clients.sqs, clients.s3  # noqa: B018 (built now, with these keys)
+    return clients
+
+
+def let_through(calls: dict[str, Any]) -> list[str]:
+    """The calls IAM let through: those that did not fail for want of permission (another error, such as a
+    made-up receipt handle or a gone queue, comes after the permission check)."""
+    out = []
+    for what, call in calls.items():
+        try:
+            call()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("AccessDenied", "403"):
+                continue
+        out.append(what)
+    return out
+
+
+def listings(s3: Any, bucket: str, owner: str) -> dict[str, Any]:
+    """Ways to list another student's uploads."""
+    return {"the whole bucket": lambda: s3.list_objects_v2(Bucket=bucket),
+            "everyone's uploads": lambda: s3.list_objects_v2(Bucket=bucket, Prefix="images/unprocessed/"),
+            "ada's uploads": lambda: s3.list_objects_v2(Bucket=bucket, Prefix=f"images/unprocessed/{owner}/"),
+            "the payloads": lambda: s3.list_objects_v2(Bucket=bucket, Prefix="payloads/")}
+
+
+def meddling(iam: IamEmulator, creds: dict[str, str], queue_url: str, caller_id: str) -> dict[str, Any]:
+    """What a student could do to another's reply queue; each call as ``creds``."""
+    sqs = iam.client("sqs", creds)
+    return {
+        "receive its replies": lambda: sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=0),
+        "delete a reply": lambda: sqs.delete_message(QueueUrl=queue_url, ReceiptHandle="x"),
+        "purge it": lambda: sqs.purge_queue(QueueUrl=queue_url),
+        "delete it": lambda: sqs.delete_queue(QueueUrl=queue_url),
+        "tag it as its own": lambda: sqs.tag_queue(QueueUrl=queue_url, Tags={provision.OWNER_TAG: caller_id}),
+        "mark it seen": lambda: sqs.tag_queue(QueueUrl=queue_url, Tags={provision.LAST_SEEN_TAG: "1"}),
+        "untag it": lambda: sqs.untag_queue(QueueUrl=queue_url, TagKeys=[provision.OWNER_TAG]),
+    }
+
+
+def test_two_students_run_their_own_jobs_and_neither_can_touch_the_others_reply_queue(
+        iam: IamEmulator, lab: tuple[Settings, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s, people = lab
+    # When ada (an IAM user) and bob (a role session) each run number, claim-check and image jobs
+    for who in ("ada", "bob"):
+        out = subprocess.run([sys.executable, "-c", CLIENT],
+                             env=settings_env(s, extra=keys_env(people[who])), cwd=tmp_path, capture_output=True,
+                             text=True, stdin=subprocess.DEVNULL, timeout=180)
+        # Then each gets its answers (its reply queue was its own: made, read, marked seen and deleted by it)
+        assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+        assert out.stdout.split() == ["8", "20000", "L"], out.stdout
+    # Given ada's reply queue, made by labkit as ada, tagged with her id (STS UserId: ${aws:userid})
+    ada = student_clients(s, people["ada"], monkeypatch)
+    queue = provision.create_reply_queue(ada)
+    ada_id = ada.caller_id()
+    assert ada_id and iam.client("sqs").list_queue_tags(QueueUrl=queue.url)["Tags"][provision.OWNER_TAG] == ada_id
+    bob_id = student_clients(s, people["bob"], monkeypatch).caller_id()
+    assert bob_id and ":" in bob_id and bob_id != ada_id  # a role session: AROA...:session
+    # When bob tries to receive from, purge, delete or re-tag it: refused, every one
+    assert let_through(meddling(iam, people["bob"], queue.url, bob_id)) == []
+    # And ada may still use her own: mark it seen, purge it, delete it (labkit's calls, as ada)
+    provision.mark_seen(queue)
+    assert queue.purge_outcome().purged
+    assert queue.delete()
+    # Given a student holding the same policy without its conditions: the same calls go through (this test
+    # can fail: the emulator does evaluate the conditions)
+    # When ada uploads an image with labkit, and lists her uploads
+    monkeypatch.setenv("LABKIT_EMULATOR_ACCESS_KEY_ID", people["ada"]["aws_access_key_id"])
+    monkeypatch.setenv("LABKIT_EMULATOR_SECRET_ACCESS_KEY", people["ada"]["aws_secret_access_key"])
+    monkeypatch.delenv("LABKIT_EMULATOR_SESSION_TOKEN", raising=False)
+    with Lab(s) as ada_lab:
+        key = ada_lab.upload_image(Image.new("RGB", (8, 8), "teal"), "mine.png")
+        listed = [o.key for o in ada_lab.list_images()]
+    # Then it is under her id, and she sees hers only (the cat of her jobs above, and this one)
+    assert key.startswith(f"images/unprocessed/{ada_id}/") and key in listed and len(listed) == 2, listed
+    assert all(k.startswith(f"images/unprocessed/{ada_id}/") for k in listed), listed
+    # And bob may list his own uploads, never ada's nor everyone's
+    bob_s3 = iam.client("s3", people["bob"])
+    assert bob_s3.list_objects_v2(Bucket=s.bucket, Prefix=f"images/unprocessed/{bob_id}/")["KeyCount"] == 1
+    assert let_through(listings(bob_s3, s.bucket or "", ada_id)) == []
+    # (and the policy without its conditions would let eve list them all)
+    assert let_through(listings(iam.client("s3", people["eve"]), s.bucket or "", ada_id)) == list(
+        listings(bob_s3, s.bucket or "", ada_id))
+    other = provision.create_reply_queue(ada)
+    calls = meddling(iam, people["eve"], other.url, "eve")
+    calls["delete it"] = calls.pop("delete it")  # last, so that the others find it there
+    assert let_through(calls) == ["receive its replies", "delete a reply", "purge it", "tag it as its own",
+                                  "mark it seen", "delete it"]  # (untagging is granted to no student)

@@ -184,7 +184,7 @@ class Clients:
         self._lock = threading.Lock()
         self._clients: dict[str, Any] = {}
         self._bucket: str | None = None
-        self._account: str | None = None
+        self._identity: dict[str, str] | None = None  # STS GetCallerIdentity's answer, asked once
         self._account_lock = threading.Lock()  # apart from _lock: asked from inside S3 calls
         self._no_owner = False
         self._session: Any = None  # made with the first client: finding credentials may take a call (IMDS, SSO)
@@ -350,12 +350,27 @@ class Clients:
             self._bucket = f"labkit-{self.account_id()}-{self.settings.region}"
         return self._bucket
 
+    def identity(self) -> dict[str, str]:
+        """Who the credentials are (STS GetCallerIdentity: Account, UserId, Arn), asked once."""
+        with self._account_lock:
+            if self._identity is None:
+                found = self("sts").get_caller_identity()
+                self._identity = {k: found[k] for k in ("Account", "UserId", "Arn")}
+            return self._identity
+
     def account_id(self) -> str:
         """This account's id (STS, asked once)."""
-        with self._account_lock:
-            if self._account is None:
-                self._account = self("sts").get_caller_identity()["Account"]
-            return self._account
+        return self.identity()["Account"]
+
+    def caller_id(self) -> str | None:
+        """The caller's unique id, as IAM's ``${aws:userid}`` names it (an IAM user's AIDA..., a role session's
+        AROA...:session); None where IAM tells no callers apart: an emulator signed with labkit's fixed keys (one
+        person's), or one without STS. Asked of STS once (with the account)."""
+        if self.settings.endpoint_url is not None:
+            self("sts")  # built, so that its credentials are known
+            if self._key() in (None, EMULATOR_CREDENTIALS["aws_access_key_id"]) or self.bucket_owner() is None:
+                return None
+        return self.identity()["UserId"]
 
     def bucket_owner(self) -> str | None:
         """The account that must own the buckets labkit touches; None on an endpoint that cannot say (an
