@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 import threading
 
 import pytest
@@ -19,7 +17,7 @@ from labkit.config import Settings
 from labkit.endpoints import Endpoint
 from labkit.errors import InvalidInput
 from labkit.flow import adaptive_window
-from tests.conftest import ROOT, settings_env
+from tests.helpers import labkit
 
 # -- the call counter -------------------------------------------------------------------------------
 
@@ -262,11 +260,9 @@ def test_small_benchmark_answers_every_job_and_counts_plausibly(emulator, settin
 
 @pytest.mark.slow
 def test_cli_bench_json(emulator, settings):
-    # Given the emulator named in the environment
-    env = settings_env(settings)
+    # Given this test's queues on the emulator
     # When `labkit bench --quick --json` runs two scenarios
-    out = subprocess.run([sys.executable, "-m", "labkit", "bench", "--quick", "--only", "floor,labkit", "--jobs", "20",
-                          "--json"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = labkit("bench", "--quick", "--only", "floor,labkit", "--jobs", "20", "--json", s=settings, timeout=300)
     # Then stdout is one JSON document with both results, right and counted; progress went to stderr
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
@@ -278,7 +274,6 @@ def test_cli_bench_json(emulator, settings):
 
 
 def test_cli_bench_refuses_unknown_scenario(emulator, settings):
-    out = subprocess.run([sys.executable, "-m", "labkit", "bench", "--only", "warp"], env=settings_env(settings),
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = labkit("bench", "--only", "warp", s=settings)
     assert out.returncode == 1
     assert "unknown scenario" in out.stderr and "Traceback" not in out.stderr

@@ -5,8 +5,6 @@ every job, to its own client, and reports its table and figure. Correctness only
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 
 from labkit import bench
@@ -15,7 +13,7 @@ from labkit.client import Lab
 from labkit.plots import png_bytes
 from labkit.protocol import JobResult
 from labkit.waiting import wait_for
-from tests.conftest import ROOT, settings_env
+from tests.helpers import labkit
 
 
 def peek_groups(queue: Queue, n: int) -> dict[str, str]:
@@ -98,8 +96,7 @@ def test_class_scenario_answers_every_job_to_its_own_client(emulator, settings):
 
 def test_bench_clients_needs_two(settings, tmp_path):
     # A class of one is a user mistake: one line, exit status 1, no traceback
-    out = subprocess.run([sys.executable, "-m", "labkit", "bench", "--clients", "1"], capture_output=True, text=True,
-                         env=settings_env(settings), cwd=ROOT, timeout=60)
+    out = labkit("bench", "--clients", "1", s=settings)
     assert out.returncode == 1
     assert "--clients needs at least 2" in out.stderr and "Traceback" not in out.stderr
 

@@ -9,7 +9,6 @@ import os
 import posixpath
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from labkit.errors import InvalidInput, RemoteJobError
 from labkit.keys import output_key, safe_key
 from labkit.protocol import JobRequest
 from tests.conftest import FAKE_KEY_ID, FAKE_SECRET, ROOT
+from tests.helpers import labkit
 
 FAKE_TOKEN = "labkitFakeSessionTokenDoNotLeak0000000001"
 SECRETS = (FAKE_KEY_ID, FAKE_SECRET, FAKE_TOKEN)
@@ -126,8 +126,7 @@ def test_no_credential_in_logs_output_state_or_notebooks(tmp_path):
     transcript: list[str] = []
 
     def cli(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-        r = subprocess.run([sys.executable, "-m", "labkit", *args], cwd=tmp_path, env=env, capture_output=True,
-                           text=True, timeout=180)
+        r = labkit(*args, base=env, cwd=tmp_path)
         transcript.append(f"$ labkit {' '.join(args)}\n[{r.returncode}]\n{r.stdout}\n{r.stderr}")
         assert (r.returncode == 0) == ok, r.stderr
         return r

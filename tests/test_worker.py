@@ -9,18 +9,15 @@ import threading
 import numpy as np
 import pytest
 
-from labkit import provision
 from labkit.aws.clients import Clients
 from labkit.aws.queues import Queue
 from labkit.client import Lab
 from labkit.config import DLQ_SUFFIX
 from labkit.errors import RemoteJobError
+from labkit.jobs.numbers import PRESET
 from labkit.protocol import JobRequest, JobResult
 from labkit.waiting import wait_for
-from tests.conftest import unique_settings
 from worker.loop import Worker
-
-PRESET = [1, 5, 22, 33, 9, 0, -15, 8, 22, 100, 33, 62, 90, 150, 1, 2, 3]
 
 
 def test_number_job_round_trip(lab, start_worker):
@@ -213,11 +210,10 @@ def test_the_worker_owns_its_command_line():
     assert " worker.cli" in pm.stderr and " labkit.cli" not in pm.stderr
 
 
-def test_unanswerable_request_goes_to_dead_letter_queue(emulator, tmp_path, start_worker):
+def test_unanswerable_request_goes_to_dead_letter_queue(make_settings, start_worker):
     # Given queues that dead-letter after 2 receives, and a request whose reply_to is not a labkit
     # reply queue (it names the request queue itself)
-    settings = unique_settings(emulator, tmp_path / "state", max_receive_count=2)
-    provision.ensure(Clients(settings))
+    settings = make_settings(max_receive_count=2)
     sqs = Clients(settings).sqs
     requests = Queue.by_name(sqs, settings.request_queue)
     body = JobRequest("numbers", {"numbers": [1]}, reply_to=requests.url).encode()
@@ -295,11 +291,10 @@ def test_small_jobs_are_marked_to_run_inline_and_the_rest_go_to_the_job_threads(
     assert not inline(images, "cat.jpg")
 
 
-def test_a_long_job_does_not_hold_back_the_small_jobs_of_its_batch(emulator, tmp_path, start_worker):
+def test_a_long_job_does_not_hold_back_the_small_jobs_of_its_batch(make_settings, start_worker):
     from tests import job_kinds
     # Given a slow job and small number jobs waiting together (one receive takes them all)
-    s = unique_settings(emulator, tmp_path / "state", job_modules=job_kinds.PATH)
-    provision.ensure(Clients(s))
+    s = make_settings(job_modules=job_kinds.PATH)
     requests = Queue.by_name(Clients(s).sqs, s.request_queue)
     with Lab(s) as lab:
         slow = JobRequest("sleep", {"seconds": 8}, reply_to=lab.reply_queue.url)
