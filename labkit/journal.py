@@ -17,13 +17,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from labkit.protocol import compact_encoder
 from labkit.timeline import of_job
 
 FILE = "journal.jsonl"
 FLUSH_EVERY = 200
 MAX_BYTES = 8 * 1024 * 1024
-_encode = compact_encoder(allow_nan=True)  # made once: json.dumps with options makes an encoder per call
 
 
 class Journal:
@@ -39,8 +37,8 @@ class Journal:
                notes: list[dict[str, Any]]) -> None:
         """Keep one job's timeline (written with the next flush) as its parts: merged when read (:meth:`find`),
         since most are never read and a client answers thousands of jobs a second."""
-        line = _encode({"id": job_id, "kind": kind, "sent": sent, "result": result, "worker": worker_events,
-                        "notes": notes})
+        line = json.dumps({"id": job_id, "kind": kind, "sent": sent, "result": result, "worker": worker_events,
+                           "notes": notes}, separators=(",", ":"))
         with self._lock:
             self._lines.append(line)
             due = len(self._lines) >= FLUSH_EVERY

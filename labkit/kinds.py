@@ -78,8 +78,8 @@ class Lane:
 
 # A number job whose body is this short (a few thousand numbers at most) takes well under a millisecond:
 # the worker runs it on its receiving thread, not through the job threads, whose hand-off costs more
-# than the job (profiled in a worker, where the threads contend for the interpreter lock: about 40 µs a
-# job, against 3 µs for the statistics of 5-20 numbers).
+# than the job. Kept for speed: 9 µs of worker CPU a job, 3 µs inline against 12 pooled (docs/benchmark.md,
+# "Speed where it pays").
 INLINE_NUMBERS = 16 * 1024
 
 LANES: dict[str, Lane] = {

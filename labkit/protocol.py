@@ -14,12 +14,9 @@ import io
 import json
 import math
 import os
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -60,56 +57,18 @@ class Store(Protocol):
     def delete(self, key: str) -> None: ...
 
 
-# Job ids are drawn from the OS's random source 256 at a time. uuid4() makes a system call per id, which
-# lets another thread take the GIL: with the client's reply thread busy, measured, each id then took 37 µs
-# instead of 0.4. The ids stay unpredictable (a class shares queues, and ids name S3 keys); a forked child
-# draws afresh rather than repeat its parent's.
-IDS_AHEAD = 256
-_ids: list[str] = []
-_ids_lock = threading.Lock()
-
-
-def _forget_ids() -> None:
-    global _ids, _ids_lock
-    _ids, _ids_lock = [], threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_ids)
-
-
 def new_id() -> str:
-    """A fresh job id: 32 hex characters, 128 random bits from the OS."""
-    with _ids_lock:
-        if not _ids:
-            drawn = os.urandom(16 * IDS_AHEAD).hex()
-            _ids.extend(drawn[i:i + 32] for i in range(0, len(drawn), 32))
-        return _ids.pop()
-
-
-def compact_encoder(allow_nan: bool = False) -> Callable[[Any], str]:
-    """``json.dumps(obj, separators=(",", ":"), allow_nan=allow_nan)``, made once for a hot path.
-
-    ``json.dumps`` with options builds an encoder per call, and even a kept ``JSONEncoder.encode`` builds
-    its C encoder per call: together about a fifth of the time of encoding a reply. This one builds the C
-    encoder once (CPython's; elsewhere the plain encoder). It does not look for circular references: an
-    object that holds itself raises RecursionError (as ValueError from :func:`_dumps`) instead.
-    """
-    plain = json.JSONEncoder(separators=(",", ":"), allow_nan=allow_nan, check_circular=False)
-    if c_make_encoder is None:
-        return plain.encode
-    encoder = c_make_encoder(None, plain.default, encode_basestring_ascii, None, ":", ",", False, False, allow_nan)
-    return lambda obj: "".join(encoder(obj, 0))
-
-
-# allow_nan=False: NaN/Infinity are not JSON; a payload holding them is refused before sending.
-_ENCODE = compact_encoder(allow_nan=False)
+    """A fresh job id: 32 hex characters, 128 random bits from the OS (unpredictable: a class shares queues,
+    and ids name S3 keys)."""
+    return os.urandom(16).hex()
 
 
 def _dumps(obj: Any) -> str:
+    # allow_nan=False: NaN/Infinity are not JSON; a payload holding them is refused before sending.
     try:
-        return _ENCODE(obj)
+        return json.dumps(obj, separators=(",", ":"), allow_nan=False)
     except RecursionError as exc:
-        raise ValueError(f"the value is nested too deeply, or holds itself: {exc}") from None
+        raise ValueError(f"the value is nested too deeply: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)

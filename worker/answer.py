@@ -88,7 +88,7 @@ class Outcome:
     message: Message
     reply_to: str | None  # queue URL; None: no reply can be sent (the message goes back, then to dead letters)
     body: str | None
-    summary: str | JobLine  # the job's log line (a JobLine is formatted only when written)
+    summary: str  # the job's log line
     job_id: str | None = None
     ok: bool = False  # answered with a result (its log line is DEBUG); error replies and no reply are INFO
     result: JobResult | None = None  # a v1 answer, sealed into ``body`` (``replied`` stamped) when it is sent
@@ -218,7 +218,8 @@ class Answerer:
             events.append(event("finished", time.time(), ok=False))
             res = JobResult.failure(req.id, req.kind, exc.code, str(exc), worker=self.name, events=events,
                                     timings={"queued_s": round(queued, 6), "compute_s": round(dt, 6)})
-        line = JobLine(req.id, req.kind, res.error["code"] if res.error else None, queued, dt, url)
+        status = "ok=true" if res.error is None else f"ok=false code={res.error['code']}"
+        line = _summary(req.id, req.kind, f"{status} queued={queued:.3f}s compute={dt:.4f}s", url)
         return Outcome(m, url, None, line, req.id, res.ok, res, True, req.sent_at or None)
 
     def known_kind(self, name: str, src: Source) -> kinds.Kind:
@@ -335,23 +336,6 @@ def raised_at(exc: BaseException) -> str:
     libraries = tuple({sysconfig.get_path(name) for name in ("stdlib", "platstdlib", "purelib", "platlib")})
     frame = next((f for f in reversed(frames) if not f.filename.startswith(libraries)), frames[-1])
     return f"{Path(frame.filename).name}, line {frame.lineno}, in {frame.name}"
-
-
-class JobLine:
-    """A job's log line, formatted only when written: most are DEBUG lines that nobody asked for, and
-    formatting one costs more than the job's own statistics."""
-
-    __slots__ = ("code", "compute", "job_id", "kind", "queued", "reply_url")
-
-    def __init__(self, job_id: str, kind: str, code: str | None, queued: float, compute: float,
-                 reply_url: str | None) -> None:
-        self.job_id, self.kind, self.code, self.queued, self.compute, self.reply_url = \
-            job_id, kind, code, queued, compute, reply_url
-
-    def __str__(self) -> str:
-        status = "ok=true" if self.code is None else f"ok=false code={self.code}"
-        return _summary(self.job_id, self.kind, f"{status} queued={self.queued:.3f}s compute={self.compute:.4f}s",
-                        self.reply_url)
 
 
 def _summary(job_id: str, kind: str | None, status: str, reply_url: str | None) -> str:

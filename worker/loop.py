@@ -436,9 +436,9 @@ class Worker:
 
     def _log(self, o: Outcome) -> None:
         """A job's line: DEBUG when it was answered with a result, INFO otherwise; shipped when asked."""
-        log.log(logging.DEBUG if o.ok else logging.INFO, "%s", o.summary)  # a JobLine is formatted only if written
+        log.log(logging.DEBUG if o.ok else logging.INFO, "%s", o.summary)
         if self._shipper:
-            self._shipper.add(str(o.summary))
+            self._shipper.add(o.summary)
 
     def _report(self) -> None:
         """Every REPORT_EVERY seconds while jobs flow, one INFO line counting them."""
