@@ -21,7 +21,6 @@ import atexit
 import contextlib
 import io
 import logging
-import os
 import queue as queue_module
 import time
 from collections.abc import Callable, Sequence
@@ -40,7 +39,7 @@ from labkit.errors import AwsError, InvalidInput, JobTimeout, LabkitError, Remot
 from labkit.flow import Window, adaptive_window, default_window
 from labkit.job import DEFAULT_TIMEOUT, ImageResult, Job, SentRequest, SlowHook, download_target, folder_problem
 from labkit.journal import Journal
-from labkit.keys import safe_key, upload_key, upload_prefix
+from labkit.keys import content_type, format_for_key, safe_key, upload_key, upload_prefix
 from labkit.protocol import JobRequest, encode_request, json_loads
 from labkit.replies import Replies
 from labkit.timeline import event
@@ -354,13 +353,7 @@ class Lab:
         pipeline = images.parse_ops(ops)
         images.check_output(format, quality)
         key = self._image_key(image, name)
-        payload: dict[str, Any] = {"bucket": self.bucket.name, "key": key, "ops": pipeline.to_list(),
-                                   "format": format}
-        if quality is not None:
-            payload["quality"] = quality
-        if output is not None:
-            payload["output"] = output
-        return self.submit("image", payload)
+        return self.submit("image", images.job_payload(self.bucket.name, key, pipeline, format, quality, output))
 
     def _image_key(self, image: Any, name: str | None) -> str:
         if isinstance(image, str) and not Path(image).exists():
@@ -454,7 +447,7 @@ def _image_bytes(image: Any) -> tuple[bytes, str, str]:
         path = Path(image)
         if not path.is_file():
             raise InvalidInput(f"no image file at {path}")
-        return path.read_bytes(), path.name, _content_type(path.name)
+        return path.read_bytes(), path.name, content_type(format_for_key(path.name))
     if isinstance(image, bytes | bytearray):
         return bytes(image), "upload.bin", "application/octet-stream"  # the key's hash tells uploads apart
     if hasattr(image, "save") and hasattr(image, "mode"):
@@ -462,13 +455,6 @@ def _image_bytes(image: Any) -> tuple[bytes, str, str]:
         image.save(buf, format="PNG")
         return buf.getvalue(), "image.png", "image/png"
     raise InvalidInput(f"cannot upload a {type(image).__name__}: give a path, bytes or a PIL image")
-
-
-def _content_type(name: str) -> str:
-    ext = os.path.splitext(name)[1].lower()
-    return {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
-            ".gif": "image/gif", ".bmp": "image/bmp", ".tif": "image/tiff", ".tiff": "image/tiff"}.get(
-        ext, "application/octet-stream")
 
 
 def _progress(total: int, desc: str, show: bool | None) -> Any:

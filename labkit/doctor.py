@@ -31,13 +31,13 @@ from typing import Any
 from botocore.exceptions import EndpointConnectionError, NoCredentialsError
 
 from labkit.aws import permissions, quotas, ssm
-from labkit.aws.calls import error_code, is_denied, is_missing
+from labkit.aws.calls import is_denied, is_missing
 from labkit.aws.clients import Clients
 from labkit.aws.ec2 import Ec2
 from labkit.aws.iam import Iam
 from labkit.aws.storage import Bucket
 from labkit.config import Settings, no_lab_hint
-from labkit.errors import AwsError, CredentialsError, credentials_line
+from labkit.errors import AwsError, CredentialsError, aws_error_code, credentials_line
 from labkit.fleet import deployer, student
 from labkit.fleet.instances import AMI_PARAMETERS
 from labkit.fleet.roles import NO_ROLES_HINT
@@ -192,7 +192,7 @@ def _permissions(ctx: _Ctx) -> list[Check]:
             if not (is_denied(exc) or is_missing(exc)):
                 raise
             reason = f"not simulated: simulation refused ({permissions.refusal(exc)})" if is_denied(exc) else \
-                f"not simulated: IAM does not know {source} ({error_code(exc)})"
+                f"not simulated: IAM does not know {source} ({aws_error_code(exc)})"
     probes = _probes(ctx)
     return [_permission_row(ctx, name, doc, decided.get(name), reason, probes.get(name, []))
             for name, doc in policies.items()]

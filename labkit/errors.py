@@ -22,7 +22,7 @@ the CLI as one line, without a traceback.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 # Error codes of the message protocol (docs/protocol.md).
@@ -111,15 +111,28 @@ class AwsError(LabkitError):
     def from_client_error(cls, exc: Any, what: str = "") -> AwsError:
         """Wrap a botocore ``ClientError`` (or any exception) with a readable message."""
         response = getattr(exc, "response", None) or {}
-        err = response.get("Error", {})
-        code = err.get("Code")
-        msg = err.get("Message") or str(exc)
+        code = response_error_code(response) or None
+        msg = (response.get("Error") or {}).get("Message") or str(exc)
         op = getattr(exc, "operation_name", None)
         refused = credentials_error(exc, what)
         if refused is not None:  # not an outage, not a missing thing: the one line says what to do
             return refused
         prefix = f"{what}: " if what else ""
         return cls(f"{prefix}{msg}" + (f" ({code})" if code else ""), code=code, operation=op)
+
+
+def aws_error_code(exc: BaseException | None) -> str:
+    """AWS's error code of an :class:`AwsError` or a botocore ``ClientError`` ("" for anything else): the one place
+    that reads it, so that every test of a code (a missing queue, a transient failure, refused credentials) sees
+    the same."""
+    if isinstance(exc, AwsError):
+        return exc.code or ""
+    return response_error_code(getattr(exc, "response", None))
+
+
+def response_error_code(response: Mapping[str, Any] | None) -> str:
+    """The error code of a parsed AWS response (``response["Error"]["Code"]``); "" when it has none."""
+    return ((response or {}).get("Error") or {}).get("Code") or ""
 
 
 # AWS's codes for credentials it no longer accepts because they expired (SQS's JSON protocol says
@@ -145,8 +158,7 @@ def credentials_error(exc: BaseException | None, what: str = "") -> CredentialsE
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, CredentialsError):
             return exc
-        code = getattr(exc, "code", None) if isinstance(exc, AwsError) else \
-            (getattr(exc, "response", None) or {}).get("Error", {}).get("Code")
+        code = aws_error_code(exc)
         name = type(exc).__name__
         if code in EXPIRED_CODES or code in INVALID_CODES or name in REFRESH_FAILURES:
             return CredentialsError.refused(code or name, what or getattr(exc, "operation_name", None) or "",

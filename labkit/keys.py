@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import re
+from typing import NamedTuple
 
 from labkit.config import PROCESSED_PREFIX, UNPROCESSED_PREFIX
 from labkit.errors import InvalidInput
@@ -32,10 +33,30 @@ _SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 # A caller id (STS UserId: AIDA..., AROA...:<session name>) as a folder: session names hold [\w+=,.@-].
 _OWNER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+=,.@:-]{0,127}$")
 UPLOAD_HASH_CHARS = 16  # 64 bits of SHA-256: two different files sharing a prefix is not a practical worry
+
+
+class ImageFormat(NamedTuple):
+    """What labkit knows of one image format it writes."""
+
+    extensions: tuple[str, ...]  # its file extensions; the first is the one it is written with
+    content_type: str
+    pillow: str  # Pillow's name for it
+
+
+# The one table of image formats (by their canonical name); the maps below and those of labkit.jobs.images, the
+# client, the CLI and the widgets are read from it.
+IMAGE_FORMATS = {
+    "png": ImageFormat(("png",), "image/png", "PNG"),
+    "jpeg": ImageFormat(("jpg", "jpeg", "jpe"), "image/jpeg", "JPEG"),
+    "webp": ImageFormat(("webp",), "image/webp", "WEBP"),
+    "gif": ImageFormat(("gif",), "image/gif", "GIF"),
+    "bmp": ImageFormat(("bmp",), "image/bmp", "BMP"),
+    "tiff": ImageFormat(("tif", "tiff"), "image/tiff", "TIFF"),
+}
 # File extension -> image format, and the extension each format is written with.
-FORMAT_OF_EXTENSION = {"jpg": "jpeg", "jpeg": "jpeg", "jpe": "jpeg", "png": "png", "webp": "webp", "gif": "gif",
-                       "bmp": "bmp", "tif": "tiff", "tiff": "tiff"}
-EXTENSION_OF_FORMAT = {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "gif": ".gif", "bmp": ".bmp", "tiff": ".tif"}
+FORMAT_OF_EXTENSION = {ext: name for name, f in IMAGE_FORMATS.items() for ext in f.extensions}
+EXTENSION_OF_FORMAT = {name: "." + f.extensions[0] for name, f in IMAGE_FORMATS.items()}
+OCTET_STREAM = "application/octet-stream"  # the content type of bytes of no known image format
 
 
 def safe_key(prefix: str, name: str) -> str:
@@ -70,6 +91,13 @@ def format_for_key(key: str) -> str | None:
     if "." not in base:
         return None
     return FORMAT_OF_EXTENSION.get(base.rsplit(".", 1)[1].lower())
+
+
+def content_type(fmt: str | None) -> str:
+    """The content type of an image format (``jpeg``: ``image/jpeg``); ``application/octet-stream`` for None or a
+    format labkit does not know (``content_type(format_for_key(name))`` for a file name)."""
+    known = IMAGE_FORMATS.get(fmt or "")
+    return known.content_type if known else OCTET_STREAM
 
 
 def upload_prefix(owner: str | None = None) -> str:

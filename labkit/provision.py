@@ -9,7 +9,6 @@ worker. The bucket blocks public access, encrypts by default and refuses request
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Callable
@@ -19,7 +18,15 @@ from typing import Any
 from labkit import kinds
 from labkit.aws.arns import partition
 from labkit.aws.clients import Clients
-from labkit.aws.queues import NEW_QUEUE_GRACE, NEW_QUEUE_RETRY, Queue, is_missing_queue, list_queues
+from labkit.aws.queues import (
+    NEW_QUEUE_GRACE,
+    NEW_QUEUE_RETRY,
+    Queue,
+    is_missing_queue,
+    list_queues,
+    read_redrive_policy,
+    redrive_policy,
+)
 from labkit.aws.storage import Bucket
 from labkit.config import DLQ_SUFFIX, PAYLOADS_PREFIX, REPLY_QUEUE_PREFIX, Settings
 from labkit.errors import AwsError, ConfigError, CredentialsError, credentials_error
@@ -108,10 +115,7 @@ def _create_queue(sqs: Any, name: str, attrs: dict[str, str], progress: Progress
 
 
 def _normal(key: str, value: str | None) -> Any:
-    if key == "RedrivePolicy" and value:
-        policy = json.loads(value)
-        return (policy.get("deadLetterTargetArn"), int(policy.get("maxReceiveCount", 0)))
-    return value
+    return read_redrive_policy(value) if key == "RedrivePolicy" else value
 
 
 def ensure_queues(clients: Clients, report: Report | None = None, progress: Progress = None) -> Report:
@@ -122,8 +126,7 @@ def ensure_queues(clients: Clients, report: Report | None = None, progress: Prog
     made: dict[str, Queue] = {}
     for name, want in queue_attributes(settings).items():
         if name + DLQ_SUFFIX in made:  # a request queue: redrive to its dead-letter queue
-            want = {**want, "RedrivePolicy": json.dumps({"deadLetterTargetArn": made[name + DLQ_SUFFIX].arn(),
-                                                         "maxReceiveCount": str(settings.max_receive_count)})}
+            want = {**want, "RedrivePolicy": redrive_policy(made[name + DLQ_SUFFIX].arn(), settings.max_receive_count)}
         made[name] = _ensure_queue(sqs, name, want, report, progress)
     _wait_known(sqs, [q for q in made.values() if q.is_new()])
     return report
@@ -149,7 +152,7 @@ def _as_lane_is(sqs: Any, settings: Settings, lane: kinds.Lane) -> tuple[str | N
         attrs = queue.attributes("VisibilityTimeout", "RedrivePolicy")
     except AwsError:
         return None, count
-    redrive = _normal("RedrivePolicy", attrs.get("RedrivePolicy"))
+    redrive = read_redrive_policy(attrs.get("RedrivePolicy"))
     return attrs.get("VisibilityTimeout"), (redrive[1] if redrive and redrive[1] else count)
 
 
@@ -169,8 +172,7 @@ def ensure_kind_queue(clients: Clients, kind: str, progress: Progress = None) ->
     if visibility is not None:
         attrs[""]["VisibilityTimeout"] = visibility
     dlq = _make_or_find(sqs, name + DLQ_SUFFIX, attrs[DLQ_SUFFIX], progress)
-    redrive = json.dumps({"deadLetterTargetArn": dlq.arn(), "maxReceiveCount": str(receives)})
-    queue = _make_or_find(sqs, name, {**attrs[""], "RedrivePolicy": redrive}, progress)
+    queue = _make_or_find(sqs, name, {**attrs[""], "RedrivePolicy": redrive_policy(dlq.arn(), receives)}, progress)
     _wait_known(sqs, [q for q in (dlq, queue) if q.is_new()])
     return queue, True
 

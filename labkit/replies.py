@@ -31,6 +31,7 @@ from labkit.errors import CredentialsError, LabkitError, ProtocolError, credenti
 from labkit.job import Job
 from labkit.protocol import JobResult, json_loads, read_note
 from labkit.timeline import event
+from labkit.waiting import doubling, tries
 
 RECEIVE_WAIT = 5  # seconds each receive waits
 # Seconds a read reply's delete may wait for others to share its call (SQS deletes up to 10 per call): a student
@@ -39,6 +40,7 @@ RECEIVE_WAIT = 5  # seconds each receive waits
 DELETE_AFTER = 10.0
 DONE_KEPT = 10_000  # answered jobs remembered per client, for duplicates and late notes
 CLOSE_WAIT = 0.5  # seconds a close waits for the listening thread (a receive under way is not waited out)
+RETRY_FIRST, RETRY_MOST = 0.5, 10.0  # seconds between tries of a failed round: doubling from the first to the most
 log = logging.getLogger(__name__)
 
 
@@ -132,35 +134,34 @@ class Replies:
 
     # -- the listening thread ----------------------------------------------------------------------------
     def _listen(self) -> None:
-        """Receive replies while jobs are pending, keep the queue marked as in use, replace it if it went."""
-        backoff = 0.5
+        """Receive replies while jobs are pending, keep the queue marked as in use, replace it if it went. A round
+        that fails (an outage: the replies stay in the queue) is tried again after a pause that doubles up to
+        :data:`RETRY_MOST` seconds."""
         while True:
-            with self._lock:
-                while not self._pending and not self._closed and time.monotonic() < min(self._next_beat,
-                                                                                         self._flush_at()):
-                    self._wake.wait(min(self._next_beat, self._flush_at()) - time.monotonic())
-                if self._closed:
-                    return
-                waiting = bool(self._pending)
-            queue = None
-            try:
-                queue = self.queue
-                self._upkeep(queue)
-                if waiting:
-                    self._receive(queue)
-                self._flush(queue)
-                backoff = 0.5
-            except Exception as exc:
-                if self._closed:
-                    return
-                if queue is not None and is_missing_queue(exc) and self._replace(queue):
-                    continue
-                refused = credentials_error(exc)
-                if refused is not None and not self.clients.renew():
-                    self._fail_waiting(refused)
-                # An outage: the replies stay in the queue; try again with backoff.
-                self._stopped.wait(backoff)
-                backoff = min(backoff * 2, 10)
+            for _ in tries(doubling(RETRY_FIRST, RETRY_MOST), wake=self._stopped):
+                with self._lock:
+                    while not self._pending and not self._closed and time.monotonic() < min(self._next_beat,
+                                                                                             self._flush_at()):
+                        self._wake.wait(min(self._next_beat, self._flush_at()) - time.monotonic())
+                    if self._closed:
+                        return
+                    waiting = bool(self._pending)
+                queue = None
+                try:
+                    queue = self.queue
+                    self._upkeep(queue)
+                    if waiting:
+                        self._receive(queue)
+                    self._flush(queue)
+                    break
+                except Exception as exc:
+                    if self._closed:
+                        return
+                    if queue is not None and is_missing_queue(exc) and self._replace(queue):
+                        break  # a new queue: the next round at once
+                    refused = credentials_error(exc)
+                    if refused is not None and not self.clients.renew():
+                        self._fail_waiting(refused)
 
     def _fail_waiting(self, refused: CredentialsError) -> None:
         """AWS refuses this client's credentials: the jobs waiting end with that one line, not a timeout (an

@@ -9,13 +9,23 @@ someone asks to stop.
 
 Every wait in labkit goes through these two (arq's ``poll`` is the model): a process to start, a queue
 to be forgotten, an instance to terminate, a worker to log a line.
+
+A call that failed and is worth another try (botocore retries throttling and 5xx answers itself, 5 attempts:
+:mod:`labkit.aws.clients`) goes through the third, :func:`tries`, with its pauses::
+
+    for _ in tries(doubling(0.5, 10), wake=stopped):   # 0.5 s, 1 s, 2 s ... at most 10 s between tries
+        try:
+            return call()
+        except Exception as exc:
+            if not worth_another(exc):
+                raise
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 from labkit.errors import WaitTimeout
@@ -59,3 +69,25 @@ def wait_for(check: Callable[[], T], timeout: float, what: str, interval: float 
             on_wait(f"waiting for {what}")
             on_wait = None
     raise WaitTimeout(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def tries(pauses: Iterable[float], wake: threading.Event | None = None) -> Iterator[int]:
+    """The one retry loop: yield the number of the try about to be made (0 first); before each later one, wait the
+    next of ``pauses`` (seconds, taken when the wait begins: a generator may work it out then). Ends when
+    ``pauses`` runs out; the loop's body leaves it (return, break, raise) once a try worked or a failure is not
+    worth another. ``wake``, once set, cuts the waits short (the tries left are still made)."""
+    yield 0
+    for n, pause in enumerate(pauses, 1):
+        if wake is not None:
+            wake.wait(max(0.0, pause))
+        elif pause > 0:
+            time.sleep(pause)
+        yield n
+
+
+def doubling(first: float, most: float) -> Iterator[float]:
+    """Pauses that double from ``first`` up to ``most``, then stay there: 0.5, 1, 2, 4, 8, 10, 10, ..."""
+    pause = first
+    while True:
+        yield pause
+        pause = min(pause * 2, most)

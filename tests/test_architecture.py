@@ -175,3 +175,36 @@ def test_from_labkit_import_lab_loads_only_the_clients_path():
     loaded = set(out.stdout.split())
     assert (sorted(loaded - LAB_IMPORTS), sorted(LAB_IMPORTS - loaded)) == ([], []), \
         "(loaded and not listed, listed and not loaded): import it where it is used, or list it here and say why"
+
+
+# One of each (issue 22): text that marks each of these, and the one module that may hold it. AWS's error code is
+# read in labkit.errors (aws_error_code); a redrive policy is written and read in labkit.aws.queues; the table of
+# image formats (content types, extensions, Pillow's names) is labkit.keys.IMAGE_FORMATS; an image job's payload
+# is made by labkit.jobs.images.job_payload; a retry loop is labkit.waiting.tries.
+ONE_OF_EACH = {
+    re.compile(r"""\.get\(["']Error["']|\[["']Error["']\]"""): "labkit/errors.py",
+    re.compile(r"maxReceiveCount"): "labkit/aws/queues.py",
+    re.compile(r"""["']image/(jpeg|webp|gif|bmp|tiff)["']"""): "labkit/keys.py",
+    re.compile(r"""\{["']bucket["']: [^}]*["']ops["']:"""): "labkit/jobs/images.py",
+    re.compile(r"for \w+ in range\(attempts \+ 1\)|backoff \* 2|while True:\s*\n\s*try:\s*\n\s*return "):
+        "labkit/waiting.py",
+}
+
+
+def one_of_each_offenders(sources: dict[str, str]) -> dict[str, list[str]]:
+    """For each marker, the files other than its module that hold it."""
+    return {mark.pattern: found for mark, home in ONE_OF_EACH.items()
+            if (found := sorted(f for f, text in sources.items() if f != home and mark.search(text)))}
+
+
+def test_one_of_each_lives_in_its_module():
+    sources = {str(p.relative_to(ROOT)): p.read_text() for p in SOURCES}
+    assert one_of_each_offenders(sources) == {}
+
+
+def test_the_one_of_each_check_sees_a_copy():
+    copies = {"labkit/a.py": 'code = exc.response.get("Error", {}).get("Code")',
+              "labkit/b.py": 'json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": "5"})',
+              "labkit/c.py": '{".jpg": "image/jpeg"}', "labkit/d.py": '{"bucket": b, "key": k, "ops": ops}',
+              "labkit/e.py": "while True:\n    try:\n        return call()\n    except OSError:\n        time.sleep(1)"}
+    assert len(one_of_each_offenders(copies)) == len(ONE_OF_EACH)

@@ -54,6 +54,7 @@ from labkit.config import REPLY_QUEUE_PREFIX, Settings
 from labkit.errors import AwsError, credentials_error
 from labkit.local import write_worker_state
 from labkit.timeline import event
+from labkit.waiting import tries
 from worker.answer import Answerer, Outcome, Source, WorkerStats, kind_sources
 from worker.health import WorkerHealth
 from worker.outage import EXIT_CREDENTIALS, CredentialWatch, OutageLog, credentials_wait, is_transient, short
@@ -409,7 +410,7 @@ class Worker:
         """``fn()``, or None when it failed. AWS unreachable: retried ``attempts`` more times with backoff,
         reported once per outage. AWS refusing the call (a queue that does not exist, say): logged, not
         retried; the caller decides what happens to the messages."""
-        for tries in range(attempts + 1):
+        for _ in tries((self.outage.backoff() for _ in range(attempts)), wake=self._force):
             started = time.monotonic()
             try:
                 out = fn()
@@ -420,8 +421,6 @@ class Worker:
                     log.warning("%s failed: %s", what, short(exc))
                     return None
                 self.outage.lost(exc, what)
-                if tries < attempts:
-                    self._force.wait(self.outage.backoff())
                 continue
             self.outage.restored(started)
             return out

@@ -14,7 +14,7 @@ from typing import Any
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from botocore.exceptions import HTTPClientError, IncompleteReadError
 
-from labkit.errors import CredentialsError, CredentialsExpired
+from labkit.errors import CredentialsError, CredentialsExpired, aws_error_code
 from labkit.waiting import poll
 
 log = logging.getLogger("labkit.worker")
@@ -33,8 +33,7 @@ def is_transient(exc: BaseException | None) -> bool:
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, BotoConnectionError | HTTPClientError | IncompleteReadError):
             return True
-        code = getattr(exc, "code", None) or (getattr(exc, "response", None) or {}).get("Error", {}).get("Code")
-        if code in TRANSIENT_CODES:
+        if aws_error_code(exc) in TRANSIENT_CODES:
             return True
         seen.add(id(exc))
         exc = exc.__cause__

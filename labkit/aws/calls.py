@@ -8,27 +8,20 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from labkit.errors import AwsError
+from labkit.errors import AwsError, aws_error_code
 
 # SQS says AccessDenied or AuthorizationError; an emulator may give the bare HTTP status.
 DENIED = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthorizationError", "403"})
 
 
-def error_code(exc: BaseException) -> str:
-    """AWS's error code of an :class:`AwsError` or a botocore ``ClientError``; "" for anything else."""
-    if isinstance(exc, AwsError):
-        return exc.code or ""
-    return (getattr(exc, "response", None) or {}).get("Error", {}).get("Code") or ""
-
-
 def is_denied(exc: BaseException) -> bool:
     """The caller may not do this (IAM, EC2 and the others each spell it their own way)."""
-    return error_code(exc) in DENIED
+    return aws_error_code(exc) in DENIED
 
 
 def is_missing(exc: BaseException) -> bool:
     """The resource does not exist: IAM's ``NoSuchEntity``, EC2's ``*.NotFound`` and ``*NotFoundException``."""
-    code = error_code(exc)
+    code = aws_error_code(exc)
     return code == "NoSuchEntity" or "NotFound" in code
 
 

@@ -23,7 +23,7 @@ from botocore.config import Config
 from botocore.credentials import Credentials, RefreshableCredentials
 
 from labkit.config import Settings
-from labkit.errors import EXPIRED_CODES, INVALID_CODES
+from labkit.errors import EXPIRED_CODES, INVALID_CODES, response_error_code
 
 # The embedded emulator accepts any credentials; these fixed, obviously fake ones keep real
 # credentials from ever being sent to it.
@@ -254,7 +254,7 @@ class Clients:
 
     def _after_call(self, parsed: dict[str, Any] | None = None, context: dict[str, Any] | None = None,
                     **_: Any) -> None:
-        code = ((parsed or {}).get("Error") or {}).get("Code")
+        code = response_error_code(parsed)
         if code in EXPIRED_CODES or code in INVALID_CODES:
             self.refused((context or {}).get("labkit_key"))
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from labkit.aws.calls import call, error_code, find, is_missing, pages
-from labkit.errors import AwsError
+from labkit.aws.calls import call, find, is_missing, pages
+from labkit.errors import AwsError, aws_error_code
 
 
 def filters(**by: list[str]) -> list[dict[str, Any]]:
@@ -86,7 +86,7 @@ class Ec2:
         try:
             call(self.client, "delete_security_group", f"deleting security group {gid}", GroupId=gid)
         except AwsError as exc:
-            if error_code(exc) == "DependencyViolation":
+            if aws_error_code(exc) == "DependencyViolation":
                 return False
             if is_missing(exc):
                 return True

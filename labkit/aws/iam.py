@@ -7,14 +7,15 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from labkit.aws.calls import call, error_code, find, pages
+from labkit.aws.calls import call, find, pages
+from labkit.errors import aws_error_code
 
 
 def is_propagating(exc: BaseException) -> bool:
     """EC2 or Auto Scaling refused an instance profile that IAM has not propagated yet (IAM is eventually
     consistent: a profile made seconds ago is often refused once or twice)."""
     msg = str(exc).lower()
-    return error_code(exc) in ("InvalidParameterValue", "ValidationError") and (
+    return aws_error_code(exc) in ("InvalidParameterValue", "ValidationError") and (
         "instance profile" in msg or "iaminstanceprofile" in msg)
 
 

@@ -8,8 +8,8 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from labkit.aws.calls import call, error_code, is_denied, pages
-from labkit.errors import AwsError, CredentialsError
+from labkit.aws.calls import call, is_denied, pages
+from labkit.errors import AwsError, CredentialsError, aws_error_code
 
 # arn:aws:sts::123456789012:assumed-role/ROLE/SESSION: a session of the role ROLE (its path is not in the ARN).
 ASSUMED = re.compile(r"arn:(?P<part>[\w-]+):sts::(?P<account>\d+):assumed-role/(?P<role>[^/]+)/.+")
@@ -84,5 +84,5 @@ def probe(client: Any, operation: str, **kwargs: Any) -> str | None:
 def refusal(exc: BaseException) -> str:
     """AWS's code for a refused call, for people: an emulator that answers a JSON protocol in XML leaves botocore
     only the HTTP status (403), which stands for AccessDenied."""
-    code = error_code(exc)
+    code = aws_error_code(exc)
     return "AccessDenied" if code in ("", "403") else code

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -10,7 +12,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from labkit.aws.arns import queue_arn
-from labkit.errors import AwsError
+from labkit.errors import AwsError, aws_error_code
+from labkit.waiting import tries
 
 MAX_BATCH = 10  # SQS: entries per batch call
 MAX_BATCH_BYTES = 1024 * 1024  # SQS: bytes per batch call (and per message) since 2025
@@ -25,8 +28,23 @@ NEW_QUEUE_RETRY = 0.25
 
 
 def is_missing_queue(exc: BaseException) -> bool:
-    code = getattr(exc, "code", None) or (getattr(exc, "response", None) or {}).get("Error", {}).get("Code")
-    return code in NON_EXISTENT
+    """SQS says the queue does not exist."""
+    return aws_error_code(exc) in NON_EXISTENT
+
+
+def redrive_policy(dead_letter_arn: str, max_receives: int) -> str:
+    """A queue's ``RedrivePolicy`` attribute: a message received ``max_receives`` times moves to the dead-letter
+    queue ``dead_letter_arn``."""
+    return json.dumps({"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": str(max_receives)})
+
+
+def read_redrive_policy(value: str | None) -> tuple[str | None, int] | None:
+    """(dead-letter queue's ARN, receives) of a ``RedrivePolicy`` attribute (SQS may answer the count as a number
+    or a string); None when the queue has none."""
+    if not value:
+        return None
+    policy = json.loads(value)
+    return policy.get("deadLetterTargetArn"), int(policy.get("maxReceiveCount", 0))
 
 
 @dataclass(frozen=True)
@@ -136,13 +154,13 @@ class Queue:
         return self.made_at is not None and time.monotonic() - self.made_at < NEW_QUEUE_GRACE
 
     def _call(self, op: str, **kwargs: Any) -> Any:
-        while True:
+        # A queue made moments ago that SQS does not know everywhere yet is tried again, until it is not new.
+        for _ in tries(itertools.repeat(NEW_QUEUE_RETRY)):
             try:
                 return getattr(self.sqs, op)(QueueUrl=self.url, **kwargs)
             except ClientError as exc:
                 if not (is_missing_queue(exc) and self.is_new()):
                     raise AwsError.from_client_error(exc, f"{op} on {self.name}") from exc
-            time.sleep(NEW_QUEUE_RETRY)  # made moments ago: SQS does not know it everywhere yet
 
     # -- sending ------------------------------------------------------------------------------------
     def send(self, body: str, delay: int | None = 0, group: str | None = None) -> str:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from labkit.aws.calls import call, error_code, pages
-from labkit.errors import AwsError
+from labkit.aws.calls import call, pages
+from labkit.errors import AwsError, aws_error_code
 
 # "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances", in vCPUs, per region (Service Quotas, ec2).
 STANDARD_QUOTA = "L-1216C47A"
@@ -30,7 +30,7 @@ def standard_vcpu_quota(client: Any) -> float | None:
         quota = call(client, "get_service_quota", "reading the EC2 vCPU quota", ServiceCode="ec2",
                      QuotaCode=STANDARD_QUOTA)
     except AwsError as exc:
-        if error_code(exc) in NO_SUCH_QUOTA:
+        if aws_error_code(exc) in NO_SUCH_QUOTA:
             return None
         raise
     return float(quota["Quota"]["Value"])
@@ -42,7 +42,7 @@ def vcpus(ec2: Any, instance_type: str) -> int | None:
         types = call(ec2, "describe_instance_types", f"looking up instance type {instance_type}",
                      InstanceTypes=[instance_type])["InstanceTypes"]
     except AwsError as exc:
-        if error_code(exc) in ("InvalidInstanceType", "InvalidParameterValue"):
+        if aws_error_code(exc) in ("InvalidInstanceType", "InvalidParameterValue"):
             return None
         raise
     return int(types[0]["VCpuInfo"]["DefaultVCpus"]) if types else None

@@ -12,7 +12,7 @@ from typing import Any
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from labkit.errors import AwsError, NotFound, TooLarge
+from labkit.errors import AwsError, NotFound, TooLarge, aws_error_code
 
 MISSING_CODES = ("NoSuchKey", "404", "NotFound", "NoSuchBucket")
 READ_PIECE = 1 << 20  # bytes asked of the network per read when filling a buffer
@@ -96,7 +96,7 @@ class Bucket:
         return f"Bucket({self.name!r})"
 
     def _error(self, exc: ClientError, what: str, key: str | None = None) -> Exception:
-        code = exc.response.get("Error", {}).get("Code", "")
+        code = aws_error_code(exc)
         if code in MISSING_CODES:
             where = f"s3://{self.name}/{key}" if key else f"bucket {self.name!r}"
             return NotFound(f"{where} does not exist")
@@ -108,7 +108,7 @@ class Bucket:
         try:
             self.s3.head_bucket(Bucket=self.name)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in MISSING_CODES:
+            if aws_error_code(exc) in MISSING_CODES:
                 return False
             raise AwsError.from_client_error(exc, f"looking at bucket {self.name}") from exc
         return True
@@ -120,7 +120,7 @@ class Bucket:
         try:
             self.s3.create_bucket(**kwargs)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "BucketAlreadyOwnedByYou":
+            if aws_error_code(exc) == "BucketAlreadyOwnedByYou":
                 return  # made meanwhile, by this account: what was wanted
             raise AwsError.from_client_error(exc, f"creating bucket {self.name}") from exc
 
@@ -157,7 +157,7 @@ class Bucket:
         try:
             return list(self.s3.get_bucket_lifecycle_configuration(Bucket=self.name).get("Rules", []))
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "NoSuchLifecycleConfiguration":
+            if aws_error_code(exc) == "NoSuchLifecycleConfiguration":
                 return []
             raise
 
@@ -166,7 +166,7 @@ class Bucket:
         try:
             text = self.s3.get_bucket_policy(Bucket=self.name)["Policy"]
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "NoSuchBucketPolicy":
+            if aws_error_code(exc) == "NoSuchBucketPolicy":
                 return {}
             raise AwsError.from_client_error(exc, f"reading the policy of bucket {self.name}") from exc
         try:

@@ -239,6 +239,7 @@ def images(rig: Rig, count: int = 50, workers: int = 1, concurrency: int = 4,
     """``count`` 1080p images through grayscale + thumbnail on ``workers`` worker processes, against the
     same Pillow work in ``workers`` local processes. Uploads happen before the clock starts."""
     from labkit.client import Lab
+    from labkit.jobs.images import job_payload
     sources = [photo(s) for s in range(min(count, 4))]
     data = [sources[i % len(sources)] for i in range(count)]
     # The in-process reference runs before and after labkit's run (its mean is kept), so that drift in
@@ -254,7 +255,7 @@ def images(rig: Rig, count: int = 50, workers: int = 1, concurrency: int = 4,
             lab.image(keys[0], IMAGE_OPS, output=f"bench-{rig.tag}/warm.png").result(timeout=60)
             lab.replies.flush()  # the warm-up's reply deleted now, not inside the count
             settle()
-            payloads = [{"bucket": lab.bucket.name, "key": k, "ops": IMAGE_OPS, "format": "png"} for k in keys]
+            payloads = [job_payload(lab.bucket.name, k, IMAGE_OPS) for k in keys]
             calls = rig.meter(procs, lab.clients)
             calls.start()
             t = time.perf_counter()

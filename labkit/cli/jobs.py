@@ -11,9 +11,8 @@ from labkit.cli.common import preview, print_json, settings
 from labkit.errors import LabkitError
 from labkit.job import download_target, names_folder, writable_folder
 from labkit.jobs.numbers import MAX_RANDOM_LENGTH
-from labkit.keys import EXTENSION_OF_FORMAT, format_for_key, output_key
+from labkit.keys import EXTENSION_OF_FORMAT, FORMAT_OF_EXTENSION, format_for_key, output_key
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 Add = Any
 
 
@@ -73,9 +72,9 @@ def cmd_submit_image(args: argparse.Namespace) -> int:
     fmt = _output_format(args.format, None if path.is_dir() or names_folder(args.out) else args.out)
     _check_quality(fmt, args.quality)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(p for p in path.iterdir() if p.suffix[1:].lower() in FORMAT_OF_EXTENSION)
         if not files:
-            raise LabkitError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {path}")
+            raise LabkitError(f"no images ({', '.join(sorted('.' + ext for ext in FORMAT_OF_EXTENSION))}) in {path}")
         names = _result_names(files, fmt)
         out_dir = _out_folder(args.out, files, names) if args.out else None
         with Lab(settings(args)) as lab:
@@ -151,9 +150,9 @@ def _refuse_overwriting(sources: list[Path], targets: list[Path]) -> None:
 def _submit_folder(lab: Any, files: list[Path], names: list[str], out_dir: Path | None, ops: Any, fmt: str,
                    args: argparse.Namespace) -> int:
     """Every image of a folder as one batch with a progress bar; results into the ``--out`` folder."""
+    from labkit.jobs.images import job_payload
     keys = [lab.upload_image(p) for p in files]
-    payloads = [{"bucket": lab.bucket.name, "key": k, "ops": ops.to_list(), "format": fmt}
-                | ({"quality": args.quality} if args.quality is not None else {}) for k in keys]
+    payloads = [job_payload(lab.bucket.name, k, ops, fmt, args.quality) for k in keys]
     jobs = lab.submit_many("image", payloads, progress=True, desc="images")
     failed = 0
     for f, name, job in zip(files, names, jobs, strict=True):

@@ -26,7 +26,7 @@ from labkit.errors import InvalidInput, JobError, TooLarge
 from labkit.jobs.image_modes import flatten, resamplable, to_8bit
 from labkit.jobs.image_ops import MAX_OPS, MAX_SIDE, OPS, Op, Param, megapixels, show
 from labkit.jobs.image_pipeline import Pipeline, describe_ops, parse_op_spec, parse_ops, validate_ops
-from labkit.keys import format_for_key
+from labkit.keys import FORMAT_OF_EXTENSION, IMAGE_FORMATS, content_type, format_for_key
 
 __all__ = [
     "DEFAULT_QUALITY",
@@ -41,6 +41,7 @@ __all__ = [
     "check_output",
     "describe_ops",
     "format_for_key",
+    "job_payload",
     "legacy_bw",
     "parse_op_spec",
     "parse_ops",
@@ -56,13 +57,9 @@ DEFAULT_QUALITY = {"jpeg": 85, "webp": 80}
 # Formats Pillow may open. Deliberately short: no EPS (Ghostscript), no guess-by-content formats like TGA.
 _READ_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF", "ICO", "PPM")
 
-_FORMAT_NAMES = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg", "webp": "webp", "gif": "gif", "bmp": "bmp",
-                 "tiff": "tiff", "tif": "tiff"}
-_PIL_FORMAT = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "gif": "GIF", "bmp": "BMP", "tiff": "TIFF"}
-_FROM_PIL_FORMAT = {"PNG": "png", "JPEG": "jpeg", "MPO": "jpeg", "WEBP": "webp", "GIF": "gif", "BMP": "bmp",
-                    "TIFF": "tiff"}
-_CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "gif": "image/gif",
-                  "bmp": "image/bmp", "tiff": "image/tiff"}
+# The formats written, by Pillow's name (labkit.keys.IMAGE_FORMATS); Pillow calls a JPEG with more than one picture
+# in it (a phone's) MPO.
+_FROM_PIL_FORMAT = {f.pillow: name for name, f in IMAGE_FORMATS.items()} | {"MPO": "jpeg"}
 # Modes each output format stores as they are; anything else is converted first.
 _FORMAT_MODES = {
     "png": ("1", "L", "LA", "I;16", "RGB", "RGBA", "P"),
@@ -99,9 +96,9 @@ class ImageOutput:
 def _normalize_format(format: Any) -> str:
     if not isinstance(format, str):
         raise InvalidInput(f"output format must be a string, got {type(format).__name__}")
-    name = _FORMAT_NAMES.get(format.strip().lower().lstrip("."))
+    name = FORMAT_OF_EXTENSION.get(format.strip().lower().lstrip("."))  # a format's name is an extension of it
     if name is None:
-        raise InvalidInput(f"unknown output format {format!r} (known: {', '.join(sorted(_PIL_FORMAT))}; "
+        raise InvalidInput(f"unknown output format {format!r} (known: {', '.join(sorted(IMAGE_FORMATS))}; "
                            "jpg and tif are accepted too)")
     return name
 
@@ -122,6 +119,20 @@ def check_output(format: Any, quality: Any = None) -> str | None:
     fmt = None if format is None else _normalize_format(format)
     _check_quality(quality, fmt)
     return fmt
+
+
+def job_payload(bucket: str, key: str, ops: list[dict[str, Any]] | Pipeline, format: str | None = "png",
+                quality: int | None = None, output: str | None = None) -> dict[str, Any]:
+    """The payload of an ``image`` job (docs/protocol.md): the source ``key`` in ``bucket``, the ``ops`` (protocol
+    dicts or a pipeline), the output ``format``, and ``quality`` and ``output`` when given. What the client and the
+    CLI send; they check the ops and format first, before anything is uploaded."""
+    payload: dict[str, Any] = {"bucket": bucket, "key": key,
+                               "ops": ops.to_list() if isinstance(ops, Pipeline) else list(ops), "format": format}
+    if quality is not None:
+        payload["quality"] = quality
+    if output is not None:
+        payload["output"] = output
+    return payload
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -303,11 +314,11 @@ def _encode(img: Image.Image, fmt: str, quality: int | None, icc: bytes | None) 
             options["icc_profile"] = icc
     buf = io.BytesIO()
     try:
-        out.save(buf, format=_PIL_FORMAT[fmt], **options)
+        out.save(buf, format=IMAGE_FORMATS[fmt].pillow, **options)
     except (OSError, ValueError) as exc:
         raise InvalidInput(f"cannot encode a {out.width}x{out.height} {out.mode} image as {fmt}: "
                            f"{exc}") from exc
-    return ImageOutput(buf.getvalue(), out.width, out.height, fmt, _CONTENT_TYPES[fmt], out.mode)
+    return ImageOutput(buf.getvalue(), out.width, out.height, fmt, content_type(fmt), out.mode)
 
 
 # ----------------------------------------------------------------------------------------------------

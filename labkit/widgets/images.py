@@ -16,13 +16,13 @@ from labkit import plots
 from labkit.client import ImageResult, Lab
 from labkit.errors import InvalidInput
 from labkit.job import writable_folder
+from labkit.keys import content_type
 from labkit.notebooks import number_or_text
 from labkit.presenters import Note, Table
 from labkit.samples import SAMPLES, sample_image
 from labkit.widgets.base import LABELS, TOGGLES, FloatField, IntField, LabPanel
 
 READABLE = "PNG, JPEG, WebP, GIF, BMP or TIFF"
-MIME = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 LINK_LIMIT = 20 * 2**20  # bytes: the link carries the image through the kernel's connection to the page
 
 
@@ -70,7 +70,7 @@ def download_link(data: bytes, name: str, fmt: str) -> str:
     if len(data) > LINK_LIMIT:
         return (f"<i>{html.escape(name)} is {len(data) / 2**20:,.0f} MiB, too large for a browser link (at most "
                 f"{LINK_LIMIT // 2**20} MiB): save it on the server, or use <code>labkit submit image --out</code></i>")
-    url = f"data:{MIME.get(fmt, 'application/octet-stream')};base64,{base64.b64encode(data).decode()}"
+    url = f"data:{content_type(fmt)};base64,{base64.b64encode(data).decode()}"
     return (f'<a class="jupyter-button widget-button labkit-download" download="{html.escape(name)}" '
             f'href="{url}" style="text-decoration:none;padding:0 12px;width:auto">'
             f'<i class="fa fa-download"></i> Download {html.escape(name)} ({len(data) / 1024:,.1f} KiB)</a>')
