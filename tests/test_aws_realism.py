@@ -11,10 +11,9 @@ import pytest
 
 from labkit.aws.clients import Clients
 from labkit.aws.storage import Bucket
-from labkit.config import Settings
-from labkit.processes import settings_env
 from tests.aws_faults import fault_env, injected
-from tests.conftest import ROOT, Student, unique_settings
+from tests.conftest import Student, unique_settings
+from tests.helpers import labkit
 
 pytestmark = pytest.mark.slow
 
@@ -49,23 +48,18 @@ def test_new_queues_absent_for_a_moment_as_on_aws_are_waited_for_not_taken_for_d
     assert "teardown" not in client.stderr, client.stderr
 
 
-def labkit_with(s: Settings, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "labkit", *args], env=settings_env(s, env), cwd=ROOT,
-                          capture_output=True, text=True, timeout=180)
-
-
 def test_teardown_then_up_the_same_day_works_while_s3_holds_a_deleted_buckets_name(emulator, tmp_path: Path) -> None:
     # Given an instructor's lab on an S3 that, as AWS does, holds a deleted bucket's name (here for an hour), and a
     # large job's payload in the bucket (an S3 that outlives the teardown: the shared emulator, as AWS would)
     faults = tmp_path / "faults"
     env = fault_env(faults, deleted_bucket_held_s=3600)
     s = unique_settings(emulator, tmp_path / "state")
-    assert labkit_with(s, env, "up", "--workers", "0").returncode == 0
+    assert labkit("up", "--workers", "0", s=s, env=env).returncode == 0
     bucket = Bucket(Clients(s).s3, s.bucket)
     bucket.put("payloads/big.npy", b"x" * 1000)
     upload = bucket.s3.create_multipart_upload(Bucket=s.bucket, Key="images/processed/half.png")["UploadId"]
     # When the dry run the evening before ends with `labkit teardown`
-    down = labkit_with(s, env, "teardown", "--yes")
+    down = labkit("teardown", "--yes", s=s, env=env)
     # Then every object and the unfinished upload went, and the bucket stays, empty, and says so
     assert down.returncode == 0, down.stderr
     assert f"bucket {s.bucket}, empty: it costs nothing" in down.stdout, down.stdout
@@ -75,31 +69,31 @@ def test_teardown_then_up_the_same_day_works_while_s3_holds_a_deleted_buckets_na
     # OperationAborted while S3 freed its name). The next morning: SQS's 60 s on the deleted queues' names, which
     # `up` waits out on the machine that deleted them, are long past: so, from another state folder
     s = s.replace(state_dir=tmp_path / "next-morning")
-    again = labkit_with(s, env, "up", "--workers", "0")
+    again = labkit("up", "--workers", "0", s=s, env=env)
     assert again.returncode == 0, again.stderr
     assert injected(faults, "OperationAborted") == 0
     # When the class is over: `teardown --all` deletes the bucket too
-    gone = labkit_with(s, env, "teardown", "--yes", "--all")
+    gone = labkit("teardown", "--yes", "--all", s=s, env=env)
     assert gone.returncode == 0 and f"bucket {s.bucket} (" in gone.stdout, gone.stdout + gone.stderr
     assert not bucket.present()
     # Then an `up` while S3 still holds the name gets one line that says what to do, never a traceback
-    held = labkit_with(s.replace(state_dir=tmp_path / "the-day-after"), env, "up", "--workers", "0")
+    held = labkit("up", "--workers", "0", s=s.replace(state_dir=tmp_path / "the-day-after"), env=env)
     assert injected(faults, "OperationAborted") == 1  # S3 answered as AWS does
     assert held.returncode == 1 and "Traceback" not in held.stderr, held.stderr
     assert held.stderr.splitlines()[-1].startswith(f"labkit: error: S3 is still freeing the bucket name {s.bucket}")
     assert f"LABKIT_BUCKET={s.bucket}-" in held.stderr and "labkit up" in held.stderr
-    labkit_with(s, env, "teardown", "--yes", "--all")
+    labkit("teardown", "--yes", "--all", s=s, env=env)
 
 
 def test_a_bucket_name_another_account_holds_is_one_line_saying_what_to_do(emulator, tmp_path: Path) -> None:
     # Given S3 answering BucketAlreadyExists for the name (another account owns it: names are global)
     s = unique_settings(emulator, tmp_path / "state")
     faults = tmp_path / "faults"
-    up = labkit_with(s, fault_env(faults, taken_buckets=[s.bucket]), "up", "--workers", "0")
+    up = labkit("up", "--workers", "0", s=s, env=fault_env(faults, taken_buckets=[s.bucket]))
     assert injected(faults, "BucketAlreadyExists") == 1
     assert up.returncode == 1 and "Traceback" not in up.stderr, up.stderr
     assert f"the bucket name {s.bucket} is taken by another AWS account" in up.stderr
-    labkit_with(s, {}, "teardown", "--yes")
+    labkit("teardown", "--yes", s=s)
 
 
 # A class's worth of work through throttling and server errors: many small jobs at once, a large list (its

@@ -23,7 +23,8 @@ from labkit import fleet
 from labkit.aws.clients import Clients
 from labkit.client import Lab
 from labkit.config import LOGS_PREFIX, Settings, read_state
-from tests.conftest import FAKE_KEY_ID, FAKE_SECRET, ROOT, require_tool, settings_env
+from tests.conftest import FAKE_KEY_ID, FAKE_SECRET, ROOT, require_tool
+from tests.helpers import labkit
 
 SCRIPT = fleet.DEPLOY_DIR / "bootstrap.sh"
 UNIT = fleet.DEPLOY_DIR / "labkit-worker.service"
@@ -422,8 +423,7 @@ def test_a_failed_boot_in_a_group_is_replaced_at_once_and_three_stop_the_group_u
         group = group_now(clients, names)
         assert (group["MinSize"], group["MaxSize"], group["DesiredCapacity"]) == (0, 0, 0)
         # And `labkit status` says so, where to look and what to do
-        status = subprocess.run([sys.executable, "-m", "labkit", "status"], env=settings_env(
-            settings), cwd=ROOT, capture_output=True, text=True, timeout=120)
+        status = labkit("status", s=settings)
         assert status.returncode == 0, status.stderr
         prefix = f"s3://{settings.bucket}/logs/health/failed/"
         assert "bootstrap failed 3 time(s) in the last hour" in status.stdout, status.stdout

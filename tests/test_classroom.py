@@ -8,8 +8,6 @@ import json
 import logging
 import re
 import shutil
-import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -27,11 +25,11 @@ from labkit.aws.storage import Bucket
 from labkit.client import Lab
 from labkit.config import REPLY_QUEUE_PREFIX, Settings, read_state, update_state
 from labkit.errors import LabkitError
-from labkit.processes import settings_env
 from labkit.protocol import JobRequest
 from labkit.waiting import wait_for
 from tests import job_kinds
 from tests.conftest import ROOT, unique_settings
+from tests.helpers import labkit
 from tests.test_notebooks import _notebook, all_text, executed, summary
 
 
@@ -41,11 +39,6 @@ def picture(w: int, h: int, seed: int) -> Image.Image:
     img.putdata([((x * 7 + seed * 50) % 256, (y * 5 + seed * 90) % 256, (x * y + seed) % 256)
                  for y in range(h) for x in range(w)])
     return img
-
-
-def labkit_cli(s: Settings, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "labkit", *args], env=settings_env(s), cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 # -- nothing overwritten ---------------------------------------------------------------------------------
@@ -103,7 +96,7 @@ def test_submit_a_folder_into_a_new_out_folder_writes_one_file_per_image(setting
         pic.save(src / f"{stem}.png", "PNG")
     out = tmp_path / "new"
     # When `labkit submit image DIR --op grayscale --out new/` runs
-    done = labkit_cli(settings, "submit", "image", str(src), "--op", "grayscale", "--out", f"{out}/")
+    done = labkit("submit", "image", str(src), "--op", "grayscale", "--out", f"{out}/", s=settings)
     assert done.returncode == 0, done.stderr
     # Then the folder was made and holds one file per image, each its own picture in gray
     assert out.is_dir(), f"{out} is not a folder"
@@ -137,7 +130,7 @@ def test_down_next_to_a_running_client_deletes_only_idle_reply_queues(settings, 
         fresh_untagged = Queue.create(Clients(settings).sqs, f"{REPLY_QUEUE_PREFIX}old-client-{uuid.uuid4().hex[:6]}")
         # When Bob runs `labkit down` in his own shell, on the same account
         bob = settings.replace(state_dir=tmp_path / "bob")
-        down = labkit_cli(bob, "down")
+        down = labkit("down", s=bob)
         assert down.returncode == 0, down.stderr
         # Then only the queue idle past the hour went; Alice's and the young untagged one stay, and down says so
         assert not exists(settings, dead)
@@ -173,7 +166,7 @@ def test_teardown_by_a_neighbour_leaves_a_running_client_working(emulator, tmp_p
     with Lab(alice_s) as alice:
         assert alice.numbers([1, 2, 3]).result(timeout=60)["median"] == 2
         # When Bob tears his part down, keeping the shared bucket, while Alice's session runs
-        torn = labkit_cli(bob_s, "teardown", "--yes", "--keep-bucket")
+        torn = labkit("teardown", "--yes", "--keep-bucket", s=bob_s)
         assert torn.returncode == 0, torn.stderr
         # Then Bob's queues are gone, Alice's reply queue is kept (and said so), and Alice still gets results
         assert f"queue {bob_s.request_queue}" in torn.stdout
@@ -188,11 +181,10 @@ def test_teardown_by_a_neighbour_leaves_a_running_client_working(emulator, tmp_p
 # -- a reply queue deleted under a running client ----------------------------------------------------------
 
 @pytest.mark.slow
-def test_a_lab_whose_reply_queue_is_deleted_makes_a_new_one_and_gets_its_results(emulator, tmp_path,
-                                                                                 start_worker, caplog):
+def test_a_lab_whose_reply_queue_is_deleted_makes_a_new_one_and_gets_its_results(make_settings, start_worker,
+                                                                                 caplog):
     # Given a worker that knows a slow job kind, and a client with two jobs in flight
-    s = unique_settings(emulator, tmp_path / "state", job_modules=job_kinds.PATH)
-    provision.ensure(Clients(s))
+    s = make_settings(job_modules=job_kinds.PATH)
     worker = start_worker(s=s)
     sqs = Clients(s).sqs
     with Lab(s) as lab, caplog.at_level(logging.WARNING, logger="labkit.replies"):
@@ -221,11 +213,9 @@ def test_a_lab_whose_reply_queue_is_deleted_makes_a_new_one_and_gets_its_results
 
 
 @pytest.mark.slow
-def test_a_job_sent_by_other_means_fails_clearly_when_its_reply_queue_is_deleted(emulator, tmp_path,
-                                                                                start_worker):
+def test_a_job_sent_by_other_means_fails_clearly_when_its_reply_queue_is_deleted(make_settings, start_worker):
     # Given a request sent with a raw body, its reply_to this client's queue, and tracked by id
-    s = unique_settings(emulator, tmp_path / "state", job_modules=job_kinds.PATH)
-    provision.ensure(Clients(s))
+    s = make_settings(job_modules=job_kinds.PATH)
     worker = start_worker(s=s)
     with Lab(s) as lab:
         req = JobRequest("sleep", {"seconds": 2}, reply_to=lab.reply_queue.url)
@@ -286,14 +276,12 @@ class JustDeleted:
         return None
 
 
-def test_provisioning_waits_out_a_queue_deleted_moments_ago_and_never_calls_it_fine(emulator, tmp_path,
-                                                                                    monkeypatch):
+def test_provisioning_waits_out_a_queue_deleted_moments_ago_and_never_calls_it_fine(settings, monkeypatch):
     # Given provisioned queues, the request queue deleted moments ago, and SQS answering as it does then
     # (its attempts 0.5 s apart instead of 5 s, to keep the test short: the count of refusals is what matters)
     monkeypatch.setattr(provision, "RECREATE_POLL", 0.5)
-    s = unique_settings(emulator, tmp_path / "state")
+    s = settings
     clients = Clients(s)
-    provision.ensure(clients)
     old = Queue.by_name(clients.sqs, s.request_queue)
     old.delete()
     fault = JustDeleted(clients, s.request_queue, old.url, refusals=2)
@@ -316,23 +304,23 @@ def test_provisioning_waits_out_a_queue_deleted_moments_ago_and_never_calls_it_f
 def test_up_right_after_teardown_waits_until_sqs_takes_the_names_back(emulator, tmp_path):
     # Given labkit up on an endpoint whose queues outlive this machine's processes (as on AWS)
     s = unique_settings(emulator, tmp_path / "state")
-    up = labkit_cli(s, "up", "--workers", "0")
+    up = labkit("up", "--workers", "0", s=s)
     assert up.returncode == 0, up.stderr
     # When it is torn down
-    torn = labkit_cli(s, "teardown", "--yes")
+    torn = labkit("teardown", "--yes", s=s)
     assert torn.returncode == 0, torn.stderr
     # Then the state file remembers when the queues went, and where
     record = read_state(s.state_dir)["queues_deleted"]
     assert (record["endpoint"], record["region"]) == (s.endpoint_url, s.region)
     # When `up` runs again 58 s later (the record is moved back 58 s, to keep the test short)
     update_state(s.state_dir, queues_deleted={**record, "at": record["at"] - 58})
-    again = labkit_cli(s, "up", "--workers", "0")
+    again = labkit("up", "--workers", "0", s=s)
     # Then it waited out the rest of SQS's minute, saying so, and the queues are there
     assert again.returncode == 0, again.stderr
     assert "SQS takes a deleted queue's name back only after" in again.stderr, again.stderr
     assert f"created   queue {s.request_queue}" in again.stdout
     assert "queues_deleted" not in read_state(s.state_dir)
-    labkit_cli(s, "teardown", "--yes")
+    labkit("teardown", "--yes", s=s)
 
 
 # -- one ordered teardown, anywhere ----------------------------------------------------------------------
@@ -370,7 +358,7 @@ def test_down_says_what_keeps_running_elsewhere(settings, tmp_path):
     fleet.deploy(Clients(settings), fleet.FleetSpec(workers=1))
     [instance] = [i["id"] for i in fleet.fleet_status(Clients(settings))["instances"]]
     # When `labkit down` runs
-    down = labkit_cli(settings, "down")
+    down = labkit("down", s=settings)
     # Then it says the fleet keeps running and billing, and how to stop it
     assert down.returncode == 0, down.stderr
     assert f"the EC2 fleet {fleet.FleetNames(settings.bucket or '').fleet} keeps running (and billing)" in down.stdout
@@ -385,26 +373,26 @@ def test_up_status_down_teardown_on_a_second_emulator_without_ec2(fauxqs, tmp_pa
                       request_queue=f"requests-{tag}", response_queue=f"responses-{tag}",
                       image_inbox=f"inbox-{tag}", image_outbox=f"outbox-{tag}")
     # When `labkit up` starts a worker there, and a job runs
-    up = labkit_cli(s, "up", "--workers", "1")
+    up = labkit("up", "--workers", "1", s=s)
     assert up.returncode == 0, up.stderr
-    done = labkit_cli(s, "submit", "numbers", "1", "5", "22")
+    done = labkit("submit", "numbers", "1", "5", "22", s=s)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["median"] == 5
     # Then `labkit status` shows its queues and worker
-    status = labkit_cli(s, "status")
+    status = labkit("status", s=s)
     assert status.returncode == 0, status.stderr
     assert f"requests-{tag}" in status.stdout and "1 local running" in status.stdout
     # When `labkit down` runs next to a live client, and a reply queue of a client gone two hours ago is there
     dead = left_by_a_gone_client(s, hours=2)
     with Lab(s) as live:
         assert live.numbers([2, 4]).result(timeout=60)["median"] == 3
-        down = labkit_cli(s, "down")
+        down = labkit("down", s=s)
         # Then the worker stopped, the dead client's queue went, the live one's stayed
         assert down.returncode == 0, down.stderr
         assert "stopped 1 worker(s)" in down.stdout and "deleted 1 leftover reply queue(s)" in down.stdout
         assert not exists(s, dead) and exists(s, live.reply_queue)
     # When `labkit teardown` runs where nothing was deployed and there is no EC2 API
-    torn = labkit_cli(s, "teardown", "--yes", "--all")
+    torn = labkit("teardown", "--yes", "--all", s=s)
     # Then it deletes the queues and the bucket, says the fleet could not be looked at, and leaves nothing
     assert torn.returncode == 0, torn.stderr
     assert f"deleted   queue requests-{tag}" in torn.stdout and f"deleted   bucket labkit-class-{tag}" in torn.stdout
@@ -457,7 +445,7 @@ def test_a_bucket_name_taken_by_another_account_is_a_clear_error(emulator, tmp_p
     stranger.create_bucket(Bucket=s.bucket)
     stranger.put_object(Bucket=s.bucket, Key="theirs.txt", Body=b"not yours")
     # When `labkit up` provisions with that name
-    up = labkit_cli(s, "up", "--workers", "0")
+    up = labkit("up", "--workers", "0", s=s)
     # Then it stops with one line that says whose it is and what to do
     assert up.returncode == 1
     assert f"the bucket name {s.bucket} is taken by another AWS account" in up.stderr, up.stderr
@@ -466,7 +454,7 @@ def test_a_bucket_name_taken_by_another_account_is_a_clear_error(emulator, tmp_p
     assert [o["Key"] for o in stranger.list_objects_v2(Bucket=s.bucket)["Contents"]] == ["theirs.txt"]
     with pytest.raises(ClientError, match="NoSuchBucketPolicy"):
         stranger.get_bucket_policy(Bucket=s.bucket)
-    labkit_cli(s.replace(bucket=s.bucket + "-mine"), "teardown", "--yes")
+    labkit("teardown", "--yes", s=s.replace(bucket=s.bucket + "-mine"))
 
 
 def test_the_bucket_refuses_requests_not_made_over_tls(settings):

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import labkit
 
 pytestmark = pytest.mark.slow
 
 
 def demo(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "labkit", "demo", *args], capture_output=True, text=True,
-                          timeout=300, cwd=cwd, env={**os.environ, "AWS_EC2_METADATA_DISABLED": "true"})
+    return labkit("demo", *args, cwd=cwd, env={"AWS_EC2_METADATA_DISABLED": "true"}, timeout=300)
 
 
 def test_the_demo_runs_the_main_job_and_says_how_the_random_list_travelled(tmp_path: Path) -> None:

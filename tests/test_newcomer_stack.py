@@ -8,12 +8,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from functools import partial
 
 import pytest
 
-from labkit.processes import pid_alive, settings_env
-from tests.conftest import ROOT
+from labkit.processes import pid_alive
+from tests.helpers import labkit
 
 pytestmark = pytest.mark.slow
 MY_KINDS = '''from labkit.kinds import job_kind
@@ -118,13 +117,11 @@ def test_commands_from_another_folder_find_the_running_lab_and_say_where_its_sta
 
 def test_down_on_a_service_it_did_not_start_says_the_queues_and_bucket_stay(settings):
     # Given labkit up on an endpoint of someone else's (this session's emulator), with this test's names
-    env = settings_env(settings)
-    run = partial(subprocess.run, capture_output=True, text=True, timeout=180, env=env, cwd=ROOT)
-    up = run([sys.executable, "-m", "labkit", "up", "--workers", "0"])
+    up = labkit("up", "--workers", "0", s=settings)
     assert up.returncode == 0, up.stderr
     assert f"using the embedded emulator at {settings.endpoint_url}, not started by this lab" in up.stderr
     # When labkit down runs
-    down = run([sys.executable, "-m", "labkit", "down"])
+    down = labkit("down", s=settings)
     # Then it says what stays there, in one line
     assert down.returncode == 0, down.stderr
     assert (f"kept the queues and the bucket {settings.bucket} on {settings.endpoint_url}, with their messages and "

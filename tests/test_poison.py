@@ -25,7 +25,6 @@ from typing import Any
 
 import pytest
 
-from labkit import provision
 from labkit.aws.clients import Clients
 from labkit.aws.queues import Queue
 from labkit.aws.storage import Bucket
@@ -33,7 +32,6 @@ from labkit.config import DLQ_SUFFIX
 from labkit.errors import InvalidInput
 from labkit.jobs.numbers import compute
 from labkit.protocol import JobRequest, JobResult
-from tests.conftest import unique_settings
 
 GOOD = 500
 POISON = 150  # 30% of 500
@@ -227,11 +225,10 @@ class Collector:
 
 
 @pytest.mark.slow
-def test_poison_mixed_into_good_jobs(emulator, tmp_path, start_worker):
+def test_poison_mixed_into_good_jobs(make_settings, start_worker):
     # Given queues that dead-letter after 2 receives, two workers, and our own reply queue
-    s = unique_settings(emulator, tmp_path / "state", max_receive_count=2)
+    s = make_settings(max_receive_count=2)
     clients = Clients(s)
-    provision.ensure(clients)
     sqs = clients.sqs
     queues = {"numbers": Queue.by_name(sqs, s.request_queue), "images": Queue.by_name(sqs, s.image_inbox)}
     dlqs = {k: Queue.by_name(sqs, q.name + DLQ_SUFFIX) for k, q in queues.items()}

@@ -9,9 +9,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -22,7 +20,8 @@ from labkit.aws.clients import Clients
 from labkit.aws.storage import Bucket
 from labkit.client import Lab
 from labkit.config import Settings
-from tests.conftest import ROOT, settings_env
+from tests.conftest import settings_env
+from tests.helpers import labkit, unique_settings
 
 
 def test_number_job_end_to_end_on_fauxqs(fauxqs: str, tmp_path: Path, start_worker) -> None:
@@ -38,47 +37,38 @@ def test_number_job_end_to_end_on_fauxqs(fauxqs: str, tmp_path: Path, start_work
     assert (result["count"], result["min"], result["max"], result["median"]) == (3, 1, 22, 5)
 
 
-def fauxqs_settings(url: str, state_dir: Path) -> Settings:
-    """Names of this test's own on the session's fauxqs server."""
-    tag = uuid.uuid4().hex[:8]
-    return Settings.load(state_dir=state_dir, endpoint_url=url, env={}, bucket=f"labkit-port-{tag}",
-                         request_queue=f"requestQueue-{tag}", response_queue=f"responseQueue-{tag}",
-                         image_inbox=f"imageInbox-{tag}", image_outbox=f"imageOutbox-{tag}")
-
-
-def labkit(env: dict[str, str], *args: str, ok: bool = True, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    """``python -m labkit <args>`` as a user runs it; checks its exit status."""
-    r = subprocess.run([sys.executable, "-m", "labkit", *args], env=env, cwd=ROOT, capture_output=True, text=True,
-                       timeout=timeout)
+def checked(env: dict[str, str], *args: str, ok: bool = True, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """``python -m labkit <args>`` as a user runs it, in ``env``; checks its exit status."""
+    r = labkit(*args, base=env, timeout=timeout)
     assert (r.returncode == 0) == ok, f"labkit {' '.join(args)} -> {r.returncode}\n{r.stdout}\n{r.stderr}"
     return r
 
 
 def test_up_status_submit_down_on_fauxqs(fauxqs: str, tmp_path: Path) -> None:
     # Given only LABKIT_ENDPOINT_URL (and names of this test's own) pointing at fauxqs
-    s = fauxqs_settings(fauxqs, tmp_path / "state")
+    s = unique_settings(fauxqs, tmp_path / "state")
     env = settings_env(s)
     # When labkit comes up there with a worker
-    up = labkit(env, "up", "--workers", "1")
+    up = checked(env, "up", "--workers", "1")
     # Then it says where it goes, by what answers there, and never that it will use real AWS
     assert f"using fauxqs at {fauxqs}" in up.stderr and "AWS" not in up.stderr
     assert f"labkit is up on {fauxqs}" in up.stdout
     try:
         # And status shows its queues and the running worker
-        status = json.loads(labkit(env, "status", "--json").stdout)
+        status = json.loads(checked(env, "status", "--json").stdout)
         assert status["endpoint"] == fauxqs and status["bucket"]["name"] == s.bucket
         assert all("error" not in q for q in status["queues"].values()) and s.request_queue in status["queues"]
-        assert "1 local running" in labkit(env, "status").stdout
+        assert "1 local running" in checked(env, "status").stdout
         # And number jobs are answered: a typed list, and a list of 2,000,000 (16 MB through S3, in parts)
-        small = json.loads(labkit(env, "submit", "numbers", "1", "5", "22").stdout)
+        small = json.loads(checked(env, "submit", "numbers", "1", "5", "22").stdout)
         assert (small["count"], small["min"], small["max"], small["median"]) == (3, 1, 22, 5)
-        big = json.loads(labkit(env, "submit", "numbers", "--random", "2000000").stdout)
+        big = json.loads(checked(env, "submit", "numbers", "--random", "2000000").stdout)
         assert big["count"] == 2_000_000
         uploads = [o for o in Bucket(Clients(s).s3, s.bucket).list("payloads/") if o.size > 8 << 20]
         assert uploads, "the big list did not travel through S3"
         # And an image job: the image up, processed by the worker, the result down
         Image.new("RGB", (64, 48), (200, 30, 30)).save(tmp_path / "red.png")
-        labkit(env, "submit", "image", str(tmp_path / "red.png"), "--op", "grayscale", "--op", "resize:32x24",
+        checked(env, "submit", "image", str(tmp_path / "red.png"), "--op", "grayscale", "--op", "resize:32x24",
                "--out", str(tmp_path / "out.png"))
         with Image.open(tmp_path / "out.png") as out:
             assert (out.size, out.mode) == ((32, 24), "L")
@@ -87,7 +77,7 @@ def test_up_status_submit_down_on_fauxqs(fauxqs: str, tmp_path: Path) -> None:
         leftover.tag({provision.LAST_SEEN_TAG: str(int(time.time()) - 7200)})
     finally:
         # When labkit goes down
-        down = labkit(env, "down")
+        down = checked(env, "down")
     # Then it stopped the worker and deleted the leftover reply queue
     assert "stopped 1 worker(s)" in down.stdout and "deleted 1 leftover reply queue(s)" in down.stdout
     assert not [u for u in Clients(s).sqs.list_queues(QueueNamePrefix=leftover.name).get("QueueUrls", [])]
@@ -104,7 +94,7 @@ def test_up_on_an_endpoint_where_nothing_answers_says_so(tmp_path: Path) -> None
     url = f"http://127.0.0.1:{_free_port()}"
     env = settings_env(Settings.load(state_dir=tmp_path / "state", endpoint_url=url, env={}))
     # When labkit is asked to come up there
-    r = labkit(env, "up", ok=False)
+    r = checked(env, "up", ok=False)
     # Then it says that nothing answers, in one line, and never that it will use real AWS
     assert f"nothing answers at {url}" in r.stderr
     assert "AWS" not in r.stderr and "Traceback" not in r.stderr
@@ -128,7 +118,7 @@ def test_endpoints_are_named_by_what_answers_there(fauxqs: str, emulator) -> Non
 def test_objects_larger_than_a_part_go_up_in_parts(which: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     # Given a bucket on either emulator (fauxqs refuses a PutObject body over 11 MiB)
     url = request.getfixturevalue("emulator").url if which == "moto" else request.getfixturevalue("fauxqs")
-    s = fauxqs_settings(url, tmp_path / "state")
+    s = unique_settings(url, tmp_path / "state")
     clients = Clients(s)
     provision.ensure(clients)
     bucket = Bucket(clients.s3, s.bucket)
@@ -148,7 +138,7 @@ def test_bench_measures_the_endpoint_it_is_given(fauxqs: str, tmp_path: Path) ->
     # Given fauxqs named with --endpoint (and no endpoint in the environment)
     env = settings_env(Settings.load(state_dir=tmp_path / "state", env={}))
     # When a quick benchmark runs (smaller still: the scenarios this test reads, few jobs)
-    r = labkit(env, "bench", "--quick", "--jobs", "40", "--images", "2", "--big", "50000",
+    r = checked(env, "bench", "--quick", "--jobs", "40", "--images", "2", "--big", "50000",
                "--only", "floor,labkit,round_trip,big,images", "--endpoint", fauxqs, "--json", timeout=600)
     data = json.loads(r.stdout)
     # Then it measured fauxqs, said so, and every job of every scenario came back right
