@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import json
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -39,7 +38,7 @@ from typing import Any
 from labkit import plots, provision, timeline
 from labkit.aws.calls import is_denied
 from labkit.aws.clients import Clients
-from labkit.aws.queues import Queue
+from labkit.aws.queues import Queue, redrive_policy
 from labkit.client import Lab
 from labkit.config import DLQ_SUFFIX, REPLY_QUEUE_PREFIX, Settings, read_state, update_state
 from labkit.dlq import DeadLetter, DeadLetters, RedriveReport
@@ -388,7 +387,7 @@ def make_queues(clients: Clients, settings: Settings) -> list[Queue]:
     made: list[Queue] = []
     try:
         made.append(Queue.create(clients.sqs, name + DLQ_SUFFIX, attrs[name + DLQ_SUFFIX], tags))
-        policy = json.dumps({"deadLetterTargetArn": made[0].arn(), "maxReceiveCount": str(settings.max_receive_count)})
+        policy = redrive_policy(made[0].arn(), settings.max_receive_count)
         made.append(Queue.create(clients.sqs, name, {**attrs[name], "RedrivePolicy": policy}, tags))
         made.append(Queue.create(clients.sqs, settings.response_queue, attrs[settings.response_queue], tags))
         # Naps travel on a queue of their own, as every kind of one's own (docs/protocol.md): the exercise sends all
