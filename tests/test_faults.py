@@ -9,12 +9,9 @@ run with ``-s`` to see them.
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import struct
-import subprocess
-import sys
 import threading
 import time
 import zlib
@@ -25,16 +22,16 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from labkit import provision
 from labkit.aws.clients import Clients
 from labkit.aws.queues import Message, Queue
 from labkit.client import Job, Lab
-from labkit.config import DLQ_SUFFIX, Settings
+from labkit.config import DLQ_SUFFIX
 from labkit.errors import RemoteJobError, WaitTimeout
 from labkit.protocol import JobRequest, JobResult
 from labkit.waiting import wait_for
 from tests import job_kinds
-from tests.conftest import ROOT, WorkerProcess, settings_env, unique_settings
+from tests.conftest import WorkerProcess
+from tests.helpers import labkit, truncated_jpeg
 from tests.tcp_proxy import TcpProxy
 from worker.loop import JobPool, Outcome, Task
 
@@ -43,12 +40,6 @@ RUN_LINE = re.compile(r"job (\S+) kind=\S+ ok=true queued=([\d.]+)s")
 
 
 # -- helpers ------------------------------------------------------------------------------------------
-
-def provisioned(emulator: Any, tmp_path: Path, **extra: Any) -> Settings:
-    s = unique_settings(emulator, tmp_path / "state", **extra)
-    provision.ensure(Clients(s))
-    return s
-
 
 def report(scenario: str, **counts: Any) -> None:
     """One line of figures per scenario (visible with ``pytest -s``)."""
@@ -125,9 +116,9 @@ def send_raw(lab: Lab, queue: Queue, kind: str, payloads: list[dict[str, Any]]) 
 # -- 1. worker killed ---------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_worker_killed_mid_stream_then_restarted_loses_nothing(emulator, tmp_path, start_worker):
+def test_worker_killed_mid_stream_then_restarted_loses_nothing(make_settings, start_worker):
     # Given queues whose held messages reappear 5 s after a worker dies, and one worker
-    s = provisioned(emulator, tmp_path, visibility_timeout=5)
+    s = make_settings(visibility_timeout=5)
     requests = Queue.by_name(Clients(s).sqs, s.request_queue)
     first = start_worker("--concurrency", "4", s=s)
     with Lab(s) as lab:
@@ -151,10 +142,10 @@ def test_worker_killed_mid_stream_then_restarted_loses_nothing(emulator, tmp_pat
 # -- 2. worker stopped --------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_worker_sigterm_mid_stream_exits_0_and_holds_nothing(emulator, tmp_path, start_worker):
+def test_worker_sigterm_mid_stream_exits_0_and_holds_nothing(make_settings, start_worker):
     # Given a worker and queues with the default 60 s visibility (a message kept at exit would stay
     # in flight for a minute)
-    s = provisioned(emulator, tmp_path)
+    s = make_settings()
     requests = Queue.by_name(Clients(s).sqs, s.request_queue)
     first = start_worker("--concurrency", "4", s=s)
     with Lab(s) as lab:
@@ -178,9 +169,9 @@ def test_worker_sigterm_mid_stream_exits_0_and_holds_nothing(emulator, tmp_path,
 
 
 @pytest.mark.slow
-def test_sigterm_releases_jobs_not_started(emulator, tmp_path, start_worker):
+def test_sigterm_releases_jobs_not_started(make_settings, start_worker):
     # Given five slow jobs waiting and a worker running one job at a time
-    s = provisioned(emulator, tmp_path, job_modules=job_kinds.PATH)
+    s = make_settings(job_modules=job_kinds.PATH)
     requests = Queue.by_name(Clients(s).sqs, s.request_queue)
     with Lab(s) as lab:
         jobs = send_raw(lab, requests, "sleep", [{"seconds": 1.5}] * 5)
@@ -207,9 +198,9 @@ def test_sigterm_releases_jobs_not_started(emulator, tmp_path, start_worker):
 # -- 3. slow and hung jobs ----------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_job_longer_than_visibility_timeout_runs_once(emulator, tmp_path, start_worker):
+def test_job_longer_than_visibility_timeout_runs_once(make_settings, start_worker):
     # Given a queue with a 3 s visibility timeout
-    s = provisioned(emulator, tmp_path, visibility_timeout=3, job_modules=job_kinds.PATH)
+    s = make_settings(visibility_timeout=3, job_modules=job_kinds.PATH)
     requests = Queue.by_name(Clients(s).sqs, s.request_queue)
     first = start_worker(s=s)
     with Lab(s) as lab:
@@ -228,9 +219,9 @@ def test_job_longer_than_visibility_timeout_runs_once(emulator, tmp_path, start_
 
 
 @pytest.mark.slow
-def test_hung_job_is_abandoned_with_an_error_reply(emulator, tmp_path, start_worker):
+def test_hung_job_is_abandoned_with_an_error_reply(make_settings, start_worker):
     # Given a worker with a 2 s hard limit and a single job thread
-    s = provisioned(emulator, tmp_path, visibility_timeout=3, job_modules=job_kinds.PATH)
+    s = make_settings(visibility_timeout=3, job_modules=job_kinds.PATH)
     requests = Queue.by_name(Clients(s).sqs, s.request_queue)
     with Lab(s) as lab:
         # When a job hangs (300 s), with another job queued behind it in the same batch
@@ -278,9 +269,9 @@ def test_job_pool_rescues_jobs_stranded_behind_an_abandoned_one():
 # -- 4. AWS unreachable -------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_emulator_unreachable_twice_worker_and_client_resume(emulator, tmp_path, start_worker):
+def test_emulator_unreachable_twice_worker_and_client_resume(emulator, make_settings, start_worker):
     # Given a worker and a client that reach the emulator only through a TCP proxy
-    s = provisioned(emulator, tmp_path, visibility_timeout=10)
+    s = make_settings(visibility_timeout=10)
     port = int(emulator.url.rsplit(":", 1)[1])
     with TcpProxy(port) as proxy:
         ps = s.replace(endpoint_url=proxy.url)
@@ -316,19 +307,14 @@ def test_emulator_unreachable_twice_worker_and_client_resume(emulator, tmp_path,
 
 # -- 6. reply queue gone ------------------------------------------------------------------------------
 
-def labkit_cli(s: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "labkit", *args], env=settings_env(s), cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
-
-
 @pytest.mark.slow
-def test_reply_queue_deleted_mid_job_the_copy_is_answered_and_the_original_dropped(emulator, tmp_path, start_worker):
+def test_reply_queue_deleted_mid_job_the_copy_is_answered_and_the_original_dropped(make_settings, start_worker):
     # Note (issue 11): since a Lab makes a new reply queue when its own is deleted and sends the jobs in flight
     # again (tests/test_classroom.py), the client gets its result from that copy. (Issue 20) The original request,
     # addressed to the deleted queue, can never be answered: the worker drops it (one line, the request deleted)
     # instead of running it into the dead-letter queue. A missing *default* reply queue still dead-letters: below.
     # Given queues that dead-letter after 2 receives, and a worker
-    s = provisioned(emulator, tmp_path, max_receive_count=2, job_modules=job_kinds.PATH)
+    s = make_settings(max_receive_count=2, job_modules=job_kinds.PATH)
     sqs = Clients(s).sqs
     requests = Queue.by_name(sqs, s.request_queue)
     dlq = Queue.by_name(sqs, s.request_queue + DLQ_SUFFIX)
@@ -355,10 +341,10 @@ def test_reply_queue_deleted_mid_job_the_copy_is_answered_and_the_original_dropp
 
 
 @pytest.mark.slow
-def test_default_reply_queue_deleted_goes_to_dlq_and_back(emulator, tmp_path, start_worker):
+def test_default_reply_queue_deleted_goes_to_dlq_and_back(make_settings, start_worker):
     # Given queues that dead-letter after 2 receives, a worker, and a request for the default reply queue
     # (no reply_to), which someone deleted: a setup to mend, not a client gone
-    s = provisioned(emulator, tmp_path, max_receive_count=2)
+    s = make_settings(max_receive_count=2)
     sqs = Clients(s).sqs
     requests = Queue.by_name(sqs, s.request_queue)
     dlq = Queue.by_name(sqs, s.request_queue + DLQ_SUFFIX)
@@ -371,20 +357,20 @@ def test_default_reply_queue_deleted_goes_to_dlq_and_back(emulator, tmp_path, st
     assert requests.depth() == {"visible": 0, "in_flight": 0, "delayed": 0}
     assert "lost contact" not in worker.output and "is gone" not in worker.output
     # And `labkit status` shows the dead letter
-    status = labkit_cli(s, "status", "--json")
+    status = labkit("status", "--json", s=s)
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["queues"][s.request_queue]["dead_letter"] == 1
-    text = labkit_cli(s, "status")
+    text = labkit("status", s=s)
     row = next(line for line in text.stdout.splitlines() if line.startswith(s.request_queue + " "))
     assert row.split()[-1] == "1"
     # And `labkit dlq show` lists it without consuming it
-    shown = labkit_cli(s, "dlq", "show", s.request_queue)
+    shown = labkit("dlq", "show", s.request_queue, s=s)
     assert shown.returncode == 0, shown.stderr
     assert f"job {req.id} kind=numbers" in shown.stdout and "1 dead letter(s)" in shown.stdout
     assert dlq.depth()["visible"] == 1
     # And once its reply queue exists again, `labkit dlq redrive` sends it home and it is answered there
     back = Queue.create(sqs, s.response_queue)
-    moved = labkit_cli(s, "dlq", "redrive", s.request_queue)
+    moved = labkit("dlq", "redrive", s.request_queue, s=s)
     assert moved.returncode == 0, moved.stderr
     assert "moved 1 message(s)" in moved.stdout
     answered: list[Message] = []
@@ -399,9 +385,9 @@ def test_default_reply_queue_deleted_goes_to_dlq_and_back(emulator, tmp_path, st
 # -- 7. concurrency -----------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_four_clients_three_workers_each_gets_its_own(emulator, tmp_path, start_worker):
+def test_four_clients_three_workers_each_gets_its_own(emulator, make_settings, start_worker):
     # Given three workers sharing a queue
-    s = provisioned(emulator, tmp_path)
+    s = make_settings()
     requests = Queue.by_name(Clients(s).sqs, s.request_queue)
     workers = [start_worker("--concurrency", "4", s=s) for _ in range(3)]
     # When four clients each send 200 jobs at once
@@ -451,13 +437,6 @@ def decompression_bomb(side: int = 12_000) -> bytes:
     row = b"\x00" * (1 + 3 * side)
     data = b"".join(z.compress(row) for _ in range(side)) + z.flush()
     return _png(side, side, data, color_type=2)
-
-
-def truncated_jpeg() -> bytes:
-    buf = io.BytesIO()
-    Image.effect_noise((800, 600), 60).convert("RGB").save(buf, "JPEG", quality=90)
-    data = buf.getvalue()
-    return data[: len(data) // 2]
 
 
 def vm_peak_rss(pid: int) -> int:
