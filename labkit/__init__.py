@@ -11,7 +11,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 _EXPORTS = {
-    "Lab": "labkit.client", "Job": "labkit.job", "ImageResult": "labkit.job", "Settings": "labkit.config",
+    "Lab": "labkit.client", "Job": "labkit.future", "ImageResult": "labkit.future", "Settings": "labkit.config",
     "LabkitError": "labkit.errors", "RemoteJobError": "labkit.errors", "JobTimeout": "labkit.errors",
     "job_kind": "labkit.kinds",
 }

@@ -1,4 +1,4 @@
-"""The client: ``Lab`` sends jobs and hands back futures (:class:`~labkit.job.Job`).
+"""The client: ``Lab`` sends jobs and hands back futures (:class:`~labkit.future.Job`).
 
     with Lab() as lab:                       # settings from the environment / state file
         job = lab.numbers([1, 5, 22])
@@ -37,7 +37,7 @@ from labkit.config import PROCESSED_PREFIX, UNPROCESSED_PREFIX, Settings, read_s
 from labkit.endpoints import Endpoint, identify
 from labkit.errors import AwsError, InvalidInput, JobTimeout, LabkitError, RemoteJobError
 from labkit.flow import Window, adaptive_window, default_window
-from labkit.job import DEFAULT_TIMEOUT, ImageResult, Job, SentRequest, SlowHook, download_target, folder_problem
+from labkit.future import DEFAULT_TIMEOUT, ImageResult, Job, SentRequest, SlowHook, download_target, folder_problem
 from labkit.journal import Journal
 from labkit.keys import content_type, format_for_key, safe_key, upload_key, upload_prefix
 from labkit.protocol import JobRequest, encode_request, json_loads

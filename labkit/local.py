@@ -268,7 +268,7 @@ def wait_name_reuse(record: dict[str, Any] | None, settings: Settings,
                      f"takes a deleted queue's name back only after that: waiting {left - elapsed:.0f} s more")
 
 
-def down(settings: Settings, timeout: float = 30.0) -> dict[str, Any]:
+def stop(settings: Settings, timeout: float = 30.0) -> dict[str, Any]:
     """Stop what ``up`` started: workers (SIGTERM, then SIGKILL after ``timeout``), the emulator; delete
     reply queues left by gone clients (idle for an hour; those of clients still running stay). Keeps
     nothing running."""

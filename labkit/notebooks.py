@@ -5,7 +5,7 @@ In a notebook::
     lab = notebooks.connect(state_dir, backend)     # a Lab on what 00_setup started
     notebooks.summary("3 jobs done", jobs=3)         # one line `labkit run-notebooks` prints for this notebook
 
-Running the notebooks unattended is :mod:`labkit.runner`.
+Running the notebooks unattended is :mod:`labkit.unattended`.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def summary(headline: str, **data: Any) -> None:
     calls, billed = PROCESS_CALLS.snapshot(), PROCESS_CALLS.billed()
     record = {"headline": headline, **data, "api_calls": calls, "sqs_billed": billed,
               "cost_usd": costs.cost(calls, billed)["total_usd"], "prices_as_of": costs.AS_OF}
-    json.dumps(record)  # fail here, not in the runner, if something is not JSON-ready
+    json.dumps(record)  # fail here, not in labkit.unattended, if something is not JSON-ready
     from IPython.display import display
     display(calls_table(calls, "AWS requests this notebook made", billed))
     display({SUMMARY_MIME: record, "text/plain": f"summary: {headline}"}, raw=True)

@@ -51,8 +51,8 @@ Progress = Callable[[str], None] | None
 
 
 @dataclass
-class Report:
-    """What :func:`ensure` or :func:`teardown` did."""
+class ProvisionReport:
+    """What :func:`ensure` or :func:`delete_resources` did."""
 
     created: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
@@ -78,7 +78,7 @@ def queue_attributes(settings: Settings) -> dict[str, dict[str, str]]:
     return attrs
 
 
-def _ensure_queue(sqs: Any, name: str, attrs: dict[str, str], report: Report, progress: Progress) -> Queue:
+def _ensure_queue(sqs: Any, name: str, attrs: dict[str, str], report: ProvisionReport, progress: Progress) -> Queue:
     queue = Queue.find(sqs, name)
     if queue is not None:
         try:
@@ -118,11 +118,12 @@ def _normal(key: str, value: str | None) -> Any:
     return read_redrive_policy(value) if key == "RedrivePolicy" else value
 
 
-def ensure_queues(clients: Clients, report: Report | None = None, progress: Progress = None) -> Report:
+def ensure_queues(clients: Clients, report: ProvisionReport | None = None,
+                  progress: Progress = None) -> ProvisionReport:
     """Create or update every lane's request and reply queue, and the dead-letter queues. ``progress``
     hears about waits (a queue deleted moments ago cannot be made again for 60 s)."""
     settings, sqs = clients.settings, clients.sqs
-    report = report or Report()
+    report = report or ProvisionReport()
     made: dict[str, Queue] = {}
     for name, want in queue_attributes(settings).items():
         if name + DLQ_SUFFIX in made:  # a request queue: redrive to its dead-letter queue
@@ -202,11 +203,11 @@ def _wait_known(sqs: Any, new: list[Queue]) -> None:
                 break
 
 
-def ensure_bucket(clients: Clients, report: Report | None = None) -> Report:
+def ensure_bucket(clients: Clients, report: ProvisionReport | None = None) -> ProvisionReport:
     """Create the bucket if needed: public access blocked, default encryption, payload expiry, and (over TLS:
     :func:`tls_endpoint`) a policy that refuses requests not made over TLS. A name another account owns is a
     clear error."""
-    report = report or Report()
+    report = report or ProvisionReport()
     bucket = Bucket(clients.s3, clients.bucket_name())
     report.bucket = bucket.name
     try:
@@ -253,7 +254,7 @@ def _another(name: str) -> str:
     return f"{name}-{uuid.uuid4().hex[:6]}"[-63:].lstrip("-.")
 
 
-def ensure(clients: Clients, progress: Progress = None) -> Report:
+def ensure(clients: Clients, progress: Progress = None) -> ProvisionReport:
     """Queues and bucket, as :func:`ensure_queues` and :func:`ensure_bucket` make them."""
     report = ensure_queues(clients, progress=progress)
     return ensure_bucket(clients, report)
@@ -342,12 +343,12 @@ def cleanup_reply_queues(clients: Clients, idle_age: float = REPLY_IDLE_AGE) -> 
 BUCKET_MODES = ("empty", "delete", "keep")
 
 
-def teardown(clients: Clients, bucket: str = "empty") -> Report:
+def delete_resources(clients: Clients, bucket: str = "empty") -> ProvisionReport:
     """Delete every queue (dead-letter queues too, reply queues idle for an hour; ``kept`` lists the reply
     queues of clients still running), then treat the bucket as ``bucket`` says (:data:`BUCKET_MODES`)."""
     if bucket not in BUCKET_MODES:
         raise ValueError(f"bucket must be one of {BUCKET_MODES}, not {bucket!r}")
-    report = Report()
+    report = ProvisionReport()
     for name in queue_attributes(clients.settings):
         queue = Queue.find(clients.sqs, name)
         if queue is not None and queue.delete():

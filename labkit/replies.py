@@ -1,5 +1,5 @@
 """One client's replies: its own reply queue (``labkit-reply-<random>``) and the thread that reads it,
-resolving each waiting :class:`~labkit.job.Job` by id and dropping duplicates (SQS delivers at least
+resolving each waiting :class:`~labkit.future.Job` by id and dropping duplicates (SQS delivers at least
 once). The queue is made on first use and deleted by :meth:`Replies.close`. Replies read are deleted in calls of
 ten, the last few within :data:`DELETE_AFTER` seconds (those still held when the Lab closes go with its queue).
 
@@ -28,7 +28,7 @@ from labkit.aws.clients import Clients
 from labkit.aws.queues import MAX_BATCH, Queue, is_missing_queue
 from labkit.background import Background
 from labkit.errors import CredentialsError, LabkitError, ProtocolError, credentials_error
-from labkit.job import Job
+from labkit.future import Job
 from labkit.protocol import JobResult, json_loads, read_note
 from labkit.timeline import event
 from labkit.waiting import doubling, tries

@@ -81,7 +81,7 @@ def teardown(settings: Settings, keep_bucket: bool = False, forget_wait: float =
     if live:
         clients = Clients(settings)
         mode = "keep" if keep_bucket else "delete" if delete_bucket else "empty"
-        done = provision.teardown(clients, bucket=mode)
+        done = provision.delete_resources(clients, bucket=mode)
         report.deleted += done.deleted
         report.kept = done.kept
         report.fleet_left = fleet_resources(clients)
@@ -90,7 +90,7 @@ def teardown(settings: Settings, keep_bucket: bool = False, forget_wait: float =
         if mode == "empty" and done.bucket and not any(x.startswith(f"bucket {done.bucket}") for x in report.left):
             report.bucket_kept = done.bucket
     emu = local.running([state["emulator"]] if state.get("emulator") else [])
-    stopped = local.down(settings)
+    stopped = local.stop(settings)
     report.emulator_stopped = bool(emu) and stopped["emulator_stopped"]
     if report.emulator_stopped:
         report.bucket_kept = None  # it went with the emulator
@@ -139,11 +139,11 @@ def leftovers(settings: Settings) -> list[str]:
 
 def down(settings: Settings) -> dict[str, Any]:
     """``labkit down``: the part of the teardown that stops this machine's processes (local workers, the
-    emulator) and deletes reply queues left by gone clients (:func:`labkit.local.down`); queues, bucket and
+    emulator) and deletes reply queues left by gone clients (:func:`labkit.local.stop`); queues, bucket and
     fleet stay. ``notes`` says what keeps running elsewhere: an EC2 fleet deployed on AWS bills until
     ``undeploy`` or ``teardown``."""
     state = read_state(settings.state_dir)
-    out = local.down(settings)
+    out = local.stop(settings)
     out["notes"] = []
     record = state.get("fleet")
     if record and not state.get("local") and reachable(settings):

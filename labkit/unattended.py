@@ -290,7 +290,7 @@ def _started(state_dir: Path, aws: bool, workers: int, report: RunReport,
     try:
         up = local.up(settings, local=not aws, workers=workers)
     except BaseException:
-        local.down(settings)
+        local.stop(settings)
         raise
     settings, state = up["settings"], up["state"]
     pids = [w["pid"] for w in state.get("workers", [])] + ([state["emulator"]["pid"]] if not aws else [])
@@ -302,7 +302,7 @@ def _started(state_dir: Path, aws: bool, workers: int, report: RunReport,
         yield settings
     finally:
         try:
-            report.stopped = local.down(settings)
+            report.stopped = local.stop(settings)
         finally:
             report.processes_left = [p for p in pids if pid_alive(p)]
 

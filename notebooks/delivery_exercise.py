@@ -43,7 +43,7 @@ from labkit.client import Lab
 from labkit.config import DLQ_SUFFIX, REPLY_QUEUE_PREFIX, Settings, read_state, update_state
 from labkit.dlq import DeadLetter, DeadLetters, RedriveReport
 from labkit.errors import AwsError, ConfigError, InvalidInput
-from labkit.job import Job
+from labkit.future import Job
 from labkit.local import WORKER_START, wait_serving
 from labkit.processes import Child, python_module, settings_env, stop_all
 from labkit.protocol import JobRequest, JobResult

@@ -1,4 +1,4 @@
-"""Client CPU per job of the future (:class:`labkit.job.Job`): one condition for all jobs (the code) against a
+"""Client CPU per job of the future (:class:`labkit.future.Job`): one condition for all jobs (the code) against a
 condition of each job's own (as concurrent.futures.Future has). Prints figures; asserts nothing.
 
     .venv/bin/python -m tests.bench_future [jobs]
@@ -22,7 +22,7 @@ import time
 import tracemalloc
 from collections.abc import Callable
 
-from labkit.job import Job
+from labkit.future import Job
 from labkit.protocol import JobResult
 
 ROUNDS = 5

@@ -100,8 +100,8 @@ def test_the_cycle_check_can_fail():
 
 
 def test_the_clients_future_imports_nothing_of_the_fleet():
-    # The fleet hooks in from outside (Lab.slow_hooks): not even a function of labkit/job.py imports it.
-    tree = ast.parse((ROOT / "labkit" / "job.py").read_text())
+    # The fleet hooks in from outside (Lab.slow_hooks): not even a function of labkit/future.py imports it.
+    tree = ast.parse((ROOT / "labkit" / "future.py").read_text())
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names} | \
         {f"{n.module}.{a.name}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
     assert not {m for m in imported if m == "labkit.fleet" or m.startswith("labkit.fleet.")}
@@ -135,7 +135,7 @@ def test_the_aws_call_check_sees_a_raw_call():
     assert not AWS_CALL.search('Ec2(clients("ec2"))')
 
 
-FRONT_ENDS = ("labkit.cli", "labkit.widgets", "labkit.presenters", "labkit.runner", "labkit.notebooks",
+FRONT_ENDS = ("labkit.cli", "labkit.widgets", "labkit.presenters", "labkit.unattended", "labkit.notebooks",
               "labkit.__main__")
 
 
@@ -163,7 +163,7 @@ def test_the_front_end_check_knows_the_front_ends():
 LAB_IMPORTS = {
     "labkit", "labkit.aws", "labkit.aws.arns", "labkit.aws.clients", "labkit.aws.queues", "labkit.aws.storage",
     "labkit.background", "labkit.client", "labkit.config", "labkit.endpoints", "labkit.errors", "labkit.flow",
-    "labkit.job", "labkit.journal", "labkit.keys", "labkit.kinds", "labkit.protocol", "labkit.provision",
+    "labkit.future", "labkit.journal", "labkit.keys", "labkit.kinds", "labkit.protocol", "labkit.provision",
     "labkit.replies", "labkit.timeline", "labkit.waiting",
 }
 

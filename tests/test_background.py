@@ -12,7 +12,7 @@ import pytest
 
 from labkit.background import Background
 from labkit.errors import LabkitError
-from labkit.job import Job
+from labkit.future import Job
 from labkit.protocol import JobResult
 
 

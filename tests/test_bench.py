@@ -173,7 +173,7 @@ def test_price_of_a_million_jobs():
 
 
 def test_report_targets_and_ratios_from_results():
-    report = bench.Report("test", {"jobs": 10})
+    report = bench.Measurements("test", {"jobs": 10})
     report.results["floor"] = bench.Result("floor", 100, 1.0, 100, cpu={"workers": 0.02})
     report.results["labkit"] = bench.Result("labkit", 100, 1.25, 100, {"sqs.SendMessageBatch": 60},
                                             cpu={"workers": 0.03})
@@ -191,7 +191,7 @@ def test_report_targets_and_ratios_from_results():
 def test_paired_rounds_give_the_median_of_their_ratios():
     # Given floor and labkit in five alternating rounds, one round disturbed (labkit's 2nd ran while the
     # machine was busy), and round trips in the same way
-    report = bench.Report("test", {})
+    report = bench.Measurements("test", {})
     report.results["floor"] = bench.Result("floor", 500, 1.0, 500, extra={"round_rates": [100, 100, 50, 100, 100]})
     report.results["labkit"] = bench.Result("labkit", 500, 1.0, 500, extra={"round_rates": [95, 20, 48, 90, 99]})
     report.results["floor_round_trip"] = bench.Result("floor_round_trip", 4, 1.0, 4,

@@ -65,7 +65,7 @@ def nb(tmp_path_factory: pytest.TempPathFactory):
             browser.close()
     finally:
         server.stop()
-        local.down(Settings.load(state_dir=root / ".labkit"))  # whatever 99_teardown did not stop
+        local.stop(Settings.load(state_dir=root / ".labkit"))  # whatever 99_teardown did not stop
         SECONDS["total"] = time.monotonic() - t0
         print("\nbrowser test, seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in SECONDS.items()))
 

@@ -18,7 +18,7 @@ from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
 from PIL import Image, ImageOps
 
-from labkit import fleet, provision, runner
+from labkit import fleet, provision, unattended
 from labkit.aws.clients import Clients
 from labkit.aws.queues import Queue
 from labkit.aws.storage import Bucket
@@ -337,7 +337,7 @@ def test_teardown_notebook_shows_deletes_and_checks_the_fleet(tmp_path):
               "print(fleet.format_status(fleet.fleet_status(lab.clients)))")
     shutil.copy(ROOT / "notebooks" / "99_teardown.ipynb", books)
     # When they run
-    report = runner.run_notebooks(out=tmp_path / "runs", folder=books, workers=0, echo=lambda s: None)
+    report = unattended.run_notebooks(out=tmp_path / "runs", folder=books, workers=0, echo=lambda s: None)
     assert [(n.name, n.status) for n in report.notebooks] == [("50_deploy", "ok"), ("99_teardown", "ok")], \
         [n.error for n in report.notebooks]
     [instance] = re.findall(r"\b(i-[0-9a-f]+)\b", all_text(executed(report, "50_deploy")))

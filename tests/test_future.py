@@ -1,4 +1,4 @@
-"""The client's future (:class:`labkit.job.Job`) in the shape of a concurrent.futures.Future: whoever receives an
+"""The client's future (:class:`labkit.future.Job`) in the shape of a concurrent.futures.Future: whoever receives an
 answer ends the job with ``set_result`` or ``set_exception``; ``add_done_callback`` says when; a slow result asks
 the Lab's ``slow_hooks`` why. Pure threads, no worker process; the Lab runs on the emulator but sends nothing."""
 
@@ -9,10 +9,10 @@ import threading
 
 import pytest
 
-from labkit import job as job_module
+from labkit import future as job_module
 from labkit.client import Lab
 from labkit.errors import JobTimeout, LabkitError, RemoteJobError
-from labkit.job import Job
+from labkit.future import Job
 from labkit.protocol import JobResult
 
 

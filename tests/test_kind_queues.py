@@ -119,7 +119,7 @@ def test_a_kind_queue_is_made_as_its_lane_is_and_teardown_deletes_it(settings, l
     assert provision.status(clients)["queues"][name]["role"] == "kind histogram"
     assert {f"queue {name}", f"queue {name}{DLQ_SUFFIX}"} <= set(provision.existing(clients, bucket="keep"))
     # When the lab is torn down
-    report = provision.teardown(clients, bucket="keep")
+    report = provision.delete_resources(clients, bucket="keep")
     # Then the kind queue and its dead-letter queue went with the rest
     assert {f"queue {name}", f"queue {name}{DLQ_SUFFIX}"} <= set(report.deleted)
     assert Queue.find(clients.sqs, name) is None

@@ -125,5 +125,5 @@ def test_up_restarts_local_workers_when_the_job_modules_change(tmp_path: Path):
         third = local.up(s.replace(job_modules=(str(WORDCOUNT),)), local=True, workers=1)
         assert [c.pid for c in local.running(third["state"]["workers"])] == [new.pid]
     finally:
-        local.down(s)
+        local.stop(s)
     assert not old.alive() and not new.alive()

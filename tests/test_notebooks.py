@@ -1,4 +1,4 @@
-"""The notebooks: committed clean, each with its parameters cell; executed with papermill by the runner
+"""The notebooks: committed clean, each with its parameters cell; executed with papermill by labkit.unattended
 (``labkit run-notebooks``) against a real emulator and worker, and their outputs checked."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import nbformat
 import pytest
 from PIL import Image
 
-from labkit import runner
+from labkit import unattended
 from labkit.cli import main
 from labkit.jobs.numbers import parse_text
 from labkit.processes import pid_alive
@@ -59,7 +59,7 @@ def test_notebook_starts_with_a_parameters_cell(path):
 
 @pytest.mark.parametrize("name", [n for n in OURS if (ROOT / "notebooks" / f"{n}.ipynb").exists()])
 def test_our_notebooks_declare_the_common_parameters(name):
-    declared = runner.declared_parameters(ROOT / "notebooks" / f"{name}.ipynb")
+    declared = unattended.declared_parameters(ROOT / "notebooks" / f"{name}.ipynb")
     assert set(declared) >= COMMON
     assert declared["interactive"] is True  # a person stepping through gets the widgets
 
@@ -67,23 +67,23 @@ def test_our_notebooks_declare_the_common_parameters(name):
 def test_runner_finds_every_numbered_notebook_in_order(tmp_path):
     for name in ("99_teardown", "03_ec2_worker", "00_setup", "notes", "1_bad"):
         (tmp_path / f"{name}.ipynb").write_text("{}")
-    assert [p.stem for p in runner.find_notebooks(tmp_path)] == ["00_setup", "03_ec2_worker", "99_teardown"]
-    assert [p.stem for p in runner.find_notebooks(tmp_path, ["03"])] == ["03_ec2_worker"]
-    assert [p.stem for p in runner.find_notebooks(tmp_path, ["9*", "setup"])] == ["00_setup", "99_teardown"]
+    assert [p.stem for p in unattended.find_notebooks(tmp_path)] == ["00_setup", "03_ec2_worker", "99_teardown"]
+    assert [p.stem for p in unattended.find_notebooks(tmp_path, ["03"])] == ["03_ec2_worker"]
+    assert [p.stem for p in unattended.find_notebooks(tmp_path, ["9*", "setup"])] == ["00_setup", "99_teardown"]
 
 
 @pytest.mark.parametrize("text, value", [("1000", 1000), ("1_000_000", 1_000_000), ("0.5", 0.5), ("true", True),
                                          ("False", False), ("none", None), ("gradient", "gradient"),
                                          ('["grayscale", "thumbnail:64"]', ["grayscale", "thumbnail:64"])])
 def test_parameter_values(text, value):
-    assert runner.parse_value(text) == value
+    assert unattended.parse_value(text) == value
 
 
 def test_parameter_values_take_the_type_of_the_default():
-    declared = runner.declared_parameters(ROOT / "notebooks" / "01_numbers.ipynb")
+    declared = unattended.declared_parameters(ROOT / "notebooks" / "01_numbers.ipynb")
     assert declared["random_length"] == 1_000_000 and declared["backend"] == "local"
-    assert runner._coerce(runner.parse_value("1e6"), declared["random_length"]) == 1_000_000
-    assert runner._coerce(2.5, 1) == 2.5  # not lossless: kept, the notebook names the problem
+    assert unattended._coerce(unattended.parse_value("1e6"), declared["random_length"]) == 1_000_000
+    assert unattended._coerce(2.5, 1) == 2.5  # not lossless: kept, the notebook names the problem
 
 
 def test_unknown_parameter_is_refused_before_anything_starts(tmp_path, capsys):
@@ -101,7 +101,7 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     lines: list[str] = []
     only = [n for n in OURS if (ROOT / "notebooks" / f"{n}.ipynb").exists()]
-    report = runner.run_notebooks(out=out, parameters=SMALL, only=only, echo=lines.append)
+    report = unattended.run_notebooks(out=out, parameters=SMALL, only=only, echo=lines.append)
     return report, lines, out
 
 
@@ -148,7 +148,7 @@ def test_run_folder_latest_link_and_figures(run):
         assert f.stat().st_size > 10_000
         with Image.open(f) as im:
             assert (im.format, im.size) == ("PNG", (800, 450))
-    text = runner.format_report(report)
+    text = unattended.format_report(report)
     assert f"{len(report.notebooks)} of {len(report.notebooks)} notebooks ran without error" in text
     assert "nothing left running" in text
     for f in expected:
@@ -232,7 +232,7 @@ def test_delivery_notebook_results(run):
     # 05 ran its own queues and worker: killed mid-batch, a duplicate, a poison message, a long job
     report, *_ = run
     s = summary(report, "05_delivery")
-    declared = runner.declared_parameters(ROOT / "notebooks" / "05_delivery.ipynb")
+    declared = unattended.declared_parameters(ROOT / "notebooks" / "05_delivery.ipynb")
     # The killed worker's messages were delivered a second time, to the restarted worker, and answered
     r = s["redelivery"]
     assert len(r["deliveries"]) == declared["redelivery_jobs"] and r["killed"] != r["restarted"]
@@ -283,13 +283,13 @@ def test_a_failing_notebook_stops_the_run_but_teardown_runs_and_nothing_is_left(
     _notebook(books / "50_after.ipynb", 'print("should not run")')
     _notebook(books / "99_last.ipynb", "import sys\nprint(sys.executable)")
     # When they run
-    report = runner.run_notebooks(out=tmp_path / "runs", folder=books, workers=0, echo=lambda s: None)
+    report = unattended.run_notebooks(out=tmp_path / "runs", folder=books, workers=0, echo=lambda s: None)
     # Then the failure is reported with its cell, the next notebook is skipped, the last one runs
     assert [(n.name, n.status) for n in report.notebooks] == [("00_boom", "failed"), ("50_after", "skipped"),
                                                               ("99_last", "ok")]
     assert "RuntimeError: boom" in report.notebooks[0].error
     assert not report.ok
-    assert "FAILED 00_boom" in runner.format_report(report)
+    assert "FAILED 00_boom" in unattended.format_report(report)
     # and the emulator is stopped
     assert report.processes_left == [] and report.stopped["emulator_stopped"]
     # The kernel is this Python (the project's venv), not another one on the PATH
@@ -322,10 +322,10 @@ def test_custom_kinds_notebook_results(run):
     # The notebook restarted the local worker with notebooks/kinds/wordcount.py and sent one job per kind.
     report, *_ = run
     s = summary(report, "06_custom_kinds")
-    text = runner.declared_parameters(ROOT / "notebooks" / "06_custom_kinds.ipynb")["text"]
+    text = unattended.declared_parameters(ROOT / "notebooks" / "06_custom_kinds.ipynb")["text"]
     words = re.findall(r"[\w']+", text.lower())
     assert (s["wordcount"]["words"], s["wordcount"]["distinct"]) == (len(words), len(set(words)))
-    assert sum(s["histogram_counts"]) == runner.declared_parameters(
+    assert sum(s["histogram_counts"]) == unattended.declared_parameters(
         ROOT / "notebooks" / "06_custom_kinds.ipynb")["histogram_length"]
     assert s["waiting"].startswith("waiting in ") and "-kind-translate: " in s["waiting"]  # its own queue, untouched
 
@@ -344,4 +344,4 @@ def test_every_summary_prices_the_requests_its_notebook_made(run):
         assert "AWS requests this notebook made" in text and f"at list prices of {costs.PRICES['as_of']}" in text
     numbers = summary(report, "01_numbers")["api_calls"]
     assert numbers["sqs.SendMessageBatch"] >= 1 and numbers["s3.PutObject"] >= 1  # the batch; the big list
-    assert "AWS requests: $" in runner.format_report(report)
+    assert "AWS requests: $" in unattended.format_report(report)

@@ -85,7 +85,7 @@ def test_teardown_leaves_nothing(emulator, tmp_path):
     clients.sqs.create_queue(QueueName="labkit-reply-teardowntest",
                              tags={provision.LAST_SEEN_TAG: str(int(time.time()) - 7200)})
     upload = clients.s3.create_multipart_upload(Bucket=s.bucket, Key="payloads/half.npy")["UploadId"]
-    report = provision.teardown(clients)
+    report = provision.delete_resources(clients)
     names = {u.rsplit("/", 1)[-1] for u in clients.sqs.list_queues().get("QueueUrls", [])}
     assert not names & {*s.queue_names().values(), s.request_queue + "-dlq", s.image_inbox + "-dlq",
                         "labkit-reply-teardowntest"}
@@ -100,7 +100,7 @@ def test_teardown_leaves_nothing(emulator, tmp_path):
                for mode in ({}, {"bucket": "delete"})]
     assert buckets == [[], [f"bucket {s.bucket}"]]
     # And `teardown --all` deletes it
-    provision.teardown(clients, bucket="delete")
+    provision.delete_resources(clients, bucket="delete")
     assert s.bucket not in {b["Name"] for b in clients.s3.list_buckets()["Buckets"]}
 
 
@@ -136,7 +136,7 @@ def test_teardown_deletes_a_versioned_bucket_with_its_versions_and_delete_marker
     clients.s3.put_object(Bucket=s.bucket, Key="logs/x.log", Body=b"x")
     clients.s3.delete_object(Bucket=s.bucket, Key="logs/x.log")
     # When it is torn down
-    report = provision.teardown(clients, bucket="delete")
+    report = provision.delete_resources(clients, bucket="delete")
     # Then the bucket is gone (before: S3's BucketNotEmpty, older versions and delete markers left behind)
     assert s.bucket not in {b["Name"] for b in clients.s3.list_buckets()["Buckets"]}
     assert f"bucket {s.bucket} (" in " ".join(report.deleted)

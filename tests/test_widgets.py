@@ -317,7 +317,7 @@ def test_setup_and_teardown_buttons_on_a_private_emulator(tmp_path):
             notebooks.connect(state, "local")
     finally:
         from labkit import local
-        local.down(Settings.load(state_dir=state))
+        local.stop(Settings.load(state_dir=state))
 
 
 def test_aws_setup_warns_before_creating_anything(tmp_path, monkeypatch):

@@ -191,6 +191,7 @@ def test_a_worker_that_has_not_run_answers_a_batch(settings):
     w.pool.shutdown()
 
 
+@pytest.mark.spawns  # runs python -m worker and python -m labkit: not in the fast tier
 def test_the_worker_owns_its_command_line():
     import subprocess
     import sys

@@ -9,7 +9,7 @@ Speed here is API calls and waiting, so every figure comes with its reference fr
   batched reply, batched delete, batched client receive and delete, the same window);
 * ``labkit``: small number jobs through the client's windowed, batched submission (what
   :meth:`Lab.numbers_many` runs) and real worker processes; floor and labkit alternate in rounds, and
-  the ratio is the median of the rounds' ratios (:meth:`Report.paired`);
+  the ratio is the median of the rounds' ratios (:meth:`Measurements.paired`);
 * ``floor_round_trip`` / ``round_trip``: one job at a time through each (p50, p95), in alternating rounds;
 * ``original`` / ``original_round_trip``: the original lab's queue settings (1 s delivery delay, 1 s
   polls, 1 s visibility) and call pattern (a queue lookup and a send per job, one send per reply),
@@ -22,13 +22,13 @@ Speed here is API calls and waiting, so every figure comes with its reference fr
   while the other clients send a few each, one at a time, against each group alone (:mod:`.fairness`).
 
 API calls are counted with botocore's ``before-call`` event in every process (client, workers, servers):
-workers report their counts when sent SIGUSR1. :func:`run_bench` returns a :class:`Report` (plain data
-via ``Report.to_dict()`` and ``Report.rows()``); :func:`sweep` returns rows of throughput and latency
+workers report their counts when sent SIGUSR1. :func:`run_bench` returns a :class:`Measurements` (plain data
+via ``Measurements.to_dict()`` and ``Measurements.rows()``); :func:`sweep` returns rows of throughput and latency
 against the window and the worker count, for plots.
 
 The modules, one concept each::
 
-    report     Result, Target, Report (prices: labkit.costs)
+    report     Result, Target, Measurements (prices: labkit.costs)
     table      format_table, format_sweep        counts   call counts across processes (SIGUSR1), /proc
     rig        Rig: endpoint, queues, children, the call/CPU meter (Calls)
     drive      a window of jobs through a send and a receive function
@@ -46,9 +46,8 @@ from labkit.bench.fairness import ClassPlan, ClassRun
 from labkit.bench.figures import scenarios_figure, sweep_figure
 from labkit.bench.floor import floor
 from labkit.bench.original import ORIGINAL_ATTRIBUTES, original, original_reply, original_round_trip
-from labkit.bench.report import Report, Result, Target, merge
+from labkit.bench.report import Measurements, Result, Target, merge
 from labkit.bench.rig import Calls, Rig
-from labkit.bench.run import SCENARIOS, Plan, run_bench, run_class, sweep
 from labkit.bench.scenarios import (
     IMAGE_OPS,
     big_numbers,
@@ -59,12 +58,13 @@ from labkit.bench.scenarios import (
     round_trip,
     throughput,
 )
+from labkit.bench.suite import SCENARIOS, Plan, run_bench, run_class, sweep
 from labkit.bench.table import format_sweep, format_table
 from labkit.costs import PRICES, price
 
 __all__ = [
     "IMAGE_OPS", "ORIGINAL_ATTRIBUTES", "PRICES", "SCENARIOS", "Calls", "ClassPlan", "ClassRun", "CountedProcess",
-    "Plan", "Report", "Result", "Rig", "Target", "big_numbers", "class_figure", "cpu_seconds", "floor",
+    "Plan", "Measurements", "Result", "Rig", "Target", "big_numbers", "class_figure", "cpu_seconds", "floor",
     "format_class_table", "format_sweep", "format_table", "images", "labkit_throughput", "merge", "number_lists",
     "original", "original_reply", "original_round_trip", "photo", "pillow_work", "plain_stats", "price",
     "round_trip", "run_bench", "run_class", "scenarios_figure", "sweep", "sweep_figure", "throughput",

@@ -33,7 +33,7 @@ def matches(result: Any, expected: dict[str, Any]) -> bool:
 
 
 def job_ok(job: Any, values: Sequence[int]) -> bool:
-    """Did this answered :class:`~labkit.job.Job` get the right statistics of ``values``?"""
+    """Did this answered :class:`~labkit.future.Job` get the right statistics of ``values``?"""
     try:
         return matches(job.result(timeout=0), plain_stats(values))
     except LabkitError:

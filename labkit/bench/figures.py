@@ -1,4 +1,4 @@
-"""The benchmark's figures, for 04_benchmark: ``labkit bench``'s scenarios (``Report.rows()``) and
+"""The benchmark's figures, for 04_benchmark: ``labkit bench``'s scenarios (``Measurements.rows()``) and
 :func:`labkit.bench.sweep`'s rows, drawn on :mod:`labkit.plots`' standard figure.
 
     plots.show(bench.scenarios_figure(report.rows()))
@@ -77,7 +77,7 @@ SCENARIO_LABELS = {"floor": "floor\n(fewest calls)", "labkit": "labkit", "origin
 
 
 def scenarios_figure(rows: Sequence[Mapping[str, Any]], title: str | None = None) -> Figure:
-    """``labkit bench`` scenarios (``Report.rows()``): throughput of floor, labkit and the original
+    """``labkit bench`` scenarios (``Measurements.rows()``): throughput of floor, labkit and the original
     pattern (left), and round-trip latency one job at a time: the floor, labkit and the original (right)."""
     by_name = {r["name"]: r for r in rows}
     fig, (left, right) = new_figure(2)

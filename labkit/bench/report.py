@@ -1,5 +1,5 @@
 """What a run measured: one :class:`Result` per scenario, the :class:`Target` each ratio is held to, and
-the :class:`Report` that holds them all (plain data through ``to_dict()`` and ``rows()``)."""
+the :class:`Measurements` that holds them all (plain data through ``to_dict()`` and ``rows()``)."""
 
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ class Target:
 
 
 @dataclass
-class Report:
+class Measurements:
     """Everything one run measured: results by scenario name, the run's parameters and environment."""
 
     where: str

@@ -1,4 +1,4 @@
-"""A whole run: the :class:`Plan` (sizes), :func:`run_bench` (every scenario, one :class:`Report`) and
+"""A whole run: the :class:`Plan` (sizes), :func:`run_bench` (every scenario, one :class:`Measurements`) and
 :func:`sweep` (throughput and latency against the window and the worker count)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 from labkit.bench.fairness import ClassPlan, ClassRun, class_scenario
 from labkit.bench.floor import floor
 from labkit.bench.original import original, original_round_trip
-from labkit.bench.report import Report, Result, ms, rounded
+from labkit.bench.report import Measurements, Result, ms, rounded
 from labkit.bench.rig import Rig
 from labkit.bench.scenarios import big_numbers, images, labkit_throughput, round_trips, throughput
 from labkit.config import Settings
@@ -63,8 +63,8 @@ def throughput_jobs(rig: Rig) -> int:
 
 
 def run_bench(plan: Plan | None = None, settings: Settings | None = None, aws: bool = False,
-              log: Callable[[str], None] = lambda s: None, endpoint: str | None = None) -> Report:
-    """Run the scenarios of ``plan`` in one process on one endpoint and return the :class:`Report`.
+              log: Callable[[str], None] = lambda s: None, endpoint: str | None = None) -> Measurements:
+    """Run the scenarios of ``plan`` in one process on one endpoint and return the :class:`Measurements`.
 
     ``settings``: an endpoint to use (its queue and bucket names are ignored: the run makes its own);
     else ``endpoint`` (any SQS/S3 service's URL), ``LABKIT_ENDPOINT_URL``, the endpoint of ``labkit up``,
@@ -77,7 +77,7 @@ def run_bench(plan: Plan | None = None, settings: Settings | None = None, aws: b
     with Rig.open(settings, aws, log, endpoint) as rig:
         if plan.jobs is None:
             plan = dataclasses.replace(plan, jobs=throughput_jobs(rig))
-        report = Report(rig.where, _params(plan, rig))
+        report = Measurements(rig.where, _params(plan, rig))
         for name, step in _steps(plan, rig):
             log(f"bench: {name} ...")
             out = step()

@@ -7,11 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from labkit.bench.report import Report, ms
+from labkit.bench.report import Measurements, ms
 from labkit.costs import PRICES
 
 
-def format_table(report: Report) -> str:
+def format_table(report: Measurements) -> str:
     """The report as text: one line per scenario, then ratios, targets and prices."""
     p = report.params
     lines = [f"labkit bench, {report.started}, {report.where}",
@@ -30,7 +30,7 @@ def _num(x: float | None, fmt: str) -> str:
     return "-" if x is None else format(x, fmt)
 
 
-def _cpu(report: Report) -> list[str]:
+def _cpu(report: Measurements) -> list[str]:
     """CPU milliseconds per job by process group, for the scenarios that measured it."""
     with_cpu = [r for r in report.results.values() if r.cpu and r.jobs]
     if not with_cpu:
@@ -43,7 +43,7 @@ def _cpu(report: Report) -> list[str]:
     return lines
 
 
-def _notes(report: Report) -> list[str]:
+def _notes(report: Measurements) -> list[str]:
     """The paired rounds, the big list's memory and the images' upload and reference rates."""
     lines = [""] if report.paired("labkit", "floor") or report.paired("round_trip", "floor_round_trip",
                                                                       "round_p50_ms") else []
@@ -70,7 +70,7 @@ def _notes(report: Report) -> list[str]:
     return lines
 
 
-def _targets(report: Report) -> list[str]:
+def _targets(report: Measurements) -> list[str]:
     lines = ["", f"{'target':<42}{'measured':>10}{'goal':>9}  met"]
     for t in report.targets():
         met = {True: "yes", False: "NO", None: "-"}[t.met]
@@ -78,7 +78,7 @@ def _targets(report: Report) -> list[str]:
     return lines
 
 
-def _costs(report: Report) -> list[str]:
+def _costs(report: Measurements) -> list[str]:
     costs = report.costs()
     if not costs:
         return []

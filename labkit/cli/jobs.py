@@ -9,7 +9,7 @@ from typing import Any
 
 from labkit.cli.common import preview, print_json, settings
 from labkit.errors import LabkitError
-from labkit.job import download_target, names_folder, writable_folder
+from labkit.future import download_target, names_folder, writable_folder
 from labkit.jobs.numbers import MAX_RANDOM_LENGTH
 from labkit.keys import EXTENSION_OF_FORMAT, FORMAT_OF_EXTENSION, format_for_key, output_key
 

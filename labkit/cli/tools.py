@@ -13,7 +13,7 @@ Add = Any
 
 
 def cmd_run_notebooks(args: argparse.Namespace) -> int:
-    from labkit.runner import main_run
+    from labkit.unattended import main_run
     return main_run(aws=args.aws, pairs=args.parameter, out=args.out, only=args.only)
 
 

@@ -37,8 +37,8 @@ from labkit.fleet import policy
 from labkit.fleet.deployment import deploy, undeploy
 from labkit.fleet.instances import AMI_PARAMETERS, LIVE, NOT_TERMINATED
 from labkit.fleet.names import BUILD_TAG, FLEET_TAG, MODE_TAG, FleetNames
+from labkit.fleet.operation import FleetReport, Progress
 from labkit.fleet.roles import IAM_PATH, POLICY_NAME
-from labkit.fleet.run import FleetReport, Progress
 from labkit.fleet.spec import (
     DEFAULT_INSTANCE_TYPE,
     MAX_INSTANCES,

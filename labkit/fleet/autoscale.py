@@ -14,8 +14,8 @@ from labkit import kinds
 from labkit.config import Settings
 from labkit.errors import ConfigError
 from labkit.fleet.names import MODE_TAG
+from labkit.fleet.operation import Operation
 from labkit.fleet.policy import normal_doc
-from labkit.fleet.run import Run
 from labkit.fleet.spec import FleetSpec
 
 BOOT = 180  # seconds from launch to a serving worker (dnf, venv, wheels): an estimate, not a measurement
@@ -42,19 +42,19 @@ STOP_SUFFIX = "-stop"  # the cost guard's scheduled action: the group's name and
 
 # -- the launch template --------------------------------------------------------------------------------
 
-def ensure_launch_template(run: Run, launch: dict[str, Any]) -> None:
+def ensure_launch_template(op: Operation, launch: dict[str, Any]) -> None:
     """The launch template with ``launch`` as its default version (a new version only when it differs)."""
-    name = run.names.launch_template
+    name = op.names.launch_template
     data = {**launch, "UserData": base64.b64encode(launch["UserData"].encode()).decode()}
-    current = run.ec2.launch_template_data(name) if run.ec2.launch_template(name) else None
+    current = op.ec2.launch_template_data(name) if op.ec2.launch_template(name) else None
     if current is None:
-        run.ec2.create_launch_template(name, data, run.names.tags(), VERSION_NOTE)
-        run.report.created.append(f"launch template {name}")
+        op.ec2.create_launch_template(name, data, op.names.tags(), VERSION_NOTE)
+        op.report.created.append(f"launch template {name}")
     elif normal_doc(_comparable(current)) == normal_doc(_comparable(data)):
-        run.report.unchanged.append(f"launch template {name}")
+        op.report.unchanged.append(f"launch template {name}")
     else:
-        version = run.ec2.add_launch_template_version(name, data, VERSION_NOTE)
-        run.report.updated.append(f"launch template {name} (version {version}: new instances use it)")
+        version = op.ec2.add_launch_template_version(name, data, VERSION_NOTE)
+        op.report.updated.append(f"launch template {name} (version {version}: new instances use it)")
 
 
 def _comparable(data: dict[str, Any]) -> dict[str, Any]:
@@ -67,46 +67,46 @@ def _comparable(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def delete_launch_template(run: Run) -> None:
-    if run.ec2.launch_template(run.names.launch_template) is not None:
-        run.ec2.delete_launch_template(run.names.launch_template)
-        run.report.deleted.append(f"launch template {run.names.launch_template}")
+def delete_launch_template(op: Operation) -> None:
+    if op.ec2.launch_template(op.names.launch_template) is not None:
+        op.ec2.delete_launch_template(op.names.launch_template)
+        op.report.deleted.append(f"launch template {op.names.launch_template}")
 
 
 # -- the group ------------------------------------------------------------------------------------------
 
-def ensure_group(run: Run, spec: FleetSpec, subnets: list[str]) -> None:
+def ensure_group(op: Operation, spec: FleetSpec, subnets: list[str]) -> None:
     """The group, sized ``spec.group_size``, launching from the template."""
-    name = run.names.group
+    name = op.names.group
     size = spec.group_size or (0, 1)
-    template = {"LaunchTemplateName": run.names.launch_template, "Version": "$Latest"}
-    group = run.scaling.group(name)
+    template = {"LaunchTemplateName": op.names.launch_template, "Version": "$Latest"}
+    group = op.scaling.group(name)
     if group is None:
         if not subnets:
             raise ConfigError("the default VPC has no default subnets to launch instances in")
-        tags = run.names.tags(Name=run.names.stem, **{MODE_TAG: "autoscale"})
-        run.after_propagation(lambda: run.scaling.create_group(name, template, size, subnets, WARMUP, tags),
+        tags = op.names.tags(Name=op.names.stem, **{MODE_TAG: "autoscale"})
+        op.after_propagation(lambda: op.scaling.create_group(name, template, size, subnets, WARMUP, tags),
                               "creating the Auto Scaling group")
-        run.report.created.append(f"auto scaling group {name} (min {size[0]}, max {size[1]})")
+        op.report.created.append(f"auto scaling group {name} (min {size[0]}, max {size[1]})")
     elif (group["MinSize"], group["MaxSize"]) != size:
         desired = min(max(group["DesiredCapacity"], size[0]), size[1])
-        run.scaling.resize_group(name, template, size, desired, WARMUP)
-        run.report.updated.append(f"auto scaling group {name} (min {size[0]}, max {size[1]})")
+        op.scaling.resize_group(name, template, size, desired, WARMUP)
+        op.report.updated.append(f"auto scaling group {name} (min {size[0]}, max {size[1]})")
     else:
-        run.report.unchanged.append(f"auto scaling group {name} (min {size[0]}, max {size[1]})")
+        op.report.unchanged.append(f"auto scaling group {name} (min {size[0]}, max {size[1]})")
 
 
-def delete_group(run: Run, why: str = "") -> bool:
+def delete_group(op: Operation, why: str = "") -> bool:
     """Delete the Auto Scaling group (its instances and scaling policies with it, its cost guard just before);
     wait until gone."""
-    name = run.names.group
-    if run.scaling.group(name) is None:
+    name = op.names.group
+    if op.scaling.group(name) is None:
         return False
-    delete_stop(run)
-    run.scaling.delete_group(name)
-    run.wait(lambda: run.scaling.group(name, deleting=True) is None, 900,
+    delete_stop(op)
+    op.scaling.delete_group(name)
+    op.wait(lambda: op.scaling.group(name, deleting=True) is None, 900,
              f"auto scaling group {name} to terminate its instances")
-    run.report.deleted.append(f"auto scaling group {name}{why}")
+    op.report.deleted.append(f"auto scaling group {name}{why}")
     return True
 
 
@@ -127,33 +127,33 @@ def _queue_metrics(settings: Settings, metric_names: list[str]) -> tuple[list[di
     return queries, f"SUM([{', '.join(ids)}])"
 
 
-def _scaling_policies(run: Run, spec: FleetSpec) -> tuple[str, str]:
+def _scaling_policies(op: Operation, spec: FleetSpec) -> tuple[str, str]:
     """Step scaling out on the backlog (with the warm-up that keeps one breach from adding an instance a minute),
     back to MIN in one step; returns their ARNs (out, in)."""
     lo, _ = spec.group_size or (0, 1)
-    group = run.names.group
+    group = op.names.group
     steps = [{"MetricIntervalLowerBound": float(a), **({"MetricIntervalUpperBound": float(b)} if b else {}),
               "ScalingAdjustment": n} for a, b, n in SCALE_OUT_STEPS]
-    out = run.scaling.put_policy(group, run.names.policy_out, PolicyType="StepScaling",
+    out = op.scaling.put_policy(group, op.names.policy_out, PolicyType="StepScaling",
                                  AdjustmentType="ChangeInCapacity", MetricAggregationType="Maximum",
                                  EstimatedInstanceWarmup=WARMUP, StepAdjustments=steps)
-    back = run.scaling.put_policy(group, run.names.policy_in, PolicyType="SimpleScaling",
+    back = op.scaling.put_policy(group, op.names.policy_in, PolicyType="SimpleScaling",
                                   AdjustmentType="ExactCapacity", ScalingAdjustment=lo, Cooldown=300)
     return out, back
 
 
-def ensure_scaling(run: Run, spec: FleetSpec) -> list[str]:
+def ensure_scaling(op: Operation, spec: FleetSpec) -> list[str]:
     """Step scaling on the backlog, back to MIN after idle minutes; returns the alarm names. A group of fixed
     size (MIN = MAX: ``--workers N --hours H``) gets no alarm: none could change it, and each bills."""
-    settings, names = run.clients.settings, run.names
+    settings, names = op.clients.settings, op.names
     lo, hi = spec.group_size or (0, 1)
     if lo == hi:
-        delete_alarms(run)
+        delete_alarms(op)
         return []
-    out_arn, in_arn = _scaling_policies(run, spec)
-    existing = {a["AlarmName"] for a in run.alarms.existing(names.alarms)}
+    out_arn, in_arn = _scaling_policies(op, spec)
+    existing = {a["AlarmName"] for a in op.alarms.existing(names.alarms)}
     backlog, backlog_expr = _queue_metrics(settings, ["ApproximateNumberOfMessagesVisible"])
-    run.alarms.put(
+    op.alarms.put(
         names.alarm_backlog, AlarmActions=[out_arn], Tags=names.tags(),
         AlarmDescription="labkit: requests are waiting: add worker instances (step scaling)",
         Metrics=[*backlog, {"Id": "backlog", "Expression": backlog_expr, "Label": "requests waiting",
@@ -165,7 +165,7 @@ def ensure_scaling(run: Run, spec: FleetSpec) -> list[str]:
                                                 "ApproximateNumberOfMessagesNotVisible"])
     # No data at all means an inactive queue (SQS stops reporting after six silent hours): idle, too.
     windows = IDLE_MINUTES * 60 // METRIC_PERIOD
-    run.alarms.put(
+    op.alarms.put(
         names.alarm_idle, AlarmActions=[in_arn], Tags=names.tags(),
         AlarmDescription=f"labkit: no request waiting or running for {IDLE_MINUTES} minutes: back to MIN workers",
         Metrics=[*work, {"Id": "work", "Expression": work_expr, "Label": "requests waiting or running",
@@ -173,48 +173,48 @@ def ensure_scaling(run: Run, spec: FleetSpec) -> list[str]:
         ComparisonOperator="LessThanOrEqualToThreshold", Threshold=0.0, EvaluationPeriods=windows,
         DatapointsToAlarm=windows, TreatMissingData="breaching")
     for alarm in names.alarms:
-        (run.report.unchanged if alarm in existing else run.report.created).append(f"alarm {alarm}")
+        (op.report.unchanged if alarm in existing else op.report.created).append(f"alarm {alarm}")
     return names.alarms
 
 
-def delete_alarms(run: Run) -> None:
-    found = [a["AlarmName"] for a in run.alarms.existing(run.names.alarms)]
+def delete_alarms(op: Operation) -> None:
+    found = [a["AlarmName"] for a in op.alarms.existing(op.names.alarms)]
     if found:
-        run.alarms.delete(found)
-        run.report.deleted += [f"alarm {n}" for n in found]
+        op.alarms.delete(found)
+        op.report.deleted += [f"alarm {n}" for n in found]
 
 
 # -- the cost guard -------------------------------------------------------------------------------------
 
-def stop_action(run: Run) -> str:
+def stop_action(op: Operation) -> str:
     """The name of the fleet's cost-guard scheduled action."""
-    return run.names.group + STOP_SUFFIX
+    return op.names.group + STOP_SUFFIX
 
 
-def ensure_stop(run: Run, at: datetime | None) -> None:
+def ensure_stop(op: Operation, at: datetime | None) -> None:
     """The group scales itself to zero at ``at`` (a one-time scheduled action, min = max = desired = 0); with
     None there is no stop: an earlier one is deleted (deploy converges on the request)."""
-    group, name = run.names.group, stop_action(run)
-    current = run.scaling.scheduled_action(group, name)
+    group, name = op.names.group, stop_action(op)
+    current = op.scaling.scheduled_action(group, name)
     if at is None:
         if current is not None:
-            run.scaling.delete_scheduled_action(group, name)
-            run.report.deleted.append(f"scheduled action {name} (no --hours or --until given)")
+            op.scaling.delete_scheduled_action(group, name)
+            op.report.deleted.append(f"scheduled action {name} (no --hours or --until given)")
         return
     when = at.astimezone().strftime("%Y-%m-%d %H:%M %Z")
     if current is not None and current.get("StartTime") == at and not any(
             current.get(k) for k in ("MinSize", "MaxSize", "DesiredCapacity")):
-        run.report.unchanged.append(f"scheduled action {name} (group to 0 at {when})")
+        op.report.unchanged.append(f"scheduled action {name} (group to 0 at {when})")
         return
-    run.scaling.put_stop(group, name, at)
-    (run.report.updated if current else run.report.created).append(f"scheduled action {name} (group to 0 at {when})")
+    op.scaling.put_stop(group, name, at)
+    (op.report.updated if current else op.report.created).append(f"scheduled action {name} (group to 0 at {when})")
 
 
-def delete_stop(run: Run) -> None:
+def delete_stop(op: Operation) -> None:
     """Delete the cost guard's scheduled action, if there is one. :func:`delete_group` calls it first: AWS's
     DeleteAutoScalingGroup names the policies and alarms it deletes, not scheduled actions, and the emulator keeps
     them after their group."""
-    group, name = run.names.group, stop_action(run)
-    if run.scaling.scheduled_action(group, name) is not None:
-        run.scaling.delete_scheduled_action(group, name)
-        run.report.deleted.append(f"scheduled action {name}")
+    group, name = op.names.group, stop_action(op)
+    if op.scaling.scheduled_action(group, name) is not None:
+        op.scaling.delete_scheduled_action(group, name)
+        op.report.deleted.append(f"scheduled action {name}")

@@ -5,7 +5,7 @@ A group at zero instances starts one only once CloudWatch sees the waiting reque
 minutes late, up to 15 minutes for a queue waking up), and the new instance then boots for about three minutes:
 a cold start takes 5 to 10 minutes, far past a client's usual wait. :func:`notice` says so, once per client,
 instead of leaving it silent: a Lab asks it when a result is slow (one of its ``slow_hooks``; the future,
-:class:`labkit.job.Job`, knows nothing of fleets).
+:class:`labkit.future.Job`, knows nothing of fleets).
 """
 
 from __future__ import annotations

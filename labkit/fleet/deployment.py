@@ -14,8 +14,8 @@ from labkit.config import read_state, update_state
 from labkit.errors import ConfigError
 from labkit.fleet import autoscale, health, instances, network, roles
 from labkit.fleet.names import FleetNames
+from labkit.fleet.operation import FleetReport, Operation, Progress
 from labkit.fleet.policy import worker_policy
-from labkit.fleet.run import FleetReport, Progress, Run
 from labkit.fleet.spec import FleetSpec
 from labkit.fleet.userdata import render_user_data, user_data_values
 from labkit.fleet.wheel import WHEEL_PREFIX, build_wheel, delete_wheels, upload_wheel
@@ -29,25 +29,25 @@ def deploy(clients: Clients, spec: FleetSpec | None = None, progress: Progress |
     report = FleetReport()
     provision.ensure_queues(clients, report)
     provision.ensure_bucket(clients, report)
-    run = Run(clients, FleetNames(clients.bucket_name()), report, progress)
-    if spec.key_name and not run.ec2.key_pair_exists(spec.key_name):
+    op = Operation(clients, FleetNames(clients.bucket_name()), report, progress)
+    if spec.key_name and not op.ec2.key_pair_exists(spec.key_name):
         raise ConfigError(f"there is no key pair named {spec.key_name!r} in {settings.region}")
-    ami = instances.latest_ami(run, spec.instance_type)
-    key, sha = _ship_wheel(run)
-    profile = _instance_profile(run, spec)
-    vpc, subnets = network.default_vpc(run)
-    gid = network.ensure_security_group(run, spec, vpc)
-    user_data = render_user_data(user_data_values(settings, run.names.fleet, key, sha, spec.concurrency))
+    ami = instances.latest_ami(op, spec.instance_type)
+    key, sha = _ship_wheel(op)
+    profile = _instance_profile(op, spec)
+    vpc, subnets = network.default_vpc(op)
+    gid = network.ensure_security_group(op, spec, vpc)
+    user_data = render_user_data(user_data_values(settings, op.names.fleet, key, sha, spec.concurrency))
     build = sha[:16]
     mode = "autoscale" if spec.group_size else "instances"
-    launch = instances.launch_data(run, spec, ami, gid, user_data, profile, build, mode)
+    launch = instances.launch_data(op, spec, ami, gid, user_data, profile, build, mode)
     if spec.group_size:
-        alarms = _as_group(run, spec, launch, subnets)
+        alarms = _as_group(op, spec, launch, subnets)
     else:
-        alarms = _as_instances(run, spec, launch, build, subnets)
-    report.unhealthy = health.review(run, spec.wait)
+        alarms = _as_instances(op, spec, launch, build, subnets)
+    report.unhealthy = health.review(op, spec.wait)
     report.fleet = {
-        **_record(run, spec, profile), "mode": mode, "security_group": gid, "alarms": alarms,
+        **_record(op, spec, profile), "mode": mode, "security_group": gid, "alarms": alarms,
         "ami": ami, "wheel": key, "build": build,
         "stop_at": spec.stop_at.isoformat() if spec.stop_at else None,
         "deployed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -56,53 +56,53 @@ def deploy(clients: Clients, spec: FleetSpec | None = None, progress: Progress |
     return report
 
 
-def _ship_wheel(run: Run) -> tuple[str, str]:
+def _ship_wheel(op: Operation) -> tuple[str, str]:
     """Build the wheel (labkit, worker, the job modules) and upload it; returns its key and SHA-256."""
-    run.say("building the labkit wheel")
+    op.say("building the labkit wheel")
     with tempfile.TemporaryDirectory(prefix="labkit-wheel-") as tmp:
-        wheel = build_wheel(tmp, run.clients.settings.job_modules)
-        key, sha, uploaded = upload_wheel(run.clients, wheel)
-    (run.report.created if uploaded else run.report.unchanged).append(f"wheel s3://{run.names.fleet}/{key}")
+        wheel = build_wheel(tmp, op.clients.settings.job_modules)
+        key, sha, uploaded = upload_wheel(op.clients, wheel)
+    (op.report.created if uploaded else op.report.unchanged).append(f"wheel s3://{op.names.fleet}/{key}")
     return key, sha
 
 
-def _instance_profile(run: Run, spec: FleetSpec) -> str:
+def _instance_profile(op: Operation, spec: FleetSpec) -> str:
     """The profile the instances get: the user's own (checked), or labkit's role and profile (converged)."""
     if spec.instance_profile:
-        roles.check_existing_profile(run, spec.instance_profile)
+        roles.check_existing_profile(op, spec.instance_profile)
         return spec.instance_profile
-    document = worker_policy(run.clients.settings, run.names.fleet, run.clients.account_id())
-    roles.ensure_role(run, document)
-    roles.ensure_profile(run)
-    return run.names.profile
+    document = worker_policy(op.clients.settings, op.names.fleet, op.clients.account_id())
+    roles.ensure_role(op, document)
+    roles.ensure_profile(op)
+    return op.names.profile
 
 
-def _as_group(run: Run, spec: FleetSpec, launch: dict[str, Any], subnets: list[str]) -> list[str]:
+def _as_group(op: Operation, spec: FleetSpec, launch: dict[str, Any], subnets: list[str]) -> list[str]:
     """An Auto Scaling group replaces the fixed instances; returns its alarms. With ``spec.stop_at`` the group
     scales itself to zero then (the cost guard)."""
-    instances.terminate(run, instances.instances(run, instances.LIVE, "instances"),
+    instances.terminate(op, instances.instances(op, instances.LIVE, "instances"),
                         "replaced by the auto scaling group")
-    autoscale.ensure_launch_template(run, launch)
-    autoscale.ensure_group(run, spec, subnets)
-    alarms = autoscale.ensure_scaling(run, spec)
-    autoscale.ensure_stop(run, spec.stop_at)
+    autoscale.ensure_launch_template(op, launch)
+    autoscale.ensure_group(op, spec, subnets)
+    alarms = autoscale.ensure_scaling(op, spec)
+    autoscale.ensure_stop(op, spec.stop_at)
     return alarms
 
 
-def _as_instances(run: Run, spec: FleetSpec, launch: dict[str, Any], build: str, subnets: list[str]) -> list[str]:
+def _as_instances(op: Operation, spec: FleetSpec, launch: dict[str, Any], build: str, subnets: list[str]) -> list[str]:
     """Fixed instances replace an Auto Scaling group; no alarms."""
-    autoscale.delete_alarms(run)
-    autoscale.delete_group(run, " (replaced by instances)")
-    autoscale.delete_launch_template(run)
-    instances.converge_instances(run, spec, launch, build, subnets)
+    autoscale.delete_alarms(op)
+    autoscale.delete_group(op, " (replaced by instances)")
+    autoscale.delete_launch_template(op)
+    instances.converge_instances(op, spec, launch, build, subnets)
     return []
 
 
-def _record(run: Run, spec: FleetSpec, profile: str) -> dict[str, Any]:
+def _record(op: Operation, spec: FleetSpec, profile: str) -> dict[str, Any]:
     """The parts of the state file's record that follow from the request."""
-    names, owned, size = run.names, not spec.instance_profile, spec.group_size
+    names, owned, size = op.names, not spec.instance_profile, spec.group_size
     return {
-        "name": names.fleet, "region": run.clients.settings.region, "instance_type": spec.instance_type,
+        "name": names.fleet, "region": op.clients.settings.region, "instance_type": spec.instance_type,
         "workers": None if spec.autoscale else spec.workers,
         "autoscale": list(size) if size else None, "concurrency": spec.concurrency,
         "role": names.role if owned else None, "instance_profile": profile, "profile_owned": owned,
@@ -123,25 +123,25 @@ def undeploy(clients: Clients, progress: Progress | None = None) -> FleetReport:
         clients = Clients(settings.replace(region=record["region"]))
         settings = clients.settings
     bucket = clients.bucket_name()
-    run = Run(clients, FleetNames(record.get("name") or bucket), FleetReport(fleet=record), progress)
-    autoscale.delete_group(run)
-    autoscale.delete_alarms(run)
-    autoscale.delete_launch_template(run)
-    _terminate_all(run)
-    network.delete_security_group(run)
-    roles.delete_roles(run)
+    op = Operation(clients, FleetNames(record.get("name") or bucket), FleetReport(fleet=record), progress)
+    autoscale.delete_group(op)
+    autoscale.delete_alarms(op)
+    autoscale.delete_launch_template(op)
+    _terminate_all(op)
+    network.delete_security_group(op)
+    roles.delete_roles(op)
     count = delete_wheels(clients, bucket)
     if count:
-        run.report.deleted.append(f"{count} wheel(s) under s3://{bucket}/{WHEEL_PREFIX}")
+        op.report.deleted.append(f"{count} wheel(s) under s3://{bucket}/{WHEEL_PREFIX}")
     if Path(settings.state_dir).exists():
         update_state(settings.state_dir, fleet=None)
-    return run.report
+    return op.report
 
 
-def _terminate_all(run: Run) -> None:
+def _terminate_all(op: Operation) -> None:
     """Terminate every instance of the fleet and wait until they are gone."""
-    found = instances.instances(run, instances.NOT_TERMINATED)
+    found = instances.instances(op, instances.NOT_TERMINATED)
     if found:
-        instances.terminate(run, found, "undeploy")
-        run.wait(lambda: not instances.instances(run, instances.NOT_TERMINATED), 900,
+        instances.terminate(op, found, "undeploy")
+        op.wait(lambda: not instances.instances(op, instances.NOT_TERMINATED), 900,
                  f"{len(found)} instance(s) to terminate")

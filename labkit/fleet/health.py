@@ -25,7 +25,7 @@ from labkit.config import HEALTH_PREFIX, HEARTBEAT_SECONDS
 from labkit.errors import AwsError, NotFound, WaitTimeout
 from labkit.fleet.instances import LIVE, instances
 from labkit.fleet.names import BUILD_TAG
-from labkit.fleet.run import Run
+from labkit.fleet.operation import Operation
 
 # Launch to a serving worker is about three minutes; the bootstrap retries each step for up to five minutes
 # before it gives up and powers the instance off. Past this, an instance that never reported is broken.
@@ -146,45 +146,45 @@ def _epoch(name: str) -> float:
     return float(head) if head.isdigit() else 0.0
 
 
-def template_build(run: Run) -> str | None:
+def template_build(op: Operation) -> str | None:
     """The build the group's launch template launches (its instances' build tag), or None."""
-    data = run.ec2.launch_template_data(run.names.launch_template) if run.ec2.launch_template(
-        run.names.launch_template) else None
+    data = op.ec2.launch_template_data(op.names.launch_template) if op.ec2.launch_template(
+        op.names.launch_template) else None
     tags = [t for spec in (data or {}).get("TagSpecifications", []) for t in spec.get("Tags", [])]
     return next((t["Value"] for t in tags if t["Key"] == BUILD_TAG), None)
 
 
-def review(run: Run, wait: float = 0.0) -> list[str]:
-    """Note in ``run``'s report each live instance of the fleet that is not healthy; returns their ids.
+def review(op: Operation, wait: float = 0.0) -> list[str]:
+    """Note in the operation's report each live instance of the fleet that is not healthy; returns their ids.
 
     With ``wait`` seconds, first wait for every instance's worker to serve (or to fail): one still not serving
     then did not become healthy within the wait. Without, only the instances that are past their boot budget,
     failed, silent or stalled are reported.
     """
-    bucket = Bucket(run.clients.s3, run.names.fleet)
+    bucket = Bucket(op.clients.s3, op.names.fleet)
 
     def look() -> dict[str, Health]:
-        return instance_health(bucket, instances(run, LIVE))
+        return instance_health(bucket, instances(op, LIVE))
 
     if wait > 0:
         def settled() -> bool:
             return all(h.state == HEALTHY or h.bad for h in look().values())
         try:
-            run.wait(settled, wait, "the workers on the instances to report healthy")
+            op.wait(settled, wait, "the workers on the instances to report healthy")
         except WaitTimeout:
             pass
     bad = {iid: h for iid, h in look().items() if h.bad or (wait > 0 and h.state != HEALTHY)}
     for iid, h in bad.items():
         if h.state in ("booting", "never healthy"):
             within = f" within {wait:g} s" if h.state == "booting" else ""
-            run.report.notes.append(f"instance {iid} never became healthy{within}: {h.detail}")
+            op.report.notes.append(f"instance {iid} never became healthy{within}: {h.detail}")
         else:
-            run.report.notes.append(f"instance {iid} is {h.state}: {h.detail}")
+            op.report.notes.append(f"instance {iid} is {h.state}: {h.detail}")
     if bad:
-        run.report.notes.append("see its boot log: aws ec2 get-console-output --latest --output text --instance-id "
+        op.report.notes.append("see its boot log: aws ec2 get-console-output --latest --output text --instance-id "
                                 f"{next(iter(bad))}; a failed instance powers itself off and is replaced")
-    group = run.scaling.group(run.names.group)
-    boots = failed_boots(bucket, template_build(run), group) if group else None
+    group = op.scaling.group(op.names.group)
+    boots = failed_boots(bucket, template_build(op), group) if group else None
     if boots:
-        run.report.notes.append(boots)
+        op.report.notes.append(boots)
     return list(bad)

@@ -8,7 +8,7 @@ from typing import Any
 from labkit.aws.ec2 import tag_filter
 from labkit.errors import ConfigError
 from labkit.fleet.names import FLEET_TAG
-from labkit.fleet.run import Run
+from labkit.fleet.operation import Operation
 from labkit.fleet.spec import FleetSpec
 
 # Outbound HTTPS is all a worker needs (SQS, S3, SSM, the package repositories). DNS, the instance
@@ -17,17 +17,17 @@ EGRESS = [("tcp", 443, 443, "0.0.0.0/0")]
 Rule = tuple[str, int | None, int | None, str]  # protocol, from port, to port, CIDR
 
 
-def default_vpc(run: Run) -> tuple[str, list[str]]:
+def default_vpc(op: Operation) -> tuple[str, list[str]]:
     """The default VPC and its default subnets (one per availability zone)."""
-    vpc = run.ec2.default_vpc()
+    vpc = op.ec2.default_vpc()
     if vpc is None:
-        raise ConfigError(f"this account has no default VPC in {run.clients.settings.region}: create one "
+        raise ConfigError(f"this account has no default VPC in {op.clients.settings.region}: create one "
                           "(aws ec2 create-default-vpc) and deploy again")
-    return vpc, run.ec2.default_subnets(vpc)
+    return vpc, op.ec2.default_subnets(vpc)
 
 
-def find_security_group(run: Run) -> dict[str, Any] | None:
-    return run.ec2.security_group(run.names.security_group, tag_filter(FLEET_TAG, run.names.fleet))
+def find_security_group(op: Operation) -> dict[str, Any] | None:
+    return op.ec2.security_group(op.names.security_group, tag_filter(FLEET_TAG, op.names.fleet))
 
 
 def _rules(perms: list[dict[str, Any]]) -> set[Rule]:
@@ -54,26 +54,26 @@ def _perms(rules: set[Rule], description: str) -> list[dict[str, Any]]:
     return perms
 
 
-def _converge_rules(run: Run, gid: str, direction: str, have: set[Rule], want: set[Rule],
+def _converge_rules(op: Operation, gid: str, direction: str, have: set[Rule], want: set[Rule],
                     description: str) -> None:
     """Revoke the rules not wanted, authorize the missing ones."""
     if have - want:
-        run.ec2.revoke(gid, direction, _perms(have - want, ""))
+        op.ec2.revoke(gid, direction, _perms(have - want, ""))
     if want - have:
-        run.ec2.authorize(gid, direction, _perms(want - have, description))
+        op.ec2.authorize(gid, direction, _perms(want - have, description))
 
 
-def ensure_security_group(run: Run, spec: FleetSpec, vpc: str) -> str:
+def ensure_security_group(op: Operation, spec: FleetSpec, vpc: str) -> str:
     """The fleet's security group with exactly the rules ``spec`` asks for; returns its id."""
-    name = run.names.security_group
-    group = find_security_group(run)
+    name = op.names.security_group
+    group = find_security_group(op)
     fresh = group is None
     if group is None:
-        gid = run.ec2.create_security_group(
+        gid = op.ec2.create_security_group(
             name, vpc, "labkit workers: no inbound rule (use Session Manager), outbound HTTPS only",
-            run.names.tags(Name=name))
-        group = run.ec2.security_group_by_id(gid)
-        run.report.created.append(f"security group {name} ({gid})")
+            op.names.tags(Name=name))
+        group = op.ec2.security_group_by_id(gid)
+        op.report.created.append(f"security group {name} ({gid})")
     gid = group["GroupId"]
     have_in = _rules(group.get("IpPermissions", []))
     want_in: set[Rule] = {("tcp", 22, 22, spec.ssh_cidr)} if spec.ssh_cidr else set()
@@ -82,20 +82,20 @@ def ensure_security_group(run: Run, spec: FleetSpec, vpc: str) -> str:
         changes.append("inbound rule removed")
     if want_in - have_in:
         changes.append(f"SSH from {spec.ssh_cidr}")
-    _converge_rules(run, gid, "ingress", have_in, want_in, "labkit: SSH")
-    _converge_rules(run, gid, "egress", _rules(group.get("IpPermissionsEgress", [])), set(EGRESS), "labkit: HTTPS")
+    _converge_rules(op, gid, "ingress", have_in, want_in, "labkit: SSH")
+    _converge_rules(op, gid, "egress", _rules(group.get("IpPermissionsEgress", [])), set(EGRESS), "labkit: HTTPS")
     if not fresh:
-        (run.report.updated if changes else run.report.unchanged).append(
+        (op.report.updated if changes else op.report.unchanged).append(
             f"security group {name} ({gid})" + (f": {', '.join(changes)}" if changes else ""))
     return gid
 
 
-def delete_security_group(run: Run) -> None:
+def delete_security_group(op: Operation) -> None:
     """Delete the fleet's security group, waiting while the network interfaces of terminated instances
     still hold it."""
-    group = find_security_group(run)
+    group = find_security_group(op)
     if group is None:
         return
     gid = group["GroupId"]
-    run.wait(lambda: run.ec2.delete_security_group(gid), 300, f"security group {gid} to be free")
-    run.report.deleted.append(f"security group {run.names.security_group} ({gid})")
+    op.wait(lambda: op.ec2.delete_security_group(gid), 300, f"security group {gid} to be free")
+    op.report.deleted.append(f"security group {op.names.security_group} ({gid})")

@@ -20,7 +20,7 @@ T = TypeVar("T")
 
 
 @dataclass
-class FleetReport(provision.Report):
+class FleetReport(provision.ProvisionReport):
     """What :func:`deploy` or :func:`undeploy` did; ``fleet`` is the record written to the state file."""
 
     fleet: dict[str, Any] = field(default_factory=dict)
@@ -29,7 +29,7 @@ class FleetReport(provision.Report):
 
 
 @dataclass
-class Run:
+class Operation:
     """One deploy, undeploy or status look: clients, names, report and pacing."""
 
     clients: Clients

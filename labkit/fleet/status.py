@@ -18,7 +18,7 @@ from labkit.fleet.health import Health, failed_boots, heartbeats, instance_healt
 from labkit.fleet.instances import NOT_TERMINATED, instances, tag
 from labkit.fleet.names import BUILD_TAG, FleetNames
 from labkit.fleet.network import find_security_group
-from labkit.fleet.run import Run
+from labkit.fleet.operation import Operation
 from labkit.timeline import on_ec2, worker_label
 
 
@@ -32,15 +32,15 @@ def fleet_status(clients: Clients) -> dict[str, Any] | None:
     """The fleet as it is now: instances (id, type, state, launch time), the group and alarms; None when
     there is no fleet."""
     names, record = _names(clients)
-    run = Run(clients, names)
-    found = instances(run, NOT_TERMINATED)
-    group = run.scaling.group(names.group)
-    alarms = run.alarms.existing(names.alarms)
-    sg = find_security_group(run)
+    op = Operation(clients, names)
+    found = instances(op, NOT_TERMINATED)
+    group = op.scaling.group(names.group)
+    alarms = op.alarms.existing(names.alarms)
+    sg = find_security_group(op)
     if not (found or group or sg):
         return None  # a record without resources is stale (say, the emulator it was made on has stopped)
     health = instance_health(Bucket(clients.s3, names.fleet), found)
-    stop = None if group is None else run.scaling.scheduled_action(names.group, names.group + STOP_SUFFIX)
+    stop = None if group is None else op.scaling.scheduled_action(names.group, names.group + STOP_SUFFIX)
     return {
         "name": names.fleet, "mode": record.get("mode") or ("autoscale" if group else "instances"),
         "build": record.get("build"), "instance_profile": record.get("instance_profile"),
@@ -75,12 +75,12 @@ def fleet_leftovers(clients: Clients) -> list[str]:
         found += [f"alarm {a['name']}" for a in status["alarms"]]
         found += [f"security group {status['security_group']}"] if status["security_group"] else []
     names, _ = _names(clients)
-    run = Run(clients, names)
+    op = Operation(clients, names)
     if status is None:
-        found += [f"alarm {a['AlarmName']}" for a in run.alarms.existing(names.alarms)]
-    if run.ec2.launch_template(names.launch_template) is not None:
+        found += [f"alarm {a['AlarmName']}" for a in op.alarms.existing(names.alarms)]
+    if op.ec2.launch_template(names.launch_template) is not None:
         found.append(f"launch template {names.launch_template}")
-    for what, look in (("instance profile", run.iam.profile), ("role", run.iam.role)):
+    for what, look in (("instance profile", op.iam.profile), ("role", op.iam.role)):
         name = names.profile if what == "instance profile" else names.role
         try:
             item = look(name)
@@ -98,7 +98,7 @@ def instance_of(clients: Clients, worker: str) -> str | None:
     instances' workers write (they name their worker); None for a worker elsewhere, or when unreadable."""
     names, _ = _names(clients)
     try:
-        ids = [i["InstanceId"] for i in instances(Run(clients, names), NOT_TERMINATED)]
+        ids = [i["InstanceId"] for i in instances(Operation(clients, names), NOT_TERMINATED)]
         beats = heartbeats(Bucket(clients.s3, names.fleet), ids)
     except AwsError:
         return None

@@ -15,7 +15,7 @@ import ipywidgets as W
 from labkit import plots
 from labkit.client import ImageResult, Lab
 from labkit.errors import InvalidInput
-from labkit.job import writable_folder
+from labkit.future import writable_folder
 from labkit.keys import content_type
 from labkit.notebooks import number_or_text
 from labkit.presenters import Note, Table
