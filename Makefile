@@ -35,7 +35,7 @@ lab: venv
 test: venv
 	$(PY) .ci/lock.py check
 	$(PY) -m tests.shards
-	$(VENV)/bin/ruff check labkit worker tests .ci
+	$(VENV)/bin/ruff check labkit worker tests .ci notebooks
 
 ## test-fast: the tests that need no emulator, no worker and no labkit process (protocol, keys, jobs, config, kinds,
 ## presenters, policies, architecture, plots...: tests/conftest.py marks them fast), in one process: about 20 s
@@ -53,7 +53,7 @@ lock: venv
 	$(MAKE) test
 
 lint: venv
-	$(VENV)/bin/ruff check labkit worker tests .ci
+	$(VENV)/bin/ruff check labkit worker tests .ci notebooks
 
 clean:
 	rm -rf $(VENV) .labkit runs .pytest_cache

@@ -12,6 +12,10 @@ from labkit.errors import InvalidInput
 # A widening must buy this much more throughput to be kept; after one that did not, this many decisions
 # pass before the next try (on a service that shares this machine's cores, more in flight only queues).
 WIDEN_GAIN = 1.1
+# moto's fixed window. 10 against 20 (docs/benchmark.md, "The client's window"): one client as fast or faster
+# (197 against 181 jobs/s, p50 47 against 104 ms), and a class's light clients wait behind half as many of a heavy
+# client's jobs (their p95 4.75x their p95 alone against 5.92x; `labkit bench --clients 40`).
+MOTO_WINDOW = 10
 HOLD_EPOCHS = 8
 
 
@@ -77,13 +81,15 @@ def default_window(endpoint: Endpoint) -> int:
     """Outstanding jobs to start with: narrow on a service on this machine or in the lab (moto, fauxqs,
     LocalStack: more in flight there only queues), wide on real SQS (where depth costs nothing and each
     answer takes a network round trip)."""
-    return 200 if endpoint.kind == "aws" else 20
+    if endpoint.kind == "aws":
+        return 200
+    return MOTO_WINDOW if endpoint.slows_as_queues_fill else 20
 
 
 def adaptive_window(endpoint: Endpoint) -> Window:
     """The window :meth:`labkit.client.Lab.submit_many` uses by default, chosen from what the endpoint is.
 
-    On moto it stays at 20: every call there costs more as a queue fills, and measured
+    On moto it stays at :data:`MOTO_WINDOW` (10): every call there costs more as a queue fills, and measured
     (docs/benchmark.md) a fixed 10-20 beat the adaptive window, which wandered between 10 and 30.
     Anywhere else it adapts from :func:`default_window` within 10-1000 jobs: it widens while answers keep
     pace (a remote endpoint, whose latency is the network's) and narrows when they queue."""

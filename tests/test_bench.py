@@ -147,7 +147,7 @@ def test_the_window_is_chosen_by_what_answers_at_the_endpoint(lab, fauxqs):
     assert lab.endpoint.kind == "moto"
     flow = adaptive_window(lab.endpoint)
     # Then its window is narrow and fixed
-    assert (flow.size, flow.low, flow.high) == (20, 20, 20) and lab.default_window() == 20
+    assert (flow.size, flow.low, flow.high) == (10, 10, 10) and lab.default_window() == 10
     # And on another service on this machine (fauxqs) it starts as narrow but adapts
     with Lab(Settings.load(env={}, endpoint_url=fauxqs, state_dir=lab.settings.state_dir)) as other:
         assert other.endpoint.kind == "fauxqs"

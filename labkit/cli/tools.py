@@ -98,7 +98,7 @@ def register(add: Add) -> None:
     sp.add_argument("--jobs", type=int, metavar="N", help="small number jobs for throughput, in 8 paired rounds "
                     "(default 2400 on moto and AWS, 48000 on another service on this machine; --quick 200)")
     sp.add_argument("--window", type=int, metavar="W", help="jobs in flight (default: the client's own for the "
-                    "endpoint: 20 on moto, adaptive elsewhere; see docs/benchmark.md)")
+                    "endpoint: 10 on moto, adaptive elsewhere; see docs/benchmark.md)")
     sp.add_argument("--workers", type=int, metavar="K", help="worker processes (default 1)")
     sp.add_argument("--concurrency", type=int, metavar="C", help="jobs at once per worker (default 4)")
     sp.add_argument("--big", type=int, metavar="N", help="length of the big random list (default 10000000)")
