@@ -210,3 +210,26 @@ def test_the_one_of_each_check_sees_a_copy():
               "labkit/c.py": '{".jpg": "image/jpeg"}', "labkit/d.py": '{"bucket": b, "key": k, "ops": ops}',
               "labkit/e.py": "while True:\n    try:\n        return call()\n    except OSError:\n        time.sleep(1)"}
     assert len(one_of_each_offenders(copies)) == len(ONE_OF_EACH)
+
+
+def test_the_map_in_docs_architecture_names_what_exists_and_every_module():
+    # Every labkit./worker. name docs/architecture.md writes resolves (a module, or a name in one), and every
+    # module of labkit/ and worker/ (and every package) is named there: the map cannot drift from the code.
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    named = set(re.findall(r"\b((?:labkit|worker)(?:\.[A-Za-z_][A-Za-z0-9_]*)+)", doc))
+
+    def resolves(dotted: str) -> bool:
+        parts = dotted.split(".")
+        for cut in range(len(parts), 0, -1):
+            path = ROOT.joinpath(*parts[:cut])
+            source = path.with_suffix(".py") if path.with_suffix(".py").exists() else path / "__init__.py"
+            if source.exists():
+                rest = parts[cut:]
+                return not rest or re.search(rf"^(def|class) {rest[0]}\b|^{rest[0]}\b\s*[:=]|import .*\b{rest[0]}\b",
+                                             source.read_text(), re.M) is not None
+        return False
+
+    assert not sorted(n for n in named if not resolves(n))
+    modules = {module_name(p) for p in SOURCES if p.name != "__main__.py" and len(p.relative_to(ROOT).parts) == 2}
+    modules |= {module_name(p) for p in SOURCES if p.name == "__init__.py" and len(p.relative_to(ROOT).parts) == 3}
+    assert not sorted(m for m in modules - named if m not in ("labkit", "worker"))
