@@ -35,8 +35,8 @@ from labkit.fleet.student import student_policy
 from labkit.presenters import class_tables
 from labkit.processes import python_module
 from tests.conftest import ROOT, WorkerProcess, settings_env
+from tests.helpers import labkit
 from tests.iam_emulator import ACCOUNT, as_moto_sees_it, iam_emulator, keys_env
-from tests.test_fleet import labkit
 from tests.test_iam import names
 
 CLIENTS, QUIET, WAITING = 40, 5, 10  # clients; of them gone quiet; jobs left waiting once the worker stopped
@@ -85,7 +85,7 @@ def test_status_class_shows_forty_clients_the_lanes_the_fleet_and_the_days_cost(
     s = class_settings
     clients = Clients(s)
     # Given a fleet (an Auto Scaling group of 1 to 3 with a cost guard; on the emulator its instance never boots)
-    deployed = labkit(s, "deploy", "--autoscale", "1:3", "--hours", "2")
+    deployed = labkit("deploy", "--autoscale", "1:3", "--hours", "2", s=s)
     assert deployed.returncode == 0, deployed.stderr
     # and a failed boot of its build a minute ago, as bootstrap.sh records it
     build = read_state(s.state_dir)["fleet"]["build"]
@@ -103,8 +103,8 @@ def test_status_class_shows_forty_clients_the_lanes_the_fleet_and_the_days_cost(
         Queue.by_name(clients.sqs, s.request_queue + DLQ_SUFFIX).send('{"id": "poison"}')
 
         # When the instructor looks at the class
-        shown = labkit(s, "status", "--class")
-        as_json = labkit(s, "status", "--class", "--json")
+        shown = labkit("status", "--class", s=s)
+        as_json = labkit("status", "--class", "--json", s=s)
         # and 00_setup's panel (pointed at the same lab as the command, through the same variables)
         for var, value in settings_env(s).items():
             if var.startswith("LABKIT_"):

@@ -27,7 +27,8 @@ from labkit.errors import ConfigError
 from labkit.fleet import autoscale
 from labkit.fleet.spec import parse_stop
 from labkit.fleet.status import stop_line
-from tests.test_fleet import labkit, leftovers, live_instances, nothing_left
+from tests.helpers import labkit
+from tests.test_fleet import leftovers, live_instances, nothing_left
 from tests.test_scaling import replay
 
 
@@ -47,7 +48,7 @@ def test_deploy_hours_puts_a_stop_in_the_group_and_status_says_when(settings: Se
     stop = names.group + autoscale.STOP_SUFFIX
     # When an autoscaling fleet is deployed with a cost guard of 2 hours
     before = datetime.now(timezone.utc)
-    out = labkit(settings, "deploy", "--autoscale", "0:3", "--hours", "2")
+    out = labkit("deploy", "--autoscale", "0:3", "--hours", "2", s=settings)
     after = datetime.now(timezone.utc)
     assert out.returncode == 0, out.stderr
 
@@ -66,24 +67,24 @@ def test_deploy_hours_puts_a_stop_in_the_group_and_status_says_when(settings: Se
     assert datetime.fromisoformat(read_state(settings.state_dir)["fleet"]["stop_at"]) == at
 
     # When the instructor looks at the fleet
-    status = labkit(settings, "status")
+    status = labkit("status", s=settings)
     assert status.returncode == 0, status.stderr
     # Then it says when the fleet stops, how long from now, and which scheduled action does it
     assert re.search(rf"  stops    at [^\n]*{local:%H:%M %Z} \(in (1 h 59 min|2 h)\): scheduled action {stop} "
                      r"\(min 0, max 0, desired 0\)", status.stdout), status.stdout
-    as_json = json.loads(labkit(settings, "status", "--json").stdout)["fleet"]["stop"]
+    as_json = json.loads(labkit("status", "--json", s=settings).stdout)["fleet"]["stop"]
     assert as_json["action"] == stop and datetime.fromisoformat(as_json["at"]) == at
 
     # When it is deployed again with --until, the stop moves there (this machine's local time)
     until = (datetime.now().astimezone() + timedelta(hours=3)).strftime("%H:%M")
-    moved = labkit(settings, "deploy", "--autoscale", "0:3", "--until", until)
+    moved = labkit("deploy", "--autoscale", "0:3", "--until", until, s=settings)
     assert moved.returncode == 0, moved.stderr
     [action] = stops(clients, names)
     assert action["StartTime"].astimezone().strftime("%H:%M") == until
     assert f"updated   scheduled action {stop}" in moved.stdout
 
     # When it is deployed without a guard, the guard goes (deploy converges on the request), and status says so
-    plain = labkit(settings, "deploy", "--autoscale", "0:3")
+    plain = labkit("deploy", "--autoscale", "0:3", s=settings)
     assert plain.returncode == 0, plain.stderr
     assert stops(clients, names) == []
     assert f"deleted   scheduled action {stop} (no --hours or --until given)" in plain.stdout
@@ -91,8 +92,8 @@ def test_deploy_hours_puts_a_stop_in_the_group_and_status_says_when(settings: Se
 
     # When undeployed with a guard in place, the scheduled action goes too (the emulator, unlike what the group's
     # deletion may do on AWS, keeps a group's scheduled actions: labkit deletes it first)
-    assert labkit(settings, "deploy", "--autoscale", "0:3", "--hours", "1").returncode == 0
-    down = labkit(settings, "undeploy")
+    assert labkit("deploy", "--autoscale", "0:3", "--hours", "1", s=settings).returncode == 0
+    down = labkit("undeploy", s=settings)
     assert down.returncode == 0, down.stderr
     assert f"deleted   scheduled action {stop}" in down.stdout
     assert stops(clients, names) == []
@@ -102,10 +103,10 @@ def test_deploy_hours_puts_a_stop_in_the_group_and_status_says_when(settings: Se
 def test_workers_with_hours_become_a_group_of_fixed_size_that_stops_itself(settings: Settings) -> None:
     clients, names = Clients(settings), fleet.FleetNames(settings.bucket or "")
     # Given lone instances (a plain deploy: nothing stops them but undeploy)
-    assert labkit(settings, "deploy", "--workers", "2").returncode == 0
+    assert labkit("deploy", "--workers", "2", s=settings).returncode == 0
     assert group_of(clients, names) is None and len(live_instances(clients, names)) == 2
     # When deployed with a guard
-    out = labkit(settings, "deploy", "--workers", "2", "--hours", "1.5")
+    out = labkit("deploy", "--workers", "2", "--hours", "1.5", s=settings)
     assert out.returncode == 0, out.stderr
     # Then the instances are a group of exactly 2 (only a group scales itself with the laptop closed), with the
     # stop, and no alarm (none could change a group of fixed size; each would bill)
@@ -117,10 +118,10 @@ def test_workers_with_hours_become_a_group_of_fixed_size_that_stops_itself(setti
     assert clients("cloudwatch").describe_alarms(AlarmNames=names.alarms)["MetricAlarms"] == []
     assert read_state(settings.state_dir)["fleet"]["workers"] == 2
     # When deployed again without a guard, they are lone instances again and the group and its stop are gone
-    back = labkit(settings, "deploy", "--workers", "2")
+    back = labkit("deploy", "--workers", "2", s=settings)
     assert back.returncode == 0, back.stderr
     assert group_of(clients, names) is None and stops(clients, names) == []
-    assert labkit(settings, "undeploy").returncode == 0
+    assert labkit("undeploy", s=settings).returncode == 0
 
 
 @pytest.mark.parametrize("args, message", [
@@ -133,7 +134,7 @@ def test_workers_with_hours_become_a_group_of_fixed_size_that_stops_itself(setti
 ])
 def test_a_guard_that_cannot_work_is_one_line_and_nothing_is_made(settings: Settings, args: tuple[str, ...],
                                                                  message: str) -> None:
-    out = labkit(settings, "deploy", *args)
+    out = labkit("deploy", *args, s=settings)
     assert out.returncode == 1 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert nothing_left(leftovers(Clients(settings), fleet.FleetNames(settings.bucket or "")))

@@ -87,14 +87,14 @@ def test_a_worker_on_ec2_writes_the_heartbeats_the_estimate_counts(settings: Set
 
 
 def test_labkit_status_shows_the_fleets_public_ipv4_root_volumes_and_alarm_metrics(settings: Settings) -> None:
-    from tests.test_fleet import labkit
+    from tests.helpers import labkit
     clients = Clients(settings)
     fleet.deploy(clients, fleet.FleetSpec(workers=2))
     try:
         # When `labkit status` runs with two t3.micro workers deployed
-        fixed = labkit(settings, "status")
+        fixed = labkit("status", s=settings)
         fleet.deploy(clients, fleet.FleetSpec(autoscale=(0, 2)))
-        group = labkit(settings, "status")
+        group = labkit("status", s=settings)
     finally:
         fleet.undeploy(clients)
     # Then it prices each instance's public IPv4 address and root volume, and the workers' own polling, per hour
