@@ -33,7 +33,7 @@ from labkit import kinds, provision
 from labkit.aws.clients import Clients
 from labkit.aws.queues import PurgeOutcome, Queue, is_missing_queue
 from labkit.aws.storage import Bucket, ObjectInfo
-from labkit.config import PROCESSED_PREFIX, UNPROCESSED_PREFIX, Settings, read_state
+from labkit.config import DLQ_SUFFIX, PROCESSED_PREFIX, UNPROCESSED_PREFIX, Settings, read_state
 from labkit.endpoints import Endpoint, identify
 from labkit.errors import AwsError, InvalidInput, JobTimeout, LabkitError, RemoteJobError
 from labkit.flow import Window, adaptive_window, default_window
@@ -383,21 +383,25 @@ class Lab:
 
     # -- queues and status ---------------------------------------------------------------------------
     def purge(self, which: str | None = "all") -> list[PurgeOutcome]:
-        """Empty a queue (by name or role: requests, responses, inbox, outbox) or ``all`` four; returns
+        """Empty a queue (by name or role: requests, responses, inbox, outbox) or ``all``: the four and the kind
+        queues of one's own that exist (not the dead-letter queues); returns
         each queue's outcome: purged, refused (SQS allows one purge per queue every 60 s; ``retry_in``
         says how long is left when this Lab made the last purge) or failed. Every queue is tried. A name that
         is none of labkit's queues and does not exist raises :class:`InvalidInput` naming labkit's queues.
-        ``None``: what the caller may purge: the four, of which those its credentials may not purge (a student's,
-        in a class) come back failed with AWS's AccessDenied (:func:`labkit.presenters.purge_denied`), and this
-        Lab's own reply queue if it made one."""
-        names = self.settings.queue_names()
-        targets = list(names.values()) if which in ("all", None) else [kinds.queue_name(self.settings, which)]
+        ``None``: what the caller may purge: those of ``all``, of which those its credentials may not purge (a
+        student's, in a class) come back failed with AWS's AccessDenied (:func:`labkit.presenters.purge_denied`),
+        and this Lab's own reply queue if it made one."""
+        every = which in ("all", None)
+        kind_queues = provision.kind_queues(self.clients) if every else []  # dead letters stay, as the lanes'
+        known = [*self.settings.queue_names().values(), *sorted(q.name for q in kind_queues
+                                                               if not q.name.endswith(DLQ_SUFFIX))]
+        targets = known if every else [kinds.queue_name(self.settings, str(which))]
         outcomes = []
         for name in targets:
             try:
                 outcomes.append(self.queue(name).purge_outcome())
             except AwsError as exc:  # the queue cannot be looked up (it does not exist)
-                if is_missing_queue(exc) and name not in names.values():  # not one of labkit's: a typo, say
+                if is_missing_queue(exc) and name not in known:  # not one of labkit's: a typo, say
                     choices = kinds.queue_choices(self.settings)
                     raise InvalidInput(f"there is no queue {name!r}: labkit's queues are {choices}; give one, "
                                        "a short name, or all") from None

@@ -47,6 +47,12 @@ RECREATE_TIMEOUT = 120.0
 # What S3 answers about a bucket that exists but is not this account's (ExpectedBucketOwner, or the name is
 # taken: bucket names are global).
 NOT_OUR_BUCKET = ("403", "AccessDenied", "Forbidden", "BucketAlreadyExists")
+# The IAM action of each S3 call that makes the bucket ready, to name the one refused (HeadBucket is s3:ListBucket).
+BUCKET_ACTIONS = {"HeadBucket": "s3:ListBucket", "CreateBucket": "s3:CreateBucket", "PutPublicAccessBlock":
+                  "s3:PutBucketPublicAccessBlock", "PutBucketEncryption": "s3:PutEncryptionConfiguration",
+                  "GetBucketLifecycleConfiguration": "s3:GetLifecycleConfiguration", "PutBucketLifecycleConfiguration":
+                  "s3:PutLifecycleConfiguration", "GetBucketPolicy": "s3:GetBucketPolicy", "PutBucketPolicy":
+                  "s3:PutBucketPolicy"}
 Progress = Callable[[str], None] | None
 
 
@@ -205,8 +211,8 @@ def _wait_known(sqs: Any, new: list[Queue]) -> None:
 
 def ensure_bucket(clients: Clients, report: ProvisionReport | None = None) -> ProvisionReport:
     """Create the bucket if needed: public access blocked, default encryption, payload expiry, and (over TLS:
-    :func:`tls_endpoint`) a policy that refuses requests not made over TLS. A name another account owns is a
-    clear error."""
+    :func:`tls_endpoint`) a policy that refuses requests not made over TLS. A name another account owns, and
+    credentials that may not make the bucket ready (a student's), are each a clear error."""
     report = report or ProvisionReport()
     bucket = Bucket(clients.s3, clients.bucket_name())
     report.bucket = bucket.name
@@ -218,13 +224,18 @@ def ensure_bucket(clients: Clients, report: ProvisionReport | None = None) -> Pr
             report.created.append(f"bucket {bucket.name}")
     except AwsError as exc:
         if exc.code in NOT_OUR_BUCKET:
-            raise ConfigError(_taken(bucket.name, exc.code)) from exc
+            raise ConfigError(_not_ours(clients, bucket.name, exc)) from exc
         if exc.code == "OperationAborted":
             raise ConfigError(_held(bucket.name)) from exc
         raise
-    bucket.secure(PAYLOADS_PREFIX, PAYLOAD_EXPIRY_DAYS)
-    if tls_endpoint(clients.settings) and bucket.require_tls(partition(clients.settings.region)) \
-            and f"bucket {bucket.name}" in report.unchanged:
+    try:
+        bucket.secure(PAYLOADS_PREFIX, PAYLOAD_EXPIRY_DAYS)
+        tls = tls_endpoint(clients.settings) and bucket.require_tls(partition(clients.settings.region))
+    except AwsError as exc:
+        if exc.code in NOT_OUR_BUCKET:
+            raise ConfigError(_refused(bucket.name, exc)) from exc
+        raise
+    if tls and f"bucket {bucket.name}" in report.unchanged:
         report.unchanged.remove(f"bucket {bucket.name}")
         report.updated.append(f"bucket {bucket.name} (policy: TLS only)")
     return report
@@ -236,11 +247,37 @@ def tls_endpoint(settings: Settings) -> bool:
     return settings.endpoint_url is None or settings.endpoint_url.startswith("https://")
 
 
+def _not_ours(clients: Clients, name: str, exc: AwsError) -> str:
+    """The one line for a bucket S3 refused: its name is another account's (BucketAlreadyExists, or a refused look
+    at a bucket this account's own list lacks), or these credentials may not make it ready."""
+    if exc.code == "BucketAlreadyExists":
+        return _taken(name, exc.code)
+    if exc.operation == "HeadBucket":
+        from labkit.aws.calls import call  # here: only a refused bucket needs it (a student's import stays short)
+        # HeadBucket answers the same 403 for another account's bucket and for credentials that may not list this
+        # one: this account's list of its buckets tells them apart (credentials that may not read it: theirs)
+        try:
+            mine = [b["Name"] for b in call(clients.s3, "list_buckets", "listing this account's buckets")["Buckets"]]
+        except AwsError:  # (refused credentials would have been refused the look already)
+            mine = [name]
+        if name not in mine:
+            return _taken(name, exc.code)
+    return _refused(name, exc)
+
+
+def _refused(name: str, exc: AwsError) -> str:
+    action = BUCKET_ACTIONS.get(exc.operation or "", exc.operation)
+    return (f"your credentials may not create or configure the bucket {name} (S3 refused "
+            f"{f'{action}, ' if action else ''}{exc.code}): `labkit doctor` shows what they may do (in a class, "
+            "`labkit up` and `labkit deploy` are the instructor's); if the bucket is another account's, set "
+            "LABKIT_BUCKET to a name of your own")
+
+
 def _taken(name: str, code: str | None) -> str:
     mine = _another(name)
-    return (f"the bucket name {name} is taken by another AWS account, or your credentials may not use it (S3 "
-            f"answered {code}). Bucket names are shared by every account in the world: set LABKIT_BUCKET to a "
-            f"name of your own (for example {mine}) and run `labkit up` again")
+    return (f"the bucket name {name} is taken by another AWS account (S3 answered {code}). Bucket names are shared "
+            f"by every account in the world: set LABKIT_BUCKET to a name of your own (for example {mine}) and run "
+            "`labkit up` again")
 
 
 def _held(name: str) -> str:

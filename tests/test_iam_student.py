@@ -146,7 +146,52 @@ def test_a_student_sends_jobs_and_purges_its_own_and_is_refused_what_is_the_inst
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
     errors = [line for line in out.stderr.splitlines() if line.startswith("labkit: error:")]
     # (its first refusal: looking at the bucket, which a student may not list as a whole)
-    assert len(errors) == 1 and "your credentials may not use it (S3 answered 403)" in errors[0], out.stderr
+    assert len(errors) == 1 and "your credentials may not create or configure the bucket" in errors[0], out.stderr
+    assert not iam.client("ec2").describe_instances(Filters=[
+        {"Name": f"tag:{fleet.FLEET_TAG}", "Values": [s.bucket or ""]}])["Reservations"]
+
+
+def class_and_student(iam: IamEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Settings, dict]:
+    """The instructor's lab (queues and bucket, no worker), and a student holding only `labkit policy student`."""
+    for var, value in keys_env(iam.admin).items():
+        monkeypatch.setenv(var, value)
+    s = names(iam, tmp_path / "state")
+    provision.ensure(Clients(s))
+    policy = as_moto_sees_it(student_policy(s, s.bucket or "", ACCOUNT))
+    return s, iam.user(f"cy{uuid.uuid4().hex[:6]}", policy)
+
+
+def test_a_students_purge_leaves_the_kind_queues_too_to_the_instructor(
+        iam: IamEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a class whose kind queue (a kind of the instructor's own) holds a job
+    s, cy = class_and_student(iam, tmp_path, monkeypatch)
+    kind_queue, _ = provision.ensure_kind_queue(Clients(s), "wordcount")
+    kind_queue.send('{"kind": "wordcount"}')
+    # When a student purges what it may (no queue)
+    text = ok(labkit_as(s, cy, "purge"))
+    # Then nothing of the class's is purged: one line names the four and the kind queue as the instructor's
+    shared = [*s.queue_names().values(), kind_queue.name]
+    assert text.strip().splitlines() == [f"nothing purged; purging {', '.join(shared[:-1])} and {shared[-1]} is the "
+                                         "instructor's: your credentials may not (AccessDenied)"], text
+    assert kind_queue.depth()["visible"] == 1
+
+
+def test_a_students_deploy_says_in_one_line_its_credentials_may_not_make_the_bucket_and_points_to_doctor(
+        iam: IamEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given the instructor's lab (queues and bucket), and a student holding only `labkit policy student`
+    s, cy = class_and_student(iam, tmp_path, monkeypatch)
+    # When the student runs `labkit deploy`
+    out = labkit_as(s, cy, "deploy", "--workers", "1")
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    # (stderr also has the emulator's note that no instance boots on it)
+    [line] = [line for line in out.stderr.splitlines() if line.startswith("labkit: error:")]
+    # Then one line says its credentials may not make the bucket ready, the action S3 refused (HeadBucket is
+    # s3:ListBucket to IAM), and where to see what they may do (before: "the bucket name ... is taken by another
+    # AWS account, or your credentials may not use it (S3 answered 403)")
+    assert line.startswith(f"labkit: error: your credentials may not create or configure the bucket {s.bucket} "
+                           "(S3 refused s3:ListBucket, 403): `labkit doctor` shows what they may do"), line
+    assert "taken by another" not in line
+    # And nothing was launched
     assert not iam.client("ec2").describe_instances(Filters=[
         {"Name": f"tag:{fleet.FLEET_TAG}", "Values": [s.bucket or ""]}])["Reservations"]
 

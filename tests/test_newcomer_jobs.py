@@ -197,6 +197,29 @@ def test_purge_of_a_queue_that_does_not_exist_names_the_queues_labkit_knows(sett
     assert "labkit up" not in line
 
 
+def test_purge_all_and_an_instructors_purge_empty_the_kind_queues_too_not_their_dead_letters(settings):
+    # Given a kind of one's own's queue (made as a first job of it makes it) holding a job, and its dead letter
+    clients = Clients(settings)
+    kind_queue, _ = provision.ensure_kind_queue(clients, "wordcount")
+    kind_queue.send('{"kind": "wordcount"}')
+    dead = Queue.by_name(clients.sqs, kind_queue.name + DLQ_SUFFIX)
+    dead.send('{"kind": "wordcount"}')
+    # When the instructor purges all before a class
+    out = labkit("purge", "all", s=settings)
+    # Then the kind queue was emptied and its row says so, beside the four (before: the four only, the job stayed)
+    assert out.returncode == 0, out.stderr
+    no_traceback(out)
+    rows = {line.split()[0]: line.split()[1] for line in out.stdout.splitlines()[3:] if line.strip()}
+    assert rows == {**{name: "purged" for name in settings.queue_names().values()}, kind_queue.name: "purged"}
+    assert depth(kind_queue) == 0
+    # And its dead letter is kept, as the lanes' are (dead letters are there to be looked at)
+    assert depth(dead) == 1
+    # And `labkit purge` with no queue (what the caller may purge: an instructor's, all of them) tries it too
+    kind_queue.send('{"kind": "wordcount"}')
+    again = labkit("purge", s=settings)
+    assert again.returncode == 1 and f"{kind_queue.name}  refused" in again.stdout, again.stdout
+
+
 # -- item 8: a handler's own exception ------------------------------------------------------------------------
 
 README_KIND = re.compile(r"```python\n(# my_kinds\.py\n.*?)```", re.S)

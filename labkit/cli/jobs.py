@@ -181,7 +181,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
     from labkit.client import Lab
     from labkit.presenters import purge_report
     with Lab(settings(args)) as lab:
-        # No queue: what this caller may purge (a student's own reply queues; the four too, for an instructor)
+        # No queue: what this caller may purge (a student's own reply queues; all of them, for an instructor)
         table, note = purge_report(lab.purge(args.queue), asked=args.queue is not None)
     if table.rows:
         print(table)
@@ -288,10 +288,10 @@ def register(add: Add, common: argparse.ArgumentParser) -> None:
     sp.add_argument("job_id", metavar="JOB_ID", help="the job's id (or its first 6 characters or more)")
     sp.add_argument("--json", action="store_true", help="print the journal's record as JSON")
 
-    sp = add("purge", cmd_purge, "empty a queue (name, or requests|responses|inbox|outbox) or all four; each "
-             "queue's outcome is shown (SQS allows one purge per queue every 60 s), exit 1 if any was not purged; "
-             "without a queue, what your credentials may purge (your own reply queues; the four for an instructor), "
-             "saying what it left")
+    sp = add("purge", cmd_purge, "empty a queue (name, or requests|responses|inbox|outbox) or all (the four "
+             "and your kinds' queues, not dead letters); each queue's outcome is shown (SQS allows one purge per "
+             "queue every 60 s), exit 1 if any was not purged; without a queue, what your credentials may purge "
+             "(your own reply queues; all for an instructor), saying what it left")
     sp.add_argument("queue", nargs="?", help="queue name, role, or 'all' (default: what your credentials may purge)")
 
     sp = add("dlq", lambda a: (a.dlq_parser.print_help(), 2)[1], "inspect dead letters (requests that could not "
