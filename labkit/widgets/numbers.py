@@ -27,7 +27,7 @@ class NumbersPanel(LabPanel):
     (long lists travel through S3). ``send()`` shows the result as a table and a histogram."""
 
     MODES = (("type numbers", "typed"), ("preset list", "preset"), ("random list", "random"))
-    PURGE = (("all four queues", "all"), ("requests", "requests"), ("responses", "responses"),
+    PURGE = (("all queues", "all"), ("requests", "requests"), ("responses", "responses"),
              ("image inbox", "inbox"), ("image outbox", "outbox"))
     MAX_LENGTH = MAX_RANDOM_LENGTH  # the CLI's --random stops at the same length
 
@@ -111,8 +111,8 @@ class NumbersPanel(LabPanel):
         return f"through S3 (s3://{self.lab.bucket.name}/{keys[0]})" if keys else "inline in the SQS message"
 
     def purge(self) -> list[PurgeOutcome]:
-        """Empty the chosen queue (or all four); show each queue's outcome (SQS allows one purge per queue
-        every 60 s: a queue purged less than a minute ago is refused, with the seconds left)."""
+        """Empty the chosen queue (or all: the four and the kinds' queues); show each queue's outcome (SQS allows
+        one purge per queue every 60 s: a queue purged less than a minute ago is refused, with the seconds left)."""
         self.purged = self.lab.purge(self.purge_queue.value)
         self.show(*purge_report(self.purged))
         return self.purged
