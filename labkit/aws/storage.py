@@ -214,7 +214,9 @@ class Bucket:
         try:
             self.s3.delete_bucket(Bucket=self.name)
         except ClientError as exc:
-            raise self._error(exc, f"deleting bucket {self.name}") from exc
+            # Gone already: botocore retried a 500 that S3 answered after deleting it ("the request may have succeeded")
+            if aws_error_code(exc) != "NoSuchBucket":
+                raise self._error(exc, f"deleting bucket {self.name}") from exc
         return count
 
     # -- objects -----------------------------------------------------------------------------------------
