@@ -25,6 +25,25 @@ def is_missing(exc: BaseException) -> bool:
     return code == "NoSuchEntity" or "NotFound" in code
 
 
+def is_gone(exc: BaseException) -> bool:
+    """What a delete hears when the resource is already gone: :func:`is_missing`, or Auto Scaling's
+    ``ValidationError`` "... not found" (it has no not-found code of its own)."""
+    return is_missing(exc) or (aws_error_code(exc) == "ValidationError" and "not found" in str(exc).lower())
+
+
+def delete(client: Any, operation: str, what: str = "", **kwargs: Any) -> bool:
+    """A delete through :func:`call`: True when it deleted, False when the resource was already gone. botocore
+    retries a 5xx, and AWS may have done the work before the answer was lost: the retry then hears "not found",
+    which means done (tests/test_fleet_throttled.py)."""
+    try:
+        call(client, operation, what, **kwargs)
+    except AwsError as exc:
+        if is_gone(exc):
+            return False
+        raise
+    return True
+
+
 def call(client: Any, operation: str, what: str = "", **kwargs: Any) -> dict[str, Any]:
     """``client.<operation>(**kwargs)``; a ``ClientError`` becomes :class:`AwsError` saying ``what`` failed."""
     try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from labkit.aws.calls import call, find, is_missing, pages
+from labkit.aws.calls import call, delete, find, is_missing, pages
 from labkit.errors import AwsError, aws_error_code
 
 
@@ -143,4 +143,4 @@ class Ec2:
         return version
 
     def delete_launch_template(self, name: str) -> None:
-        call(self.client, "delete_launch_template", f"deleting launch template {name}", LaunchTemplateName=name)
+        delete(self.client, "delete_launch_template", f"deleting launch template {name}", LaunchTemplateName=name)

@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from labkit.aws.calls import call, find, pages
+from labkit.aws.calls import call, delete, find, pages
 from labkit.errors import aws_error_code
 
 
@@ -52,13 +52,13 @@ class Iam:
         """Delete the role after what IAM wants gone first: inline and attached policies, profile links."""
         what = f"deleting role {name}"
         for policy in pages(self.client, "list_role_policies", "PolicyNames", what, RoleName=name):
-            call(self.client, "delete_role_policy", what, RoleName=name, PolicyName=policy)
+            delete(self.client, "delete_role_policy", what, RoleName=name, PolicyName=policy)
         for policy in pages(self.client, "list_attached_role_policies", "AttachedPolicies", what, RoleName=name):
             call(self.client, "detach_role_policy", what, RoleName=name, PolicyArn=policy["PolicyArn"])
         for profile in pages(self.client, "list_instance_profiles_for_role", "InstanceProfiles", what,
                              RoleName=name):
             self.remove_role(profile["InstanceProfileName"], name)
-        call(self.client, "delete_role", what, RoleName=name)
+        delete(self.client, "delete_role", what, RoleName=name)
 
     # -- instance profiles ---------------------------------------------------------------------------------
     def profile(self, name: str) -> dict[str, Any] | None:
@@ -75,11 +75,11 @@ class Iam:
              InstanceProfileName=profile, RoleName=role)
 
     def remove_role(self, profile: str, role: str) -> None:
-        call(self.client, "remove_role_from_instance_profile",
+        delete(self.client, "remove_role_from_instance_profile",
              f"removing role {role} from instance profile {profile}", InstanceProfileName=profile, RoleName=role)
 
     def delete_profile(self, name: str, roles: Iterable[str]) -> None:
         """Delete the instance profile after taking ``roles`` (its roles) out of it."""
         for role in roles:
             self.remove_role(name, role)
-        call(self.client, "delete_instance_profile", f"deleting instance profile {name}", InstanceProfileName=name)
+        delete(self.client, "delete_instance_profile", f"deleting instance profile {name}", InstanceProfileName=name)

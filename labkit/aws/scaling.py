@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from labkit.aws.calls import call
+from labkit.aws.calls import call, delete
 
 DELETING = "Delete in progress"
 
@@ -44,7 +44,7 @@ class AutoScaling:
 
     def delete_group(self, name: str) -> None:
         """Delete the group with its instances and scaling policies (it takes a while: see :meth:`group`)."""
-        call(self.client, "delete_auto_scaling_group", f"deleting auto scaling group {name}",
+        delete(self.client, "delete_auto_scaling_group", f"deleting auto scaling group {name}",
              AutoScalingGroupName=name, ForceDelete=True)
 
     def put_stop(self, group: str, name: str, at: datetime) -> None:
@@ -61,7 +61,7 @@ class AutoScaling:
         return next((a for a in found if a.get("AutoScalingGroupName") in (None, group)), None)
 
     def delete_scheduled_action(self, group: str, name: str) -> None:
-        call(self.client, "delete_scheduled_action", f"deleting scheduled action {name}",
+        delete(self.client, "delete_scheduled_action", f"deleting scheduled action {name}",
              AutoScalingGroupName=group, ScheduledActionName=name)
 
     def put_policy(self, group: str, name: str, **fields: Any) -> str:
