@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # The first half: the end-to-end files (browser, notebooks, faults, benchmarks), about half of the time.
 FIRST = ["test_browser.py", "test_notebooks.py", "test_faults.py", "test_poison.py", "test_bench.py",
          "test_portability.py", "test_images_e2e.py", "test_memory.py", "test_aws_realism.py", "test_iam_proof.py",
-         "test_credentials.py", "test_costs_aws.py", "test_delivery.py"]
+         "test_credentials.py", "test_costs_aws.py", "test_delivery.py", "test_fleet_throttled.py"]
 
 
 NOTHING_COLLECTED = 5  # pytest's exit status when no test was selected
