@@ -42,7 +42,7 @@ from labkit.fleet import deployer, student
 from labkit.fleet.instances import AMI_PARAMETERS
 from labkit.fleet.roles import NO_ROLES_HINT
 from labkit.fleet.spec import DEFAULT_INSTANCE_TYPE
-from labkit.provision import NOT_OUR_BUCKET
+from labkit.provision import NOT_OUR_BUCKET, bucket_taken
 
 OK, WARN, BLOCKER = "ok", "warn", "blocker"
 ACADEMY_PROFILE, ACADEMY_SESSION = "LabInstanceProfile", ":assumed-role/voclabs/"
@@ -310,9 +310,16 @@ def _bucket(ctx: _Ctx) -> Check:
     try:
         present = Bucket(ctx.clients.s3, name).present()
     except AwsError as exc:
+        if exc.code in NOT_OUR_BUCKET and bucket_taken(ctx.clients, name, exc):
+            return Check("bucket", BLOCKER, f"{name}: taken by another AWS account (S3 answered {exc.code})",
+                         "set LABKIT_BUCKET to a name of your own and check again")
+        if exc.code in NOT_OUR_BUCKET and ctx.plan.student:
+            return Check("bucket", OK, f"{name}: this account's; your credentials list only your own uploads "
+                         "(`labkit policy student`), and read results by key")
         if exc.code in NOT_OUR_BUCKET:
-            return Check("bucket", BLOCKER, f"{name}: taken by another AWS account, or your credentials may not use "
-                         f"it (S3 answered {exc.code})", "set LABKIT_BUCKET to a name of your own and check again")
+            return Check("bucket", BLOCKER, f"{name}: your credentials may not look at it (S3 refused "
+                         f"s3:ListBucket, {exc.code})", "attach `labkit policy deployer --command up` (or run as "
+                         "the instructor) and check again")
         if exc.code == "OperationAborted":
             return Check("bucket", BLOCKER, f"{name}: S3 is still freeing the name (OperationAborted)",
                          "wait (it can take hours), or set LABKIT_BUCKET to a name of your own")

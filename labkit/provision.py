@@ -248,21 +248,23 @@ def tls_endpoint(settings: Settings) -> bool:
 
 
 def _not_ours(clients: Clients, name: str, exc: AwsError) -> str:
-    """The one line for a bucket S3 refused: its name is another account's (BucketAlreadyExists, or a refused look
-    at a bucket this account's own list lacks), or these credentials may not make it ready."""
+    """The one line for a bucket S3 refused: another account's name, or credentials that may not make it ready."""
+    return _taken(name, exc.code) if bucket_taken(clients, name, exc) else _refused(name, exc)
+
+
+def bucket_taken(clients: Clients, name: str, exc: AwsError) -> bool:
+    """Is a bucket S3 refused another account's? A refused HeadBucket means that, or credentials that may not list
+    it (a student's): this account's own list tells (credentials that may not read it either: refused, not taken)."""
     if exc.code == "BucketAlreadyExists":
-        return _taken(name, exc.code)
-    if exc.operation == "HeadBucket":
-        from labkit.aws.calls import call  # here: only a refused bucket needs it (a student's import stays short)
-        # HeadBucket answers the same 403 for another account's bucket and for credentials that may not list this
-        # one: this account's list of its buckets tells them apart (credentials that may not read it: theirs)
-        try:
-            mine = [b["Name"] for b in call(clients.s3, "list_buckets", "listing this account's buckets")["Buckets"]]
-        except AwsError:  # (refused credentials would have been refused the look already)
-            mine = [name]
-        if name not in mine:
-            return _taken(name, exc.code)
-    return _refused(name, exc)
+        return True
+    if exc.operation != "HeadBucket":
+        return False
+    from labkit.aws.calls import call  # here: only a refused bucket needs it (a student's import stays short)
+    try:
+        mine = [b["Name"] for b in call(clients.s3, "list_buckets", "listing this account's buckets")["Buckets"]]
+    except AwsError:
+        return False
+    return name not in mine
 
 
 def _refused(name: str, exc: AwsError) -> str:

@@ -321,3 +321,18 @@ def test_two_students_run_their_own_jobs_and_neither_can_touch_the_others_reply_
     calls["delete it"] = calls.pop("delete it")  # last, so that the others find it there
     assert let_through(calls) == ["receive its replies", "delete a reply", "purge it", "tag it as its own",
                                   "mark it seen", "delete it"]  # (untagging is granted to no student)
+
+
+def test_a_students_doctor_finds_the_class_bucket_usable_though_it_may_list_only_its_own_uploads(
+        iam: IamEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given the instructor's lab, and a student holding only `labkit policy student` (which lists its own uploads
+    # only: HeadBucket, which IAM checks as s3:ListBucket with no prefix, is refused)
+    s, cy = class_and_student(iam, tmp_path, monkeypatch)
+    # When the student runs the doctor for a student
+    out = labkit_as(s, cy, "doctor", "--student", "--json")
+    assert "Traceback" not in out.stderr, out.stderr
+    got = {r["check"]: r for r in json.loads(out.stdout)}
+    # Then the bucket is not a blocker: it is the account's own, and a student needs no listing of it (before: "taken
+    # by another AWS account, or your credentials may not use it (S3 answered 403)", a blocker)
+    assert got["bucket"]["status"] == "ok", got["bucket"]
+    assert "your own uploads" in got["bucket"]["found"], got["bucket"]
