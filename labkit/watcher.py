@@ -80,11 +80,14 @@ class QueueWatcher:
         can still count answered requests in flight. While the watcher runs, its own looks are read (no call
         of its own); otherwise each check is a look, kept with the samples. On a queue someone else is using,
         it may never look empty: the wait ends at ``timeout``, never in an error."""
+        since = time.time()  # a look taken before this call may predate the last requests: it proves nothing
+
         def ended() -> bool:
             if self._thread is None or not self._thread.is_alive():
                 self.samples += self.look()
             last = self.samples[-len(self.queues):]
-            return len(last) == len(self.queues) and not any(s.visible or s.in_flight or s.dead_letter for s in last)
+            return len(last) == len(self.queues) and all(s.at >= since for s in last) and \
+                not any(s.visible or s.in_flight or s.dead_letter for s in last)
         try:
             wait_for(ended, timeout, "the watched queues to look empty", interval=self.interval)
         except WaitTimeout:

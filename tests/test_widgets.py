@@ -200,6 +200,25 @@ def test_the_watcher_settles_when_the_queue_empties_and_gives_up_on_one_that_doe
     taker.join()
 
 
+def test_the_watcher_does_not_settle_on_a_look_taken_before_the_work_it_waits_for(lab, settings):
+    # Given a running watcher whose only look so far showed the queue empty (its next look is a minute away)
+    requests = Queue.by_name(lab.clients.sqs, settings.request_queue)
+    with QueueWatcher({requests.name: requests}, interval=60) as watch:
+        wait_until = time.monotonic() + 10
+        while not watch.samples and time.monotonic() < wait_until:
+            time.sleep(0.01)
+        assert [(s.visible, s.in_flight) for s in watch.samples] == [(0, 0)]
+        # When a request arrives and a worker holds it, answered but not yet deleted (as a batch's last ones are)
+        requests.send("last")
+        [message] = requests.receive(1, wait=5)
+        # Then settling does not take the old empty look for the end: no look since shows the queue empty (before:
+        # True at once, and the batch panel's last look then counted the last requests in flight, CI's (0, 3, 0))
+        assert watch.settle(0.5) is False
+    # And the watcher's last look, on stopping, shows the request still in flight
+    assert (watch.samples[-1].visible, watch.samples[-1].in_flight) == (0, 1)
+    requests.delete_batch([message.receipt])
+
+
 def test_the_live_depth_plot_draws_only_when_shown_and_at_most_once_a_second():
     from labkit.watcher import Sample
     from labkit.widgets.live import LiveDepth
