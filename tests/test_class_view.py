@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -33,8 +32,7 @@ from labkit.config import DLQ_SUFFIX, Settings, read_state
 from labkit.fleet.health import FAILED_PREFIX
 from labkit.fleet.student import student_policy
 from labkit.presenters import class_tables
-from labkit.processes import python_module
-from tests.conftest import ROOT, WorkerProcess, settings_env
+from tests.conftest import WorkerProcess, settings_env
 from tests.helpers import labkit
 from tests.iam_emulator import ACCOUNT, as_moto_sees_it, iam_emulator, keys_env
 from tests.test_iam import names
@@ -220,8 +218,7 @@ def test_a_students_credentials_are_told_in_one_line_that_the_class_view_is_the_
         provision.create_reply_queue(Clients(s))
         student = iam.user(f"ada{int(time.time())}", as_moto_sees_it(student_policy(s, s.bucket or "", ACCOUNT)))
         # When the student runs the instructor's view
-        out = subprocess.run(python_module("labkit", "status", "--class"), env=settings_env(s, extra=keys_env(student)),
-                             cwd=ROOT, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+        out = labkit("status", "--class", s=s, env=keys_env(student))
         # Then one line says it is the instructor's, and what allows it; what could be read is shown; exit 1
         assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
         [line] = [ln for ln in out.stderr.splitlines() if ln.strip()]
@@ -230,6 +227,5 @@ def test_a_students_credentials_are_told_in_one_line_that_the_class_view_is_the_
         assert re.search(rf"^numbers\s+{s.request_queue}\s+0\s+0\s+0\s+0$", out.stdout, re.M), out.stdout
         assert "(not read)" in out.stdout
         # And the instructor's credentials read it
-        mine = subprocess.run(python_module("labkit", "status", "--class"), env=settings_env(s), cwd=ROOT,
-                              capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+        mine = labkit("status", "--class", s=s)
         assert mine.returncode == 0 and "Students' reply queues: 1 (1 active, 0 gone quiet" in mine.stdout, mine.stderr

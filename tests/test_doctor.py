@@ -21,17 +21,16 @@ from labkit.aws import permissions
 from labkit.aws.clients import Clients
 from labkit.config import Settings
 from labkit.fleet.deployer import deployer_policy
-from labkit.processes import python_module, settings_env
+from labkit.processes import settings_env
 from tests.aws_quota import quota_env
-from tests.conftest import ROOT
+from tests.helpers import labkit
 from tests.iam_emulator import ACCOUNT, IamEmulator, as_moto_sees_it, iam_emulator, keys_env
 from tests.test_iam import names
 
 
 def doctor(s: Settings, *args: str, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``labkit doctor ARGS`` as a real process pointed at ``s``."""
-    return subprocess.run(python_module("labkit", "doctor", *args), env=settings_env(s, extra=extra), cwd=ROOT,
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+    return labkit("doctor", *args, s=s, env=extra)
 
 
 def rows(out: subprocess.CompletedProcess[str]) -> dict[str, dict[str, str]]:

@@ -26,6 +26,7 @@ from labkit.fleet.deployer import COMMANDS, deployer_policy
 from labkit.local import wait_serving
 from labkit.processes import Child, python_module, settings_env
 from tests.conftest import ROOT
+from tests.helpers import labkit
 from tests.iam_emulator import ACCOUNT, IamEmulator, as_moto_sees_it, iam_emulator, keys_env
 
 pytestmark = pytest.mark.slow
@@ -142,10 +143,9 @@ def calls_the_worker_must_not_make(iam: IamEmulator, s: Settings, creds: dict[st
 
 # -- the deployer -----------------------------------------------------------------------------------------------
 
-def labkit_as(s: Settings, creds: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """``labkit ARGS`` signed with ``creds`` on the IAM-enforcing emulator."""
-    return subprocess.run(python_module("labkit", *args), env=settings_env(s, extra=keys_env(creds)), cwd=ROOT,
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
+def labkit_as(s: Settings, creds: dict[str, str], *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """``labkit ARGS`` signed with ``creds`` (a student's, a deployer's) on the IAM-enforcing emulator."""
+    return labkit(*args, s=s, env=keys_env(creds), cwd=cwd, timeout=300)
 
 
 def command_policy(s: Settings, *commands: str) -> dict[str, Any]:

@@ -32,8 +32,9 @@ from labkit.fleet.student import student_policy
 from labkit.local import wait_serving
 from labkit.processes import Child, python_module, settings_env
 from tests.conftest import ROOT
+from tests.helpers import labkit
 from tests.iam_emulator import ACCOUNT, IamEmulator, as_moto_sees_it, iam_emulator, keys_env
-from tests.test_iam import names, refused
+from tests.test_iam import labkit_as, names, refused
 from tests.test_iam_proof import CLIENT
 
 pytestmark = pytest.mark.slow
@@ -43,12 +44,6 @@ pytestmark = pytest.mark.slow
 def iam(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IamEmulator]:
     with iam_emulator(tmp_path_factory.mktemp("iam-emulator") / "emulator.log") as emu:
         yield emu
-
-
-def labkit_as(s: Settings, creds: dict[str, str], *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    """``labkit ARGS`` signed with ``creds`` (a student's or the instructor's), as a real process."""
-    return subprocess.run(python_module("labkit", *args), env=settings_env(s, extra=keys_env(creds)), cwd=cwd,
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
 
 
 def ok(out: subprocess.CompletedProcess[str]) -> str:
@@ -200,8 +195,7 @@ def test_the_student_policy_names_its_resources_and_grants_no_purge_or_delete_of
         settings: Settings) -> None:
     # Given the student policy `labkit policy student` prints for a class (on the emulator: its account)
     s = settings
-    out = subprocess.run(python_module("labkit", "policy", "student"), env=settings_env(s), cwd=ROOT,
-                         capture_output=True, text=True, timeout=60)
+    out = labkit("policy", "student", s=s)
     assert out.returncode == 0, out.stderr
     policy = json.loads(out.stdout)
     assert policy == student_policy(s, s.bucket or "", ACCOUNT)

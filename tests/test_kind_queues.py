@@ -28,6 +28,7 @@ from labkit.fleet.student import student_policy
 from labkit.processes import Child, python_module, settings_env
 from labkit.protocol import JobRequest
 from tests.conftest import ROOT
+from tests.helpers import labkit
 from tests.iam_emulator import ACCOUNT, IamEmulator, as_moto_sees_it, iam_emulator, keys_env
 from tests.test_iam import names, refused
 
@@ -94,8 +95,7 @@ def test_two_workers_of_different_kinds_on_one_account(settings, start_worker, l
         assert job.id not in instructor.output
     assert instructor.output.count("code=unknown_kind") == 1
     # And `labkit status` shows the kind's queue, its depth and dead letters
-    status = subprocess.run(python_module("labkit", "status"), env=settings_env(settings), cwd=tmp_path,
-                            capture_output=True, text=True, timeout=60)
+    status = labkit("status", s=settings, cwd=tmp_path)
     assert status.returncode == 0, status.stderr
     [row] = [line for line in status.stdout.splitlines() if kind_queue in line]
     assert "kind wordcount" in row
