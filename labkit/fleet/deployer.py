@@ -111,6 +111,9 @@ GRANTS = (
            "s3:GetLifecycleConfiguration", "s3:PutLifecycleConfiguration", "s3:GetBucketPolicy",
            "s3:PutBucketPolicy"),
           Names.bucket_only, "create the bucket: public access blocked, encrypted, payloads expiring, TLS only"),
+    Grant("BucketNames", ("up", "deploy"), ("s3:ListAllMyBuckets",), Names.everything,
+          "tell a bucket name another account holds from a bucket of this account's that these credentials may not "
+          "look at (ListBuckets: names only; it has no narrower resource)"),
     Grant("WheelShip", ("deploy",), ("s3:GetObject", "s3:PutObject"), lambda n: n.objects(ARTIFACTS_PREFIX),
           "upload the labkit wheel the instances install (artifacts/)"),
     Grant("HealthRead", ("deploy",), ("s3:GetObject",), lambda n: n.objects(HEALTH_PREFIX),
